@@ -1,0 +1,181 @@
+"""``cvexport build``: trained weights -> a verified bundle directory, written atomically."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from cvexport.atomic import atomic_path
+from cvexport.bundle import BUNDLE_FORMAT, MANIFEST, ONNX_FILE, PARITY_FILE, WEIGHTS_FILE, library_versions, load_bundle
+from cvexport.checkpoint import sha256_file
+from cvexport.compare import TOLERANCES
+from cvexport.errors import CvexportError
+from cvexport.ops.detection import NmsConfig
+from cvexport.registry import get_spec
+from cvexport.trt_compat import TRT_VERSION, check_model
+
+PRECISIONS = ("fp32", "fp16")
+INPUT_FORMATS = ("float", "uint8")
+PARITY_BATCHES = (1, 4)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    model: str
+    precision: str = "fp32"
+    nms: str = "onnx"
+    max_batch: int = 8
+    input_format: str = "float"
+    score_threshold: float | None = None
+    iou_threshold: float | None = None
+    max_detections: int | None = None
+    weights: str | None = None
+    out: str | None = None
+
+    def resolved_out(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        suffix = "" if self.nms == "onnx" else f"-{self.nms}"
+        suffix += "" if self.input_format == "float" else f"-{self.input_format}"
+        return Path("bundles") / f"{self.model}-{self.precision}{suffix}"
+
+
+class ParityError(CvexportError):
+    exit_code = 3
+
+
+def _check_options(options: BuildOptions) -> None:
+    if options.precision not in PRECISIONS:
+        raise CvexportError(f"unknown precision '{options.precision}'; choose one of: {', '.join(PRECISIONS)}")
+    if options.input_format not in INPUT_FORMATS:
+        raise CvexportError(f"unknown --input '{options.input_format}'; choose one of: {', '.join(INPUT_FORMATS)}")
+    if not 1 <= options.max_batch <= 256:
+        raise CvexportError(f"--max-batch {options.max_batch} must be between 1 and 256")
+
+
+def input_contract(spec, options: BuildOptions) -> dict[str, Any]:
+    height, width = spec.input_size
+    uint8 = options.input_format == "uint8"
+    return {
+        "name": "images" if uint8 else "input",
+        "layout": "NHWC" if uint8 else "NCHW",
+        "dtype": "uint8" if uint8 else "float32",
+        "height": height,
+        "width": width,
+        "channels": "RGB",
+        "max_batch": options.max_batch,
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "normalization": "in graph: (x / 255 - mean) / std" if uint8 else "by caller: (x / 255 - mean) / std",
+        "resize": "letterbox (keep aspect, pad grey 114, centred)",
+    }
+
+
+def run_parity(bundle_dir: Path, precision: str, log: Callable[[str], None]) -> dict[str, Any]:
+    """ONNX Runtime vs the PyTorch fp32 reference on val images at batch 1 and 4."""
+    from cvexport.preprocess import to_network_input
+    from cvexport.runtime import create_runner
+    from cvexport.tasks import get_task
+
+    bundle = load_bundle(bundle_dir)
+    task = get_task(bundle.task)
+    spec = get_spec(bundle.manifest["model"])
+    frames = task.parity_frames(spec)
+    reference_runner = create_runner(bundle, "torch")
+    test_runner = create_runner(bundle, "ort")
+    report: dict[str, Any] = {"reference": "torch fp32", "test": f"onnxruntime cpu {precision}", "batches": {}}
+    passed = True
+    for batch in PARITY_BATCHES:
+        if batch > bundle.max_batch:
+            continue
+        parity = None
+        for start in range(0, len(frames) - batch + 1, batch):
+            feed = {bundle.input["name"]: to_network_input(frames[start:start + batch], bundle.input)}
+            parity = task.compare(reference_runner.infer(feed), test_runner.infer(feed), precision, parity)
+        tolerance = TOLERANCES[precision]
+        ok = parity.passed(tolerance)
+        passed &= ok
+        report["batches"][str(batch)] = {**parity.to_dict(), "passed": ok, "tolerance": tolerance.__dict__}
+        log(f"parity batch {batch}: {parity.matched}/{max(parity.reference_detections, parity.test_detections)} "
+            f"detections matched over {parity.images} images, min IoU {parity.min_iou:.4f}, "
+            f"max |dscore| {parity.max_score_delta:.2e} -> {'PASS' if ok else 'FAIL'}")
+    report["passed"] = passed
+    return report
+
+
+def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
+    """Export, check and write a bundle; returns its directory. Raises CvexportError on bad input
+    and ParityError when ONNX Runtime disagrees with PyTorch (nothing is written then)."""
+    import onnx
+
+    from cvexport.tasks import get_task
+
+    started = time.perf_counter()
+    spec = get_spec(options.model)
+    _check_options(options)
+    task = get_task(spec.task)
+    defaults = spec.defaults
+    config = NmsConfig(
+        score_threshold=options.score_threshold if options.score_threshold is not None else defaults["score_threshold"],
+        iou_threshold=options.iou_threshold if options.iou_threshold is not None else defaults["iou_threshold"],
+        max_detections=options.max_detections if options.max_detections is not None else defaults["max_detections"],
+    )
+    weights = Path(options.weights) if options.weights else spec.weights_path()
+    model = spec.load_model(weights)
+    log(f"exporting {spec.name} ({spec.description}) as {options.precision}, NMS '{options.nms}', "
+        f"batch 1..{options.max_batch}, {options.input_format} input")
+    graph = task.export_graph(model, spec, config=config, nms=options.nms, precision=options.precision,
+                              max_batch=options.max_batch, input_format=options.input_format)
+    onnx.checker.check_model(graph, full_check=True)
+    compat = check_model(graph)
+    if not compat.ok:
+        raise CvexportError(
+            "the exported graph would not build on TensorRT: "
+            + "; ".join(f.message for f in compat.by_severity("error"))[:400]
+            + " (run 'cvexport inspect' on the ONNX for the full report)"
+        )
+    log(f"TensorRT compatibility ({TRT_VERSION} operator table): OK, "
+        f"{len(compat.by_severity('warning'))} warnings")
+    out = options.resolved_out()
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        onnx.save_model(graph, str(tmp / ONNX_FILE))
+        shutil.copyfile(weights, tmp / WEIGHTS_FILE)
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "model": spec.name,
+            "task": spec.task,
+            "description": spec.description,
+            "precision": options.precision,
+            "onnx": {"file": ONNX_FILE, "sha256": sha256_file(tmp / ONNX_FILE), "opset": graph.opset_import[0].version},
+            "weights": {"file": WEIGHTS_FILE, "sha256": sha256_file(tmp / WEIGHTS_FILE), "source": str(weights)},
+            "input": input_contract(spec, options),
+            "outputs": [
+                {"name": o.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(o.type.tensor_type.elem_type).name,
+                 "shape": [d.dim_value or d.dim_param for d in o.type.tensor_type.shape.dim]}
+                for o in graph.graph.output
+            ],
+            "boxes": "detection_boxes in (x1, y1, x2, y2) normalized to the network input; rows past num_detections are padding",
+            "class_names": list(spec.class_names),
+            "postprocess": {"nms": options.nms, "per_class": True, "score_threshold": config.score_threshold,
+                            "iou_threshold": config.iou_threshold, "max_detections": config.max_detections},
+            "trt_compat": {"ok": compat.ok, "checked_against": TRT_VERSION,
+                           "warnings": [f.message for f in compat.by_severity("warning")]},
+            "versions": library_versions(),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        report = run_parity(tmp, options.precision, log)
+        report["build_seconds"] = round(time.perf_counter() - started, 1)
+        (tmp / PARITY_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        if not report["passed"]:
+            raise ParityError(
+                f"parity check failed: ONNX Runtime disagrees with PyTorch beyond the {options.precision} tolerance "
+                f"(report not kept; see the lines above); nothing was written to {out}"
+            )
+    log(f"wrote {out} in {time.perf_counter() - started:.1f} s")
+    return out
+

@@ -1,0 +1,184 @@
+"""The ``cvexport`` command line.
+
+User mistakes end in one line on stderr and a non-zero exit (2 for bad input, 3 for a
+failed parity check); only bugs in cvexport itself show a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from cvexport.errors import CvexportError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _add_build(sub) -> None:
+    p = sub.add_parser("build", help="export a model to a verified bundle (ONNX + manifest + parity report)")
+    p.add_argument("model", help="model name (see 'cvexport list')")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_const", const="fp16", dest="precision",
+                           help="mixed-precision FP16 graph (inputs, outputs and NMS stay FP32)")
+    precision.add_argument("--fp32", action="store_const", const="fp32", dest="precision", help="FP32 graph (default)")
+    p.add_argument("--nms", default="onnx", help="post-processing flavor: onnx (standard ops, default) or efficient "
+                   "(EfficientNMS_TRT plugin, fastest on TensorRT)")
+    p.add_argument("--max-batch", type=_positive_int, default=8, help="largest batch the bundle accepts (default 8)")
+    p.add_argument("--input", dest="input_format", default="float",
+                   help="float: float32 NCHW already normalized (default); uint8: camera frames NHWC, normalized in-graph")
+    p.add_argument("--score-threshold", type=float, help="drop detections scoring at or below this (default 0.25)")
+    p.add_argument("--iou-threshold", type=float, help="per-class NMS IoU threshold (default 0.45)")
+    p.add_argument("--max-detections", type=_positive_int, help="K, detections kept per image (default 100)")
+    p.add_argument("--weights", help="safetensors checkpoint to export instead of the shipped one")
+    p.add_argument("--out", help="bundle directory (default bundles/MODEL-PRECISION[-FLAVOR])")
+    p.set_defaults(func=_cmd_build, precision="fp32")
+
+
+def _cmd_build(args) -> int:
+    from cvexport.build import BuildOptions, build
+
+    options = BuildOptions(
+        model=args.model, precision=args.precision, nms=args.nms, max_batch=args.max_batch,
+        input_format=args.input_format, score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
+        max_detections=args.max_detections, weights=args.weights, out=args.out,
+    )
+    build(options, log=lambda line: print(line, flush=True))
+    return 0
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="run a bundle on images: predictions JSON and annotated images")
+    p.add_argument("bundle", help="bundle directory written by 'cvexport build'")
+    p.add_argument("images", nargs="+", help="image files (any format Pillow reads; grey and RGBA are converted)")
+    p.add_argument("--backend", default="ort", help="torch (the PyTorch reference) or ort (ONNX Runtime, default)")
+    p.add_argument("--out", required=True, help="directory for predictions.json and annotated images")
+    p.add_argument("--threads", type=_positive_int, help="CPU threads for the backend")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args) -> int:
+    from cvexport.atomic import atomic_path, write_text_atomic
+    from cvexport.images import load_image
+    from cvexport.runtime.predictor import Predictor
+
+    images = [load_image(path) for path in args.images]  # every file checked before any work
+    predictor = Predictor(args.bundle, backend=args.backend, threads=args.threads)
+    results = predictor.predict(images)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CvexportError(f"--out {out} is a file; pass a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for index, (path, image, detections) in enumerate(zip(args.images, images, results)):
+        # The index keeps names unique when two inputs share a stem (a/frame.png, b/frame.jpg).
+        annotated_name = f"{index:04d}-{Path(path).stem}.annotated.png"
+        with atomic_path(out / annotated_name) as tmp:
+            predictor.task.annotate(image, detections).save(tmp, format="PNG")
+        records.append({"image": str(path), "width": int(image.shape[1]), "height": int(image.shape[0]),
+                        "annotated": annotated_name, "detections": detections})
+        print(f"{path}: {len(detections)} detections" + "".join(
+            f"\n  {d['class_name']:<10} {d['score']:.3f}  box {d['box']}" for d in detections))
+    payload = {"bundle": str(args.bundle), "backend": args.backend, "model": predictor.bundle.manifest["model"],
+               "precision": predictor.bundle.precision, "images": records}
+    write_text_atomic(out / "predictions.json", json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {out / 'predictions.json'} and {len(records)} annotated images")
+    return 0
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a reference model from scratch (reproduces the shipped weights)")
+    p.add_argument("model", help="model name (see 'cvexport list')")
+    p.add_argument("--run-dir", help="checkpoints and metrics.jsonl (default runs/MODEL); an existing run resumes")
+    p.add_argument("--out", help="final weights file (default RUN_DIR/MODEL.safetensors)")
+    p.add_argument("--epochs", type=_positive_int, help="override the recipe's epoch count")
+    p.add_argument("--max-steps", type=_positive_int, help="stop after this many steps (smoke runs)")
+    p.add_argument("--val-images", type=int, default=None, help="val images for the final metric (default 256)")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in the run directory")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from cvexport.registry import get_spec
+    from cvexport.models.training import train_model
+
+    spec = get_spec(args.model)
+    run_dir = Path(args.run_dir or Path("runs") / spec.name)
+    out = Path(args.out) if args.out else run_dir / f"{spec.name}.safetensors"
+    record = train_model(spec, run_dir, out, epochs=args.epochs, max_steps=args.max_steps,
+                         val_images=args.val_images, resume=not args.fresh)
+    print(json.dumps(record, indent=2))
+    print(f"wrote {out}; build with: cvexport build {spec.name} --weights {out}")
+    return 0
+
+
+def _add_inspect(sub) -> None:
+    p = sub.add_parser("inspect", help="op histogram, I/O contract and a static TensorRT-compatibility report")
+    p.add_argument("target", help="a bundle directory or an .onnx file")
+    p.add_argument("--json", help="also write the report as JSON to this file")
+    p.set_defaults(func=_cmd_inspect)
+
+
+def _cmd_inspect(args) -> int:
+    from cvexport.atomic import write_text_atomic
+    from cvexport.bundle import load_bundle
+    from cvexport.trt_compat import check_path
+
+    target = Path(args.target)
+    onnx_path = load_bundle(target).verify_file("onnx") if target.is_dir() else target
+    report = check_path(onnx_path)
+    print(f"{onnx_path}")
+    print(report.format_text())
+    if args.json:
+        write_text_atomic(args.json, json.dumps(report.to_dict(), indent=2) + "\n")
+    return 0 if report.ok else 1
+
+
+def _add_list(sub) -> None:
+    p = sub.add_parser("list", help="list the registered models")
+    p.set_defaults(func=_cmd_list)
+
+
+def _cmd_list(args) -> int:
+    from cvexport.registry import get_spec, list_models
+
+    for name in list_models():
+        spec = get_spec(name)
+        print(f"{name:<12} {spec.task:<16} {spec.description}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cvexport", description="PyTorch vision models to ONNX / TensorRT bundles, verified.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_build, _add_run, _add_inspect, _add_train, _add_list):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CvexportError as exc:
+        print(f"cvexport: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:  # output piped into head & co.
+        return 0
+    except KeyboardInterrupt:
+        print("cvexport: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""A tiny editor for appending named pieces to an ONNX graph.
+
+Graph sections (decode, NMS, normalization, argmax) are functions that take a
+:class:`GraphEditor` and tensor names and return the names of what they added, so each
+section stays a short, readable description of the ops it contributes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+class GraphEditor:
+    """Appends nodes, constants, inputs and outputs to a copy of ``model``; never mutates the original."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.model = onnx.ModelProto()
+        self.model.CopyFrom(model)
+        self.graph = self.model.graph
+        self._taken = {v.name for v in itertools.chain(self.graph.input, self.graph.output, self.graph.initializer)}
+        for node in self.graph.node:
+            self._taken.update(node.output)
+            self._taken.add(node.name)
+        self._counter = itertools.count()
+
+    def fresh(self, hint: str) -> str:
+        """A tensor or node name not used anywhere in the graph yet."""
+        name = hint
+        while name in self._taken:
+            name = f"{hint}_{next(self._counter)}"
+        self._taken.add(name)
+        return name
+
+    def const(self, value: Any, name: str, dtype: Any = None) -> str:
+        """Add an initializer holding ``value``; returns its tensor name."""
+        array = np.asarray(value, dtype=dtype)
+        tensor_name = self.fresh(name)
+        self.graph.initializer.append(numpy_helper.from_array(array, tensor_name))
+        return tensor_name
+
+    def op(
+        self,
+        op_type: str,
+        inputs: Sequence[str],
+        name: str,
+        num_outputs: int = 1,
+        domain: str = "",
+        outputs: Sequence[str] | None = None,
+        **attrs: Any,
+    ) -> Any:
+        """Append one node; returns its output name (or a tuple of names when several)."""
+        out = list(outputs) if outputs is not None else [self.fresh(f"{name}_out{i}" if num_outputs > 1 else name) for i in range(num_outputs)]
+        for o in out:
+            self._taken.add(o)
+        self.graph.node.append(
+            helper.make_node(op_type, list(inputs), out, name=self.fresh(f"{name}_node"), domain=domain, **attrs)
+        )
+        return out[0] if len(out) == 1 else tuple(out)
+
+    def append_node(self, node: onnx.NodeProto) -> None:
+        """Append a node built elsewhere (a plugin node made from its contract)."""
+        self._taken.update(node.output)
+        self.graph.node.append(node)
+
+    def ensure_opset(self, domain: str, version: int) -> None:
+        if not any(o.domain == domain for o in self.model.opset_import):
+            self.model.opset_import.append(helper.make_opsetid(domain, version))
+
+    @property
+    def opset(self) -> int:
+        return next(o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx"))
+
+    def replace_outputs(self, outputs: Sequence[tuple[str, int, Sequence[Any]]]) -> None:
+        """Make ``outputs`` — (name, element type, shape) — the graph's only outputs."""
+        del self.graph.output[:]
+        for name, elem_type, shape in outputs:
+            self.graph.output.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
+
+    def replace_input(self, old: str, new_name: str, elem_type: int, shape: Sequence[Any]) -> str:
+        """Swap graph input ``old`` for a new one; returns the new name. Consumers of ``old`` are
+        left pointing at ``old``, which the caller must now produce with a section."""
+        kept = [i for i in self.graph.input if i.name != old]
+        if len(kept) == len(self.graph.input):
+            raise KeyError(f"graph has no input named {old!r}")
+        del self.graph.input[:]
+        new = helper.make_tensor_value_info(self.fresh(new_name), elem_type, list(shape))
+        self.graph.input.extend([new, *kept])
+        return new.name
+
+    def prepend_nodes_from(self, start: int) -> None:
+        """Move nodes appended since index ``start`` to the front (keeps the node list topologically sorted)."""
+        added = list(self.graph.node[start:])
+        original = list(self.graph.node[:start])
+        del self.graph.node[:]
+        self.graph.node.extend(added + original)
+
+
+def tensor_type(model: onnx.ModelProto, name: str) -> tuple[int, list[Any]]:
+    """(element type, shape with ints or symbolic names) of a graph input or output."""
+    for value in itertools.chain(model.graph.input, model.graph.output):
+        if value.name == name:
+            t = value.type.tensor_type
+            shape = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim]
+            return t.elem_type, shape
+    raise KeyError(f"no graph input or output named {name!r}")
+
+
+FLOAT = TensorProto.FLOAT
+INT32 = TensorProto.INT32
+INT64 = TensorProto.INT64
+UINT8 = TensorProto.UINT8

@@ -1,0 +1,67 @@
+"""ONNX Runtime backend (CPU here; CUDA / TensorRT execution providers where installed).
+
+Graphs with TensorRT plugin nodes run through the CPU reference kernels in
+``cvexport.trt_plugins``, so the very graph TensorRT consumes also runs here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cvexport.bundle import Bundle
+from cvexport.errors import CvexportError
+from cvexport.runtime.base import Runner
+
+PROVIDERS = {
+    "ort": ["CPUExecutionProvider"],
+    "ort-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "ort-trt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+def create_session(model_bytes: bytes, providers: list[str], threads: int | None = None):
+    """An InferenceSession for serialized ONNX ``model_bytes``; plugin nodes are rewritten and
+    their CPU kernels registered when the graph has any."""
+    import onnx
+    import onnxruntime as ort
+
+    from cvexport.trt_plugins import ort as plugin_ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        model = onnx.load_from_string(model_bytes)
+        if plugin_ort.has_plugin_nodes(model):
+            model_bytes = plugin_ort.rewrite_for_onnxruntime(model).SerializeToString()
+            options = plugin_ort.session_options(options)
+    except Exception as exc:  # protobuf DecodeError, or an invalid plugin node
+        raise CvexportError(f"the ONNX model could not be parsed ({exc.__class__.__name__}); rebuild the bundle") from None
+    available = set(ort.get_available_providers())
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise CvexportError(
+            f"ONNX Runtime here lacks {', '.join(missing)}; install onnxruntime-gpu (pip install 'cvexport[gpu]') "
+            "or use --backend ort"
+        )
+    try:
+        return ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
+    except Exception as exc:  # ORT raises its own exception types for invalid graphs
+        raise CvexportError(f"ONNX Runtime could not load the model: {str(exc).splitlines()[0]}") from None
+
+
+class OrtRunner(Runner):
+    name = "ort"
+
+    def __init__(self, bundle: Bundle, providers: list[str] | None = None, threads: int | None = None):
+        super().__init__(bundle)
+        path = bundle.verify_file("onnx")
+        self.session = create_session(path.read_bytes(), providers or PROVIDERS["ort"], threads)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _infer(self, array: np.ndarray) -> dict[str, np.ndarray]:
+        values = self.session.run(self.output_names, {self.input_name: array})
+        return dict(zip(self.output_names, values))
+
+    def close(self) -> None:
+        self.session = None

@@ -1,0 +1,30 @@
+"""The PyTorch reference backend: the fp32 model the bundle was built from, plus the
+reference post-processing, behind the same input/output contract as the exported graph."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cvexport.bundle import Bundle
+from cvexport.runtime.base import Runner
+
+
+class TorchRunner(Runner):
+    name = "torch"
+
+    def __init__(self, bundle: Bundle, threads: int | None = None):
+        super().__init__(bundle)
+        import torch
+
+        from cvexport.registry import get_spec
+
+        if threads:
+            torch.set_num_threads(threads)
+        spec = get_spec(bundle.manifest["model"])
+        self.model = spec.load_model(bundle.verify_file("weights"))
+        from cvexport.tasks import get_task
+
+        self.task = get_task(bundle.task)
+
+    def _infer(self, array: np.ndarray) -> dict[str, np.ndarray]:
+        return self.task.reference_outputs(self.model, array, self.bundle.manifest)

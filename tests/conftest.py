@@ -1,0 +1,58 @@
+"""Shared fixtures: bundles built once per session, and clean skips for GPU / TensorRT tests."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+
+def _cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def _tensorrt_available() -> bool:
+    return importlib.util.find_spec("tensorrt") is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU; none is present")
+    skip_trt = pytest.mark.skip(reason="needs TensorRT; it is not installed")
+    for item in items:
+        if "gpu" in item.keywords and not _cuda_available():
+            item.add_marker(skip_gpu)
+        if "trt" in item.keywords and not _tensorrt_available():
+            item.add_marker(skip_trt)
+
+
+@pytest.fixture(autouse=True)
+def _restore_random_state():
+    """Tests may seed or draw; leave the global generators as they were."""
+    torch_state = torch.get_rng_state()
+    np_state = np.random.get_state()
+    yield
+    torch.set_rng_state(torch_state)
+    np.random.set_state(np_state)
+
+
+@pytest.fixture(scope="session")
+def build_bundle(tmp_path_factory):
+    """``build_bundle(**BuildOptions fields) -> Bundle``, each distinct set of options built once."""
+    from cvexport.build import BuildOptions, build
+    from cvexport.bundle import load_bundle
+
+    cache: dict[tuple, object] = {}
+    root = tmp_path_factory.mktemp("bundles")
+
+    def _build(**kwargs):
+        kwargs.setdefault("model", "ssd")
+        key = tuple(sorted(kwargs.items()))
+        if key not in cache:
+            out = root / f"b{len(cache)}"
+            build(BuildOptions(out=str(out), **kwargs), log=lambda line: None)
+            cache[key] = load_bundle(out)
+        return cache[key]
+
+    return _build

@@ -1,0 +1,201 @@
+"""Detection parity as set matching (cvexport/compare.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cvexport.compare import (
+    TOLERANCES,
+    DetectionParity,
+    DetectionTolerance,
+    compare_detections,
+    valid_detections,
+)
+
+FP32 = TOLERANCES["fp32"]
+FP16 = TOLERANCES["fp16"]
+K = 64
+
+
+def outputs(images: list[list[tuple[list[float], float, int]]], k: int = K) -> dict[str, np.ndarray]:
+    """[[(box, score, class), ...] per image] -> the fixed-shape output contract, zero padded."""
+    batch = len(images)
+    out = {
+        "num_detections": np.zeros((batch, 1), np.int32),
+        "detection_boxes": np.zeros((batch, k, 4), np.float32),
+        "detection_scores": np.zeros((batch, k), np.float32),
+        "detection_classes": np.zeros((batch, k), np.int32),
+    }
+    for b, dets in enumerate(images):
+        out["num_detections"][b, 0] = len(dets)
+        for i, (box, score, cls) in enumerate(dets):
+            out["detection_boxes"][b, i] = box
+            out["detection_scores"][b, i] = score
+            out["detection_classes"][b, i] = cls
+    return out
+
+
+IMAGE_A = [([0.1, 0.1, 0.4, 0.4], 0.9, 0), ([0.5, 0.5, 0.9, 0.8], 0.8, 1), ([0.1, 0.6, 0.3, 0.9], 0.6, 2)]
+IMAGE_B = [([0.2, 0.2, 0.6, 0.7], 0.7, 1), ([0.0, 0.0, 1.0, 1.0], 0.3, 0)]
+
+
+def grid_detections(count: int) -> list[tuple[list[float], float, int]]:
+    """``count`` disjoint boxes on a 10 x 10 grid."""
+    return [
+        ([(i % 10) / 10, (i // 10) / 10, (i % 10) / 10 + 0.08, (i // 10) / 10 + 0.08], 0.3 + 0.01 * (i % 50), i % 3)
+        for i in range(count)
+    ]
+
+
+def test_valid_detections_reads_rows_before_num_detections():
+    out = outputs([IMAGE_A, IMAGE_B])
+    boxes, scores, classes = valid_detections(out, 1)
+    assert boxes.shape == (2, 4) and scores.shape == (2,) and classes.shape == (2,)
+    np.testing.assert_allclose(scores, [0.7, 0.3], atol=1e-7)
+    assert classes.tolist() == [1, 0]
+
+
+def test_identical_outputs_all_matched():
+    ref = outputs([IMAGE_A, IMAGE_B, []])
+    parity = compare_detections(ref, ref, FP32)
+    assert parity.images == 3
+    assert parity.reference_detections == parity.test_detections == parity.matched == 5
+    assert parity.match_fraction == 1.0
+    assert parity.min_iou == pytest.approx(1.0)
+    assert parity.max_score_delta == 0.0
+    assert parity.failures == []
+    assert parity.passed(FP32) and parity.passed(FP16)
+
+
+def test_reordered_detections_still_match():
+    ref = outputs([IMAGE_A, IMAGE_B])
+    test = outputs([IMAGE_A[::-1], IMAGE_B[::-1]])
+    parity = compare_detections(ref, test, FP32)
+    assert parity.matched == 5 and parity.passed(FP32)
+
+
+def test_both_empty_passes():
+    parity = compare_detections(outputs([[], []]), outputs([[], []]), FP32)
+    assert parity.match_fraction == 1.0 and parity.matched == 0 and parity.passed(FP32)
+
+
+def _shifted(dx: float) -> list:
+    (x1, y1, x2, y2), score, cls = IMAGE_A[0]
+    return [([x1 + dx, y1, x2 + dx, y2], score, cls)] + IMAGE_A[1:]
+
+
+@pytest.mark.parametrize(
+    "dx, fp32_ok, fp16_ok",
+    [
+        (0.0005, True, True),  # IoU 0.9967
+        (0.003, False, True),  # IoU 0.9802: below 0.99, above 0.95
+        (0.02, False, False),  # IoU 0.875
+    ],
+)
+def test_shifted_box_against_iou_tolerance(dx, fp32_ok, fp16_ok):
+    ref, test = outputs([IMAGE_A]), outputs([_shifted(dx)])
+    parity32 = compare_detections(ref, test, FP32)
+    assert parity32.passed(FP32) is fp32_ok
+    assert parity32.matched == (3 if fp32_ok else 2)
+    assert compare_detections(ref, test, FP16).passed(FP16) is fp16_ok
+
+
+def test_min_iou_is_recorded():
+    parity = compare_detections(outputs([IMAGE_A]), outputs([_shifted(0.003)]), FP16)
+    # boxes 0.3 wide shifted by 0.003: IoU = 0.297 / 0.303
+    assert parity.min_iou == pytest.approx(0.297 / 0.303, abs=1e-4)
+
+
+@pytest.mark.parametrize("delta, fp32_ok", [(5e-5, True), (3e-4, False), (0.1, False)])
+def test_score_delta_against_fp32_tolerance(delta, fp32_ok):
+    ref = outputs([IMAGE_A])
+    test = outputs([[(IMAGE_A[0][0], IMAGE_A[0][1] - delta, IMAGE_A[0][2])] + IMAGE_A[1:]])
+    parity = compare_detections(ref, test, FP32)
+    assert parity.passed(FP32) is fp32_ok
+    assert parity.matched == (3 if fp32_ok else 2)
+    if fp32_ok:
+        assert parity.max_score_delta == pytest.approx(delta, abs=1e-6)
+    # fp16 does not bound the score
+    assert compare_detections(ref, test, FP16).matched == 3
+
+
+def test_missing_detection_lowers_match_fraction():
+    ref, test = outputs([IMAGE_A]), outputs([IMAGE_A[:2]])
+    parity = compare_detections(ref, test, FP32)
+    assert parity.reference_detections == 3 and parity.test_detections == 2
+    assert parity.matched == 2
+    assert parity.match_fraction == pytest.approx(2 / 3)
+    assert not parity.passed(FP32)
+    # and an extra detection in the test run counts the same way
+    extra = compare_detections(test, ref, FP32)
+    assert extra.match_fraction == pytest.approx(2 / 3) and not extra.passed(FP32)
+
+
+def test_class_mismatch_is_not_a_match():
+    ref = outputs([IMAGE_A])
+    test = outputs([[(box, score, (cls + 1) % 3) for box, score, cls in IMAGE_A]])
+    parity = compare_detections(ref, test, FP16)
+    assert parity.matched == 0 and parity.match_fraction == 0.0
+    assert not parity.passed(FP16)
+
+
+def test_one_test_detection_matches_one_reference_only():
+    box, score, cls = IMAGE_A[0]
+    ref = outputs([[(box, score, cls), (box, score, cls)]])
+    test = outputs([[(box, score, cls)]])
+    parity = compare_detections(ref, test, FP32)
+    assert parity.matched == 1 and parity.match_fraction == 0.5
+
+
+def test_images_are_not_mixed_up():
+    ref = outputs([IMAGE_A, IMAGE_B])
+    swapped = outputs([IMAGE_B, IMAGE_A])
+    parity = compare_detections(ref, swapped, FP16)
+    assert parity.matched == 0 and not parity.passed(FP16)
+
+
+def test_batch_size_mismatch_recorded_in_failures():
+    parity = compare_detections(outputs([IMAGE_A, IMAGE_B]), outputs([IMAGE_A]), FP32)
+    assert len(parity.failures) == 1 and "batch size differs" in parity.failures[0]
+    assert "2" in parity.failures[0] and "1" in parity.failures[0]
+    assert parity.match_fraction == 1.0  # nothing compared, yet ...
+    assert not parity.passed(FP32) and not parity.passed(FP16)  # ... a failure is never a pass
+
+
+@pytest.mark.parametrize("missing, fp16_ok", [(1, True), (2, False)])
+def test_fp16_tolerance_allows_98_percent(missing, fp16_ok):
+    ref_dets = grid_detections(50)
+    ref = outputs([ref_dets[:25], ref_dets[25:]])
+    test = outputs([ref_dets[:25], ref_dets[25:50 - missing]])
+    parity = compare_detections(ref, test, FP16)
+    assert parity.matched == 50 - missing
+    assert parity.match_fraction == pytest.approx((50 - missing) / 50)
+    assert parity.passed(FP16) is fp16_ok
+    assert not parity.passed(FP32)
+
+
+def test_parity_accumulates_over_calls():
+    parity = DetectionParity()
+    compare_detections(outputs([IMAGE_A]), outputs([IMAGE_A]), FP32, parity)
+    result = compare_detections(outputs([IMAGE_B]), outputs([IMAGE_B[:1]]), FP32, parity)
+    assert result is parity
+    assert parity.images == 2
+    assert parity.reference_detections == 5 and parity.test_detections == 4 and parity.matched == 4
+    assert parity.match_fraction == pytest.approx(4 / 5)
+
+
+def test_to_dict_and_mean_delta():
+    test = outputs([[(box, score - 4e-5, cls) for box, score, cls in IMAGE_A]])
+    parity = compare_detections(outputs([IMAGE_A]), test, FP32)
+    assert parity.mean_score_delta == pytest.approx(4e-5, abs=1e-6)
+    d = parity.to_dict()
+    assert d["matched"] == 3 and d["match_fraction"] == 1.0
+    assert d["mean_score_delta"] == pytest.approx(4e-5, abs=1e-6)
+    assert DetectionParity().mean_score_delta == 0.0
+
+
+def test_custom_tolerance_is_data():
+    lenient = DetectionTolerance(min_iou=0.5, max_score_delta=None, min_match_fraction=0.5)
+    parity = compare_detections(outputs([IMAGE_A]), outputs([_shifted(0.05)[:2]]), lenient)
+    assert parity.matched == 2 and parity.passed(lenient)

@@ -1,0 +1,21 @@
+"""TensorRT plugin nodes in exported ONNX graphs: contracts and CPU reference kernels.
+
+Importing this package loads only numpy and onnx. ONNX Runtime support lives in
+``cvexport.trt_plugins.ort`` (imports onnxruntime; onnxruntime-extensions on first use).
+"""
+
+from .contracts import AttributeSpec, PluginContract, TensorSpec
+from .efficient_nms import CANDIDATE_LIMIT, EFFICIENT_NMS, efficient_nms_reference
+
+# op_type -> contract, for every plugin our exports may emit.
+PLUGINS: dict[str, PluginContract] = {contract.op_type: contract for contract in (EFFICIENT_NMS,)}
+
+__all__ = [
+    "AttributeSpec",
+    "CANDIDATE_LIMIT",
+    "EFFICIENT_NMS",
+    "PLUGINS",
+    "PluginContract",
+    "TensorSpec",
+    "efficient_nms_reference",
+]
