@@ -41,6 +41,9 @@ def _add_build(sub) -> None:
     p.add_argument("--max-detections", type=_positive_int, help="K, detections kept per image (default 100)")
     p.add_argument("--weights", help="safetensors checkpoint to export instead of the shipped one")
     p.add_argument("--out", help="bundle directory (default bundles/MODEL-PRECISION[-FLAVOR])")
+    p.add_argument("--backend", default="auto", choices=("auto", "trt", "ort"),
+                   help="auto (default): also build a TensorRT engine when TensorRT and a GPU are usable; "
+                   "trt: require it; ort: ONNX bundle only")
     p.set_defaults(func=_cmd_build, precision="fp32")
 
 
@@ -52,8 +55,34 @@ def _cmd_build(args) -> int:
         input_format=args.input_format, score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
         max_detections=args.max_detections, weights=args.weights, out=args.out,
     )
-    build(options, log=lambda line: print(line, flush=True))
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    if args.backend == "trt":
+        _require_tensorrt()  # fail before spending a minute on the export
+    out = build(options, log=log)
+    if args.backend == "ort":
+        return 0
+    from cvexport.trt.builder import trt_unavailable_reason
+
+    reason = trt_unavailable_reason()
+    if reason is not None:
+        log(f"TensorRT engine not built ({reason}); the bundle runs on ONNX Runtime (--backend ort)")
+        return 0
+    from cvexport.bundle import load_bundle
+    from cvexport.trt.builder import ensure_engine
+    from cvexport.trt.settings import EngineOptions
+
+    bundle = load_bundle(out)
+    engine = ensure_engine(bundle, EngineOptions.from_bundle(bundle), log)
+    log(f"TensorRT engine: {engine}")
     return 0
+
+
+def _require_tensorrt() -> None:
+    from cvexport.trt.builder import trt_unavailable_reason
+
+    reason = trt_unavailable_reason()
+    if reason is not None:
+        raise CvexportError(f"--backend trt: {reason}")
 
 
 def _add_run(sub) -> None:
@@ -157,10 +186,85 @@ def _cmd_list(args) -> int:
     return 0
 
 
+def _backend_names(values: list[str] | None, default: str = "ort") -> list[str]:
+    """--backend given several times and/or as a comma list -> names in order (checked by the callee)."""
+    return [name for value in (values or [default]) for name in value.split(",")]
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="latency and throughput of a bundle per backend (table, JSON, plot)")
+    p.add_argument("bundle", help="bundle directory written by 'cvexport build'")
+    p.add_argument("--backend", action="append", metavar="NAME",
+                   help="torch, ort (default), ort-cuda, ort-trt or trt; repeat or comma-separate for several "
+                        "(one that cannot run here is then skipped with a warning)")
+    p.add_argument("--batch", type=_positive_int, default=1, help="images per inference call (default 1)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed iterations first (default 10)")
+    p.add_argument("--iters", type=_positive_int, default=100, help="timed iterations (default 100)")
+    p.add_argument("--threads", type=_positive_int, help="CPU threads for the backend (default: its own)")
+    p.add_argument("--json", help="write the full record (machine, versions, every sample) to this file")
+    p.add_argument("--plot", help="write a PNG of the latency distributions to this file")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args) -> int:
+    from rich.console import Console
+
+    from cvexport.atomic import write_text_atomic
+    from cvexport.bench import results_table, run_benchmark, write_plot
+
+    record = run_benchmark(args.bundle, _backend_names(args.backend), batch=args.batch, warmup=args.warmup,
+                           iters=args.iters, threads=args.threads)
+    Console().print(results_table(record))
+    if args.json:
+        write_text_atomic(args.json, json.dumps(record, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.plot:
+        write_plot(record, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _add_verify(sub) -> None:
+    p = sub.add_parser("verify", help="task metric and parity vs PyTorch per backend on the val split "
+                       "(exit 1 when a backend fails)")
+    p.add_argument("bundle", help="bundle directory written by 'cvexport build'")
+    p.add_argument("--backend", action="append", metavar="NAME",
+                   help="ort (default), ort-cuda, ort-trt or trt; repeat or comma-separate for several "
+                        "(torch, the reference, always runs)")
+    p.add_argument("--val-images", type=_positive_int, default=256, help="val images to measure on (default 256)")
+    p.add_argument("--max-map-drop", type=float, default=1.0, metavar="POINTS",
+                   help="largest mAP drop vs torch that still passes, in points (default 1.0)")
+    p.add_argument("--json", help="also write the report as JSON to this file")
+    p.set_defaults(func=_cmd_verify)
+
+
+def _cmd_verify(args) -> int:
+    from rich.console import Console
+
+    from cvexport.atomic import write_text_atomic
+    from cvexport.verify import verify_bundle, verify_table
+
+    report = verify_bundle(args.bundle, _backend_names(args.backend), val_images=args.val_images,
+                           max_map_drop=args.max_map_drop)
+    Console().print(verify_table(report))
+    for note in report["notes"]:
+        print(f"note: {note}")
+    if args.json:
+        write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    failed = [row for row in report["rows"] if not row["passed"]]
+    for row in failed:
+        print(f"FAIL {row['backend']}: " + "; ".join(row["reasons"]))
+    if failed:
+        return 1
+    print(f"PASS: all {len(report['rows'])} rows within tolerance")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cvexport", description="PyTorch vision models to ONNX / TensorRT bundles, verified.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_build, _add_run, _add_inspect, _add_train, _add_list):
+    for add in (_add_build, _add_run, _add_inspect, _add_train, _add_list, _add_bench, _add_verify):
         add(sub)
     return parser
 

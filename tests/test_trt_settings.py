@@ -533,6 +533,20 @@ def test_fake_reuses_cached_engine_and_explains_rebuilds(tmp_path, fake_trt):
     assert trt_builder.find_engine(bundle, options)[0] == second
 
 
+def test_fake_any_engine_for_callers_without_options(tmp_path, fake_trt):
+    fake_trt("10.8.0")
+    bundle = _make_bundle(tmp_path / "b", "fp16")
+    assert trt_builder.find_any_engine(bundle) is None
+    narrow = EngineOptions.from_bundle(bundle, profile=BatchProfile(1, 1, 2))  # does not cover max_batch 4
+    trt_builder.ensure_engine(bundle, narrow, log=lambda line: None)
+    assert trt_builder.find_any_engine(bundle) is None
+    custom = trt_builder.ensure_engine(bundle, EngineOptions.from_bundle(bundle, workspace_mb=64, optimization_level=1),
+                                       log=lambda line: None)
+    assert trt_builder.find_any_engine(bundle) == custom
+    fake_trt("10.9.0")  # another TensorRT: nothing reusable
+    assert trt_builder.find_any_engine(bundle) is None
+
+
 def test_fake_missing_plugin_is_named(tmp_path, fake_trt):
     fake_trt("10.8.0", creators=())
     bundle = _make_bundle(tmp_path / "b", "fp16", with_plugin=True)

@@ -112,7 +112,7 @@ class TrtRunner(Runner):
 
     # -- loading ---------------------------------------------------------------------
     def _resolve_engine(self, bundle, options, engine_path, build, cache_dir) -> Path:
-        from cvexport.trt.builder import engines_dir, ensure_engine, find_engine
+        from cvexport.trt.builder import engines_dir, ensure_engine, find_any_engine, find_engine
         from cvexport.trt.cache import list_engines, read_metadata
 
         if engine_path is not None:
@@ -121,9 +121,15 @@ class TrtRunner(Runner):
                 raise CvexportError(f"engine not found: {path}; build one with 'cvexport build "
                                     f"{bundle.manifest['model']} --backend trt'")
             return path
-        if build:
-            return ensure_engine(bundle, options, self._log, cache_dir=cache_dir)
-        path, reason = find_engine(bundle, options, cache_dir=cache_dir)
+        with self._torch.cuda.device(self._device):  # the builder reads the current device's name
+            if options is None:  # no preference: any engine built for this model, TensorRT and GPU
+                path = find_any_engine(bundle, cache_dir=cache_dir)
+                if path is not None:
+                    self._log(f"using engine {path}")
+                    return path
+            if build:
+                return ensure_engine(bundle, options, self._log, cache_dir=cache_dir)
+            path, reason = find_engine(bundle, options, cache_dir=cache_dir)
         if path is not None:
             return path
         existing = list_engines(engines_dir(bundle, cache_dir))

@@ -26,6 +26,7 @@ from cvexport.trt.cache import (
     engine_filename,
     find_cached_engine,
     key_fields,
+    list_engines,
     key_from_fields,
     write_engine,
 )
@@ -219,6 +220,29 @@ def find_engine(bundle, options: EngineOptions | None = None, *,
     return None, describe_cache_miss(prepared.directory, prepared.key, prepared.fields)
 
 
+def find_any_engine(bundle, *, cache_dir: str | Path | None = None) -> Path | None:
+    """The newest cached engine built from this bundle's ONNX at its precision, by this
+    TensorRT, for this GPU, whose profile covers batch 1..max_batch, whatever the other builder
+    options were (workspace, optimization level, ...); None if there is none.
+
+    For callers that do not pass options (``create_runner(bundle, "trt")``), so an engine built
+    with non-default options by ``cvexport build --backend trt`` is used instead of rebuilt.
+    """
+    trt = import_tensorrt()
+    gpu_name, capability = gpu_identity()
+    wanted = {"onnx_sha256": bundle.manifest["onnx"]["sha256"], "trt_version": str(trt.__version__),
+              "gpu_name": gpu_name, "compute_capability": capability, "precision": bundle.precision}
+    for path, meta in list_engines(engines_dir(bundle, cache_dir)):
+        if any(meta.key_fields.get(k) != v for k, v in wanted.items()):
+            continue
+        profile = (meta.key_fields.get("profile") or {}).get(bundle.input["name"])
+        if not profile or profile["min"][0] > 1 or profile["max"][0] < bundle.max_batch:
+            continue
+        if find_cached_engine(path.parent, meta.key) == path:  # also checks the engine's sha256
+            return path
+    return None
+
+
 def build_engine(bundle, options: EngineOptions | None = None, log: Log = print, *,
                  cache_dir: str | Path | None = None, force: bool = False) -> Path:
     """Build (or reuse, unless ``force``) the TensorRT engine for ``bundle``; returns its path.
@@ -319,8 +343,7 @@ def parse_onnx(parser, onnx_path: Path, log: Log) -> None:
     first = errors[0] if errors else "no details"
     raise CvexportError(
         f"TensorRT {_loaded_version()}could not parse {onnx_path} ({len(errors)} error(s); first: {first}); "
-        "the graph uses something this TensorRT's ONNX parser cannot import (cvexport.trt_compat.check_model "
-        "lists likely causes), or use --backend ort"
+        "'cvexport inspect BUNDLE' lists what TensorRT's ONNX parser is likely to reject; or use --backend ort"
     )
 
 

@@ -331,8 +331,7 @@ def check_engine_compatible(metadata: EngineMetadata, trt_version: str, gpu_name
     where = Path(engine_path) if engine_path else Path(metadata.engine_file or "the engine")
     built = f"TensorRT {metadata.trt_version} on {metadata.gpu_name} (compute {metadata.compute_capability})"
     here = f"TensorRT {trt_version} on {gpu_name} (compute {compute_capability})"
-    fix = (f"rebuild it with 'cvexport build {metadata.model} --backend trt' or delete {where} "
-           "(it is rebuilt on next use)")
+    fix = f"rebuild it with 'cvexport build {metadata.model} --backend trt' or delete {where}"
     problems = []
     if str(metadata.trt_version) != str(trt_version):
         newer = _version_tuple(trt_version) >= _version_tuple(metadata.trt_version)
@@ -350,5 +349,5 @@ def check_engine_compatible(metadata: EngineMetadata, trt_version: str, gpu_name
                         f"{compute_capability}); it loads, but rebuild it here for best speed")
     if problems:
         raise CvexportError(f"engine {where} was built with {built}; this machine has {here} "
-                            f"({' and '.join(problems)} differ); {fix}")
+                            f"({' and '.join(problems)} {'differ' if len(problems) > 1 else 'differs'}); {fix}")
     return warnings

@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 from cvexport.errors import CvexportError
 
@@ -418,6 +418,3 @@ def format_plan(plan: BuilderPlan) -> str:
         parts.append(f"{p.name} batch {p.min[0]}/{p.opt[0]}/{p.max[0]}")
     return ", ".join(parts)
 
-
-def profile_from_mapping(data: Mapping[str, Any]) -> BatchProfile:
-    return BatchProfile(int(data["min"]), int(data["opt"]), int(data["max"]))
