@@ -1,9 +1,13 @@
 """Synthetic detection dataset: shapes of several classes pasted on real photographs.
 
 Every sample is a pure function of (split, index, seed), so the train/val split is
-deterministic and nothing is stored on disk. Objects vary in scale (12%-60% of the
+deterministic and nothing is stored on disk. Objects vary in scale (18%-60% of the
 image side), aspect ratio (1:2 to 2:1), colour and count (0 to 8 per image, about
 one image in ten crowded), and may overlap (IoU up to 0.3 between two objects).
+
+The scale range follows TinySSD's anchor design, whose smallest anchors are 20% of the
+image: a first training run with objects down to 12% found 3% recall below 20% scale,
+because no anchor overlaps such objects at IoU 0.5 and they only get one positive each.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from cvexport.models.photos import random_background
 CLASS_NAMES = ("ellipse", "rectangle", "triangle")
 SPLIT_SEEDS = {"train": 0, "val": 1}
 MAX_PAIR_IOU = 0.3
+MIN_SCALE, MAX_SCALE = 0.18, 0.6  # sqrt(w * h) as a fraction of the image side
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ def make_sample(split: str, index: int, seed: int = 0, size: int = 256) -> Detec
     labels: list[int] = []
     for _ in range(_object_count(rng)):
         for _attempt in range(20):
-            scale = float(rng.uniform(0.12, 0.6))
+            scale = float(rng.uniform(MIN_SCALE, MAX_SCALE))
             aspect = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
             w, h = scale * np.sqrt(aspect), scale / np.sqrt(aspect)
             if w > 0.9 or h > 0.9:

@@ -104,33 +104,40 @@ def evaluate_map(model: nn.Module, size: int = VAL_SIZE, seed: int = 0, batch_si
     return {"val_map50": metrics["map50"], "val_map": metrics["map"], "val_images": size}
 
 
-def default_config() -> Any:
-    """The recipe that produced the shipped checkpoint (about 30 minutes on 2 CPU cores)."""
+def default_config() -> list[Any]:
+    """The recipe that produced the shipped checkpoint, as training phases run in sequence
+    (one phase here: SGD with warm-up and one cosine cycle over train images 0..4095)."""
     from cvexport.models.training import TrainConfig
 
-    return TrainConfig(epochs=10, batch_size=32, train_size=2560, lr=0.05, warmup_steps=50, seed=0)
+    return [TrainConfig(epochs=12, batch_size=32, train_size=4096, lr=0.05, warmup_steps=50, seed=0)]
 
 
-def train(run_dir: str | Path, config: Any, val_size: int = VAL_SIZE) -> tuple[TinySSD, dict[str, Any]]:
-    """Train TinySSD from scratch; returns the model (eval mode) and the final metrics record."""
+def train(run_dir: str | Path, phases: list[Any], val_size: int = VAL_SIZE) -> tuple[TinySSD, dict[str, Any]]:
+    """Train TinySSD from scratch through ``phases``; returns the model (eval mode) and the final
+    metrics record (val mAP measured after the last phase). Each phase keeps its checkpoints in
+    ``run_dir/phaseN`` so an interrupted run resumes where it stopped."""
     from cvexport.models.training import fit, seed_everything
 
-    seed_everything(config.seed)
+    seed_everything(phases[0].seed)
     model = TinySSD(num_classes=len(CLASS_NAMES)).to(memory_format=torch.channels_last)
     anchors = model.anchors
-    record = fit(
-        model,
-        make_batch=lambda idx: make_batch(idx, anchors, "train", config.seed),
-        loss_fn=multibox_loss,
-        config=config,
-        run_dir=run_dir,
-        evaluate=(lambda m: evaluate_map(m, size=val_size, seed=config.seed)) if val_size else None,
-    )
+    record: dict[str, Any] = {}
+    for number, config in enumerate(phases, start=1):
+        last = number == len(phases)
+        record = fit(
+            model,
+            # The data seed stays the first phase's: every phase reads the same train split.
+            make_batch=lambda idx: make_batch(idx, anchors, "train", phases[0].seed),
+            loss_fn=multibox_loss,
+            config=config,
+            run_dir=Path(run_dir) / f"phase{number}",
+            evaluate=(lambda m: evaluate_map(m, size=val_size, seed=phases[0].seed)) if (val_size and last) else None,
+        )
     model.eval()
     return model, record
 
 
-def save_weights(model: TinySSD, path: str | Path, record: dict[str, Any], config: Any) -> None:
+def save_weights(model: TinySSD, path: str | Path, record: dict[str, Any], config: list[Any]) -> None:
     """Write the deployable checkpoint: weights only (fp32), with classes, recipe and val metrics."""
     from dataclasses import asdict
 
@@ -141,7 +148,7 @@ def save_weights(model: TinySSD, path: str | Path, record: dict[str, Any], confi
         "architecture": "TinySSD",
         "class_names": list(CLASS_NAMES),
         "input_size": INPUT_SIZE,
-        "train_config": asdict(config),
+        "train_phases": [asdict(phase) for phase in config],
         "metrics": {k: v for k, v in record.items() if k.startswith("val_")},
     }
     save_checkpoint(path, model.state_dict(), meta)

@@ -162,17 +162,18 @@ def train_model(spec, run_dir: str | Path, out: str | Path, *, epochs: int | Non
     import shutil
 
     recipe = importlib.import_module(spec.trainer)
-    config = recipe.default_config()
-    if epochs is not None:
-        config.epochs = epochs
-    if max_steps is not None:
-        config.max_steps = max_steps
+    phases = recipe.default_config()
+    for phase in phases:  # overrides apply to every phase (smoke runs, shorter recipes)
+        if epochs is not None:
+            phase.epochs = epochs
+        if max_steps is not None:
+            phase.max_steps = max_steps
     run_dir = Path(run_dir)
     if not resume and run_dir.exists():
         shutil.rmtree(run_dir)
     started = time.perf_counter()
     kwargs = {} if val_images is None else {"val_size": val_images}
-    model, record = recipe.train(run_dir, config, **kwargs)
+    model, record = recipe.train(run_dir, phases, **kwargs)
     record["train_seconds"] = round(time.perf_counter() - started, 1)
-    recipe.save_weights(model, out, record, config)
+    recipe.save_weights(model, out, record, phases)
     return record
