@@ -44,10 +44,16 @@ def postprocess(
         detection_classes (Tensor[B, K] int32), object class index (background removed).
         Rows past num_detections are padding, all zeros (what TensorRT's EfficientNMS writes).
     """
+    return postprocess_scores(class_scores(cls_logits.float()), box_offsets, anchors, config)
+
+
+def postprocess_scores(scores: Tensor, box_offsets: Tensor, anchors: Tensor, config: NmsConfig) -> dict[str, Tensor]:
+    """As :func:`postprocess`, from object-class probabilities (Tensor[B, N, C]) instead of logits:
+    what the exported network core outputs, so its runs can be scored with the same code."""
     import torchvision
 
     boxes = decode_offsets(anchors, box_offsets.float())
-    scores = class_scores(cls_logits.float())
+    scores = scores.float()
     batch = scores.shape[0]
     k = config.max_detections
     out_num = torch.zeros((batch, 1), dtype=torch.int32)

@@ -1,0 +1,356 @@
+"""``cvexport bench``: latency and throughput of a bundle on one or more backends.
+
+Each timed iteration is what an application pays per batch: fit real uint8 images of
+varied sizes to the network input (letterbox + ``to_network_input``), ``runner.infer``,
+then map the detections back to each image (``task.to_predictions``). The three stages are
+timed separately and together; runners that expose ``last_timings`` (TensorRT) add their
+host-to-device, compute and device-to-host split from CUDA events. Warm-up runs are not
+recorded. The result is one JSON-able dict that also records the machine, the thread
+count and the library versions, since a latency without them cannot be compared later.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from cvexport.bundle import Bundle, library_versions, load_bundle
+from cvexport.errors import CvexportError
+from cvexport.runtime import BACKENDS, create_runner
+from cvexport.runtime.base import Runner
+
+BENCH_FORMAT = "cvexport-bench/1"
+PERCENTILES = (50, 90, 95, 99)
+STAGES = ("end_to_end", "preprocess", "inference", "postprocess")
+# Keys of ``Runner.last_timings`` (ms, CUDA events) -> the stage names recorded for them.
+DEVICE_STAGES = {"h2d_ms": "h2d", "compute_ms": "compute", "d2h_ms": "d2h"}
+# Camera and photo shapes, landscape and portrait, so letterbox cost and padding vary as in use.
+IMAGE_SIZES = ((640, 480), (1280, 720), (480, 640), (1920, 1080), (320, 240), (800, 600), (720, 1280), (256, 256))
+# ONNX Runtime silently falls back to the CPU provider when a GPU provider cannot start.
+_GPU_PROVIDERS = {"ort-cuda": "CUDAExecutionProvider", "ort-trt": "TensorrtExecutionProvider"}
+
+
+def stderr_warning(line: str) -> None:
+    import sys
+
+    print(f"cvexport: warning: {line}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------ backends
+def check_backends(backends: Iterable[str]) -> list[str]:
+    """Validated, de-duplicated backend names in the order given (CvexportError for unknown ones)."""
+    names = list(dict.fromkeys(b.strip() for b in backends if b.strip()))
+    if not names:
+        raise CvexportError(f"no backend given; choose from: {', '.join(BACKENDS)}")
+    unknown = [b for b in names if b not in BACKENDS]
+    if unknown:
+        raise CvexportError(f"unknown backend '{unknown[0]}'; choose from: {', '.join(BACKENDS)}")
+    return names
+
+
+def open_runner(bundle: Bundle, backend: str, threads: int | None = None) -> Runner:
+    """``create_runner``, plus a check that a GPU provider of ONNX Runtime really started."""
+    runner = create_runner(bundle, backend, threads=threads)
+    wanted = _GPU_PROVIDERS.get(backend)
+    session = getattr(runner, "session", None)
+    if wanted and session is not None and session.get_providers()[0] != wanted:
+        runner.close()
+        raise CvexportError(
+            f"ONNX Runtime could not start {wanted} (no usable NVIDIA GPU, or CUDA/cuDNN libraries missing) and "
+            "would run on the CPU; install onnxruntime-gpu with a matching CUDA, or use --backend ort"
+        )
+    return runner
+
+
+def open_or_skip(bundle: Bundle, backend: str, threads: int | None, several: bool,
+                 warn: Callable[[str], None] = stderr_warning) -> tuple[Runner | None, str | None]:
+    """(runner, None), or (None, why) when ``backend`` cannot run here and ``several`` backends were asked for.
+
+    With one backend its error propagates (one line, naming what to install); with several,
+    an unusable one is skipped with a warning so the others still run.
+    """
+    try:
+        return open_runner(bundle, backend, threads), None
+    except CvexportError as exc:
+        if not several:
+            raise
+        warn(f"skipping backend {backend}: {exc}")
+        return None, str(exc)
+
+
+# ------------------------------------------------------------------------------ machine
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (x86 "model name", Arm "Hardware"/"Model")."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        text = ""
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and value.strip():
+            fields.setdefault(key.strip(), value.strip())
+    for key in ("model name", "Hardware", "Model", "cpu model"):
+        if key in fields:
+            return fields[key]
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine_info(threads: int | None) -> dict[str, Any]:
+    """Where the numbers were taken: CPU, cores, threads asked for, GPU, load."""
+    import torch
+
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        available = os.cpu_count() or 1
+    gpu = torch.cuda.get_device_name(torch.cuda.current_device()) if torch.cuda.is_available() else None
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "cores_available": available,
+        "threads": threads,  # None: each backend's own default
+        "gpu": gpu,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        # A busy machine makes every percentile worse; the load says whether it was.
+        "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def bundle_info(bundle: Bundle) -> dict[str, Any]:
+    post = bundle.manifest.get("postprocess", {})
+    contract = bundle.input
+    return {
+        "path": str(bundle.path),
+        "model": bundle.manifest["model"],
+        "task": bundle.task,
+        "precision": bundle.precision,
+        "nms": post.get("nms"),
+        "score_threshold": post.get("score_threshold"),
+        "input": {k: contract[k] for k in ("name", "dtype", "layout", "height", "width")},
+        "max_batch": bundle.max_batch,
+    }
+
+
+# ------------------------------------------------------------------------------ measuring
+def bench_images(count: int, input_size: int) -> list[np.ndarray]:
+    """``count`` uint8 RGB val images (real photographs with objects), resized to ``IMAGE_SIZES`` in turn."""
+    from PIL import Image
+
+    from cvexport.models.detection_data import make_sample
+
+    images = []
+    for i in range(count):
+        width, height = IMAGE_SIZES[i % len(IMAGE_SIZES)]
+        image = make_sample("val", i, size=input_size).image
+        images.append(np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR)))
+    return images
+
+
+def latency_stats(samples_ms: Sequence[float]) -> dict[str, float]:
+    """min / mean / percentiles / max / std of one stage, in ms."""
+    values = np.asarray(samples_ms, dtype=np.float64)
+    stats = {"min": float(values.min()), "mean": float(values.mean())}
+    stats.update({f"p{p}": float(v) for p, v in zip(PERCENTILES, np.percentile(values, PERCENTILES))})
+    stats.update({"max": float(values.max()), "std": float(values.std())})
+    return {k: round(v, 4) for k, v in stats.items()}
+
+
+def _measure(runner: Runner, task, bundle: Bundle, images: list[np.ndarray], batch: int, warmup: int,
+             iters: int) -> dict[str, list[float]]:
+    """Per-iteration times (ms) of each stage; the first ``warmup`` iterations are dropped."""
+    from cvexport.images import letterbox
+    from cvexport.preprocess import to_network_input
+
+    contract = bundle.input
+    width, height = contract["width"], contract["height"]
+    samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    gc.collect()  # a collection of earlier garbage should not land in the first timed runs
+    for i in range(warmup + iters):
+        start = (i * batch) % len(images)
+        chunk = [images[(start + j) % len(images)] for j in range(batch)]
+        t0 = time.perf_counter()
+        fitted = [letterbox(image, width, height) for image in chunk]
+        feed = {contract["name"]: to_network_input([f[0] for f in fitted], contract)}
+        t1 = time.perf_counter()
+        outputs = runner.infer(feed)
+        t2 = time.perf_counter()
+        task.to_predictions(outputs, [f[1] for f in fitted], bundle.class_names, width, height)
+        t3 = time.perf_counter()
+        if i < warmup:
+            continue
+        for stage, seconds in zip(STAGES, (t3 - t0, t1 - t0, t2 - t1, t3 - t2)):
+            samples[stage].append(seconds * 1e3)
+        for key, stage in DEVICE_STAGES.items():
+            value = (getattr(runner, "last_timings", None) or {}).get(key)
+            if value is not None:
+                samples.setdefault(stage, []).append(float(value))
+    return samples
+
+
+def _effective_threads(backend: str, threads: int | None) -> int | None:
+    if backend == "torch":
+        import torch
+
+        return torch.get_num_threads()
+    return threads  # ONNX Runtime / TensorRT: None means the library's default
+
+
+def run_benchmark(bundle: Bundle | str, backends: Sequence[str] = ("ort",), batch: int = 1, warmup: int = 10,
+                  iters: int = 100, threads: int | None = None,
+                  warn: Callable[[str], None] = stderr_warning) -> dict[str, Any]:
+    """Benchmark ``bundle`` on each backend; returns the JSON-able record (see the module docstring).
+
+    ``results[backend]`` holds ``latency_ms[stage]`` statistics (stages: end_to_end,
+    preprocess, inference, postprocess, and h2d / compute / d2h where the runner reports
+    them), the raw ``samples_ms`` and ``throughput_ips`` (images per second, end to end).
+    """
+    import torch
+
+    from cvexport.tasks import get_task
+
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    names = check_backends(backends)
+    if not 1 <= batch <= bundle.max_batch:
+        raise CvexportError(f"--batch {batch} is outside 1..{bundle.max_batch}, the range this bundle was built for; "
+                            f"rebuild it with --max-batch {batch}")
+    if warmup < 0:
+        raise CvexportError(f"--warmup {warmup} must be 0 or more")
+    if iters < 1:
+        raise CvexportError(f"--iters {iters} must be at least 1")
+    task = get_task(bundle.task)
+    machine = machine_info(threads)
+    load = machine["load_average"]
+    busy = bool(load) and load[0] >= machine["cores_available"]
+    images = bench_images(max(2 * batch, len(IMAGE_SIZES)), bundle.input["height"])
+    record: dict[str, Any] = {
+        "format": BENCH_FORMAT,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "bundle": bundle_info(bundle),
+        "settings": {"backends": names, "batch": batch, "warmup": warmup, "iters": iters, "threads": threads},
+        "machine": machine,
+        "versions": library_versions(),
+        "images": {"count": len(images), "sizes": [list(image.shape[1::-1]) for image in images]},
+        "results": {},
+        "skipped": {},
+    }
+    torch_threads = torch.get_num_threads()
+    for backend in names:
+        started = time.perf_counter()
+        # One runner at a time: two live backends would compete for the same cores and memory.
+        runner, why = open_or_skip(bundle, backend, threads, several=len(names) > 1, warn=warn)
+        if runner is None:
+            record["skipped"][backend] = why
+            continue
+        setup = time.perf_counter() - started
+        if busy and not record["results"]:
+            # Said once, and only once something will be measured, so input errors stay one line.
+            warn(f"the machine is busy (load average {load[0]} on {machine['cores_available']} cores); "
+                 "timings will be noisy")
+        try:
+            samples = _measure(runner, task, bundle, images, batch, warmup, iters)
+            used_threads = _effective_threads(backend, threads)
+        finally:
+            runner.close()
+            # TorchRunner sets the process-wide torch thread count; give the caller theirs back.
+            torch.set_num_threads(torch_threads)
+        total_seconds = sum(samples["end_to_end"]) / 1e3
+        record["results"][backend] = {
+            "backend": backend,
+            "threads": used_threads,
+            "setup_seconds": round(setup, 3),
+            "throughput_ips": round(batch * iters / total_seconds, 3),
+            "inference_throughput_ips": round(batch * iters / (sum(samples["inference"]) / 1e3), 3),
+            "latency_ms": {stage: latency_stats(values) for stage, values in samples.items()},
+            "samples_ms": {stage: [round(v, 4) for v in values] for stage, values in samples.items()},
+        }
+    if not record["results"]:
+        raise CvexportError(f"none of the backends {', '.join(names)} can run here (see the warnings above)")
+    return record
+
+
+# ------------------------------------------------------------------------------ reporting
+STAGE_LABELS = {"end_to_end": "end to end", "preprocess": "  pre", "inference": "  infer", "postprocess": "  post",
+                "h2d": "   h2d", "compute": "   compute", "d2h": "   d2h"}
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f}" if value >= 100 else f"{value:.2f}"
+
+
+def results_table(record: dict[str, Any]):
+    """A rich Table, narrow enough for 80 columns: per backend, an end-to-end row with the
+    throughput, then one row per stage; latency per batch in ms."""
+    from rich import box
+    from rich.table import Table
+
+    info, machine, settings = record["bundle"], record["machine"], record["settings"]
+    load = machine["load_average"][0] if machine["load_average"] else "?"
+    skipped = f"; skipped (cannot run here): {', '.join(record['skipped'])}" if record["skipped"] else ""
+    table = Table(
+        box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0),
+        title=f"{info['model']} {info['precision']} (NMS {info['nms']}), batch {settings['batch']}, "
+              f"{settings['iters']} iterations after {settings['warmup']} warm-up; ms per batch",
+        caption=(f"CPU {machine['cpu']} ({machine['cores_available']} of {machine['cores']} cores), threads "
+                 f"{machine['threads'] or 'backend default'}, GPU {machine['gpu'] or 'none'}, "
+                 f"load average {load}{skipped}"),
+    )
+    table.add_column("stage", no_wrap=True, min_width=10)
+    for name in ("min", "mean", "p50", "p90", "p95", "p99", "max"):
+        table.add_column(name, justify="right")
+    table.add_column("img/s", justify="right")
+    for backend, result in record["results"].items():
+        for stage, stats in result["latency_ms"].items():
+            first = stage == "end_to_end"
+            table.add_row(
+                f"[bold]{backend}[/bold]" if first else STAGE_LABELS.get(stage, stage),
+                *(_ms(stats[k]) for k in ("min", "mean", "p50", "p90", "p95", "p99", "max")),
+                f"{result['throughput_ips']:.1f}" if first else "",
+                end_section=stage == list(result["latency_ms"])[-1],
+            )
+    return table
+
+
+def write_plot(record: dict[str, Any], path: str | Path) -> None:
+    """PNG: end-to-end latency distribution per backend (box plot), and the mean split into stages."""
+    try:
+        # The object-oriented API renders with Agg without pyplot, so no GUI backend or global state is touched.
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise CvexportError("--plot needs matplotlib; pip install matplotlib") from None
+
+    from cvexport.atomic import atomic_path
+
+    results = record["results"]
+    backends = list(results)
+    info, settings = record["bundle"], record["settings"]
+    figure = Figure(figsize=(11, 0.6 * len(backends) + 3), layout="constrained")
+    dist, split = figure.subplots(1, 2, sharey=True, width_ratios=(3, 2))
+    rows = np.arange(len(backends))
+    dist.boxplot([results[b]["samples_ms"]["end_to_end"] for b in backends], positions=rows,
+                 orientation="horizontal", tick_labels=backends, whis=(1, 99), showmeans=True)
+    medians = [results[b]["latency_ms"]["end_to_end"]["p50"] for b in backends]
+    if max(medians) > 10 * min(medians):  # e.g. torch next to TensorRT: a linear axis would flatten the fast ones
+        dist.set_xscale("log")
+    dist.set_xlabel("end-to-end latency per batch (ms); whiskers p1-p99, triangle = mean")
+    dist.grid(axis="x", alpha=0.3)
+    dist.invert_yaxis()  # first backend on top, as in the table
+    left = np.zeros(len(backends))
+    for stage in ("preprocess", "inference", "postprocess"):
+        means = np.array([results[b]["latency_ms"][stage]["mean"] for b in backends])
+        split.barh(rows, means, left=left, label=stage)
+        left += means
+    split.set_xlabel("mean time per batch (ms)")
+    split.legend(loc="best", fontsize="small")
+    figure.suptitle(f"{info['model']} {info['precision']} (NMS {info['nms']}), batch {settings['batch']}, "
+                    f"{record['machine']['cpu']}", fontsize="medium")
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
