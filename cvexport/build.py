@@ -35,6 +35,7 @@ class BuildOptions:
     max_detections: int | None = None
     weights: str | None = None
     out: str | None = None
+    verify_images: int = 64  # val images for the task metric recorded in the report; 0 skips it
 
     def resolved_out(self) -> Path:
         if self.out:
@@ -169,6 +170,11 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         report = run_parity(tmp, options.precision, log)
+        if options.verify_images:
+            from cvexport.verify import verify_rows
+
+            report["verify"] = verify_rows(tmp, ["ort"], val_images=options.verify_images, log=log)
+            report["passed"] &= all(row["passed"] for row in report["verify"])
         report["build_seconds"] = round(time.perf_counter() - started, 1)
         (tmp / PARITY_FILE).write_text(json.dumps(report, indent=2) + "\n")
         if not report["passed"]:

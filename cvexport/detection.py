@@ -71,13 +71,17 @@ def export_graph(model, spec, *, config: NmsConfig, nms: str, precision: str, ma
         core = to_fp16(core)
     editor = GraphEditor(core)
     if nms == "onnx":
-        boxes = sections.decode_boxes(editor, "box_offsets", anchors)
-        sections.nms_onnx(editor, boxes, "scores", anchors.shape[0], config)
+        with editor.section("decode"):
+            boxes = sections.decode_boxes(editor, "box_offsets", anchors)
+        with editor.section("nms"):
+            sections.nms_onnx(editor, boxes, "scores", anchors.shape[0], config)
     else:
-        sections.efficient_nms(editor, "box_offsets", "scores", anchors, config)
+        with editor.section("nms"):
+            sections.efficient_nms(editor, "box_offsets", "scores", anchors, config)
     sections.detection_outputs(editor, config.max_detections)
     if input_format == "uint8":
-        sections.normalize_uint8_nhwc(editor, "input", spec.mean, spec.std, height, width)
+        with editor.section("normalize"):
+            sections.normalize_uint8_nhwc(editor, "input", spec.mean, spec.std, height, width)
     return editor.model
 
 

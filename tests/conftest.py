@@ -48,6 +48,7 @@ def build_bundle(tmp_path_factory):
 
     def _build(**kwargs):
         kwargs.setdefault("model", "ssd")
+        kwargs.setdefault("verify_images", 0)  # verify has its own tests; keep fixture builds fast
         key = tuple(sorted(kwargs.items()))
         if key not in cache:
             out = root / f"b{len(cache)}"

@@ -7,8 +7,9 @@ section stays a short, readable description of the ops it contributes.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -27,6 +28,17 @@ class GraphEditor:
             self._taken.update(node.output)
             self._taken.add(node.name)
         self._counter = itertools.count()
+        self._section: str | None = None
+
+    @contextlib.contextmanager
+    def section(self, name: str) -> Iterator[None]:
+        """Tag every node appended inside the block with ``cvexport.section = name`` (node
+        metadata), so profilers and reports can attribute time and ops to each section."""
+        previous, self._section = self._section, name
+        try:
+            yield
+        finally:
+            self._section = previous
 
     def fresh(self, hint: str) -> str:
         """A tensor or node name not used anywhere in the graph yet."""
@@ -57,14 +69,16 @@ class GraphEditor:
         out = list(outputs) if outputs is not None else [self.fresh(f"{name}_out{i}" if num_outputs > 1 else name) for i in range(num_outputs)]
         for o in out:
             self._taken.add(o)
-        self.graph.node.append(
+        self.append_node(
             helper.make_node(op_type, list(inputs), out, name=self.fresh(f"{name}_node"), domain=domain, **attrs)
         )
         return out[0] if len(out) == 1 else tuple(out)
 
     def append_node(self, node: onnx.NodeProto) -> None:
-        """Append a node built elsewhere (a plugin node made from its contract)."""
+        """Append a node (also one built elsewhere, such as a plugin node made from its contract)."""
         self._taken.update(node.output)
+        if self._section is not None:
+            node.metadata_props.add(key=SECTION_KEY, value=self._section)
         self.graph.node.append(node)
 
     def ensure_opset(self, domain: str, version: int) -> None:
@@ -98,6 +112,19 @@ class GraphEditor:
         original = list(self.graph.node[:start])
         del self.graph.node[:]
         self.graph.node.extend(added + original)
+
+
+SECTION_KEY = "cvexport.section"
+
+
+def node_sections(model: onnx.ModelProto) -> dict[str, str]:
+    """Node name -> the graph section that added it (nodes of the exported network are absent)."""
+    return {
+        node.name: prop.value
+        for node in model.graph.node
+        for prop in node.metadata_props
+        if prop.key == SECTION_KEY
+    }
 
 
 def tensor_type(model: onnx.ModelProto, name: str) -> tuple[int, list[Any]]:

@@ -19,15 +19,16 @@ PROVIDERS = {
 }
 
 
-def create_session(model_bytes: bytes, providers: list[str], threads: int | None = None):
+def create_session(model_bytes: bytes, providers: list[str], threads: int | None = None, options=None):
     """An InferenceSession for serialized ONNX ``model_bytes``; plugin nodes are rewritten and
-    their CPU kernels registered when the graph has any."""
+    their CPU kernels registered when the graph has any. ``options``: base SessionOptions
+    (profiling, say); a fresh one when None."""
     import onnx
     import onnxruntime as ort
 
     from cvexport.trt_plugins import ort as plugin_ort
 
-    options = ort.SessionOptions()
+    options = options if options is not None else ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
     try:
