@@ -18,7 +18,11 @@ from cvexport.ops.detection import NmsConfig
 from cvexport.registry import get_spec
 from cvexport.trt_compat import TRT_VERSION, check_model
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+# Below this many calibration images the activation ranges depend on the images drawn.
+MIN_CALIB_IMAGES = 64
+ONNX_CPU_FILE = "model.cpu.onnx"
 INPUT_FORMATS = ("float", "uint8")
 PARITY_BATCHES = (1, 4)
 
@@ -36,6 +40,8 @@ class BuildOptions:
     weights: str | None = None
     out: str | None = None
     verify_images: int = 64  # val images for the task metric recorded in the report; 0 skips it
+    calib_images: int = 128  # INT8 only: calibration images from the model's own train split
+    calib_method: str | None = None  # INT8 only: None = entropy for TensorRT's graph, minmax for CPU's
 
     def resolved_out(self) -> Path:
         if self.out:
@@ -56,6 +62,10 @@ def _check_options(options: BuildOptions) -> None:
         raise CvexportError(f"unknown --input '{options.input_format}'; choose one of: {', '.join(INPUT_FORMATS)}")
     if not 1 <= options.max_batch <= 256:
         raise CvexportError(f"--max-batch {options.max_batch} must be between 1 and 256")
+    if options.calib_method is not None and options.calib_method not in CALIB_METHODS:
+        raise CvexportError(f"unknown --calib-method '{options.calib_method}'; choose one of: {', '.join(CALIB_METHODS)}")
+    if options.calib_images < 1:
+        raise CvexportError(f"--calib-images {options.calib_images} must be at least 1")
 
 
 def input_contract(spec, options: BuildOptions) -> dict[str, Any]:
@@ -77,9 +87,11 @@ def input_contract(spec, options: BuildOptions) -> dict[str, Any]:
 
 
 def run_parity(bundle_dir: Path, precision: str, log: Callable[[str], None]) -> dict[str, Any]:
-    """ONNX Runtime vs the PyTorch fp32 reference on val images at batch 1 and 4."""
+    """ONNX Runtime vs the PyTorch fp32 reference on val images at batch 1 and 4, for every
+    graph in the bundle (the TensorRT-ready one, and the CPU form where there is one)."""
     from cvexport.preprocess import to_network_input
     from cvexport.runtime import create_runner
+    from cvexport.runtime.ort_runner import OrtRunner
     from cvexport.tasks import get_task
 
     bundle = load_bundle(bundle_dir)
@@ -87,23 +99,27 @@ def run_parity(bundle_dir: Path, precision: str, log: Callable[[str], None]) -> 
     spec = get_spec(bundle.manifest["model"])
     frames = task.parity_frames(spec)
     reference_runner = create_runner(bundle, "torch")
-    test_runner = create_runner(bundle, "ort")
-    report: dict[str, Any] = {"reference": "torch fp32", "test": f"onnxruntime cpu {precision}", "batches": {}}
+    tolerance = TOLERANCES[precision]
+    report: dict[str, Any] = {"reference": "torch fp32", "tolerance": tolerance.__dict__, "graphs": {}}
     passed = True
-    for batch in PARITY_BATCHES:
-        if batch > bundle.max_batch:
+    for graph in ("onnx", "onnx_cpu"):
+        if graph not in bundle.manifest:
             continue
-        parity = None
-        for start in range(0, len(frames) - batch + 1, batch):
-            feed = {bundle.input["name"]: to_network_input(frames[start:start + batch], bundle.input)}
-            parity = task.compare(reference_runner.infer(feed), test_runner.infer(feed), precision, parity)
-        tolerance = TOLERANCES[precision]
-        ok = parity.passed(tolerance)
-        passed &= ok
-        report["batches"][str(batch)] = {**parity.to_dict(), "passed": ok, "tolerance": tolerance.__dict__}
-        log(f"parity batch {batch}: {parity.matched}/{max(parity.reference_detections, parity.test_detections)} "
-            f"detections matched over {parity.images} images, min IoU {parity.min_iou:.4f}, "
-            f"max |dscore| {parity.max_score_delta:.2e} -> {'PASS' if ok else 'FAIL'}")
+        test_runner = OrtRunner(bundle, graph=graph)
+        for batch in PARITY_BATCHES:
+            if batch > bundle.max_batch:
+                continue
+            parity = None
+            for start in range(0, len(frames) - batch + 1, batch):
+                feed = {bundle.input["name"]: to_network_input(frames[start:start + batch], bundle.input)}
+                parity = task.compare(reference_runner.infer(feed), test_runner.infer(feed), precision, parity)
+            ok = parity.passed(tolerance)
+            passed &= ok
+            report["graphs"].setdefault(bundle.manifest[graph]["file"], {})[str(batch)] = {**parity.to_dict(), "passed": ok}
+            log(f"parity {bundle.manifest[graph]['file']} ({precision}, onnxruntime cpu) batch {batch}: "
+                f"{parity.matched}/{max(parity.reference_detections, parity.test_detections)} detections matched "
+                f"over {parity.images} images, min IoU {parity.min_iou:.4f}, max |dscore| {parity.max_score_delta:.2e} "
+                f"-> {'PASS' if ok else 'FAIL'}")
     report["passed"] = passed
     return report
 
@@ -129,9 +145,18 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
     model = spec.load_model(weights)
     log(f"exporting {spec.name} ({spec.description}) as {options.precision}, NMS '{options.nms}', "
         f"batch 1..{options.max_batch}, {options.input_format} input")
-    graph = task.export_graph(model, spec, config=config, nms=options.nms, precision=options.precision,
-                              max_batch=options.max_batch, input_format=options.input_format)
-    onnx.checker.check_model(graph, full_check=True)
+    int8 = None
+    if options.precision == "int8":
+        from cvexport.detection import Int8Options
+
+        if options.calib_images < MIN_CALIB_IMAGES:
+            log(f"warning: {options.calib_images} calibration images are few; {MIN_CALIB_IMAGES}+ give stable INT8 ranges")
+        int8 = Int8Options(calib_images=options.calib_images, method=options.calib_method)
+    graphs = task.export_graphs(model, spec, config=config, nms=options.nms, precision=options.precision,
+                                max_batch=options.max_batch, input_format=options.input_format, int8=int8, warn=log)
+    for candidate in graphs.values():
+        onnx.checker.check_model(candidate, full_check=True)
+    graph = graphs["onnx"]
     compat = check_model(graph)
     if not compat.ok:
         raise CvexportError(
@@ -144,7 +169,9 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
     out = options.resolved_out()
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        onnx.save_model(graph, str(tmp / ONNX_FILE))
+        files = {"onnx": ONNX_FILE, "onnx_cpu": ONNX_CPU_FILE}
+        for key, candidate in graphs.items():
+            onnx.save_model(candidate, str(tmp / files[key]))
         shutil.copyfile(weights, tmp / WEIGHTS_FILE)
         manifest = {
             "format": BUNDLE_FORMAT,
@@ -153,6 +180,8 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
             "description": spec.description,
             "precision": options.precision,
             "onnx": {"file": ONNX_FILE, "sha256": sha256_file(tmp / ONNX_FILE), "opset": graph.opset_import[0].version},
+            **({"onnx_cpu": {"file": ONNX_CPU_FILE, "sha256": sha256_file(tmp / ONNX_CPU_FILE),
+                             "form": "int8 QDQ U8S8 (ONNX Runtime CPU; not for TensorRT)"}} if "onnx_cpu" in graphs else {}),
             "weights": {"file": WEIGHTS_FILE, "sha256": sha256_file(tmp / WEIGHTS_FILE), "source": str(weights)},
             "input": input_contract(spec, options),
             "outputs": [
@@ -168,6 +197,11 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
                            "warnings": [f.message for f in compat.by_severity("warning")]},
             "versions": library_versions(),
         }
+        if int8 is not None:
+            manifest["int8"] = {"calibration_images": int8.calib_images, "calibration_split": "train",
+                                "method": int8.method or "entropy (onnx), minmax (onnx_cpu)",
+                                "activations": "symmetric int8 (onnx)", "weights": "per-channel symmetric int8",
+                                "bias": "float"}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         report = run_parity(tmp, options.precision, log)
         if options.verify_images:

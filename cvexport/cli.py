@@ -31,6 +31,12 @@ def _add_build(sub) -> None:
     precision.add_argument("--fp16", action="store_const", const="fp16", dest="precision",
                            help="mixed-precision FP16 graph (inputs, outputs and NMS stay FP32)")
     precision.add_argument("--fp32", action="store_const", const="fp32", dest="precision", help="FP32 graph (default)")
+    precision.add_argument("--int8", action="store_const", const="int8", dest="precision",
+                           help="post-training INT8: a TensorRT-ready QDQ graph plus a faster CPU form for ONNX Runtime")
+    p.add_argument("--calib-images", type=_positive_int, default=128,
+                   help="INT8 calibration images from the model's train split (default 128)")
+    p.add_argument("--calib-method", help="INT8 calibration: minmax, entropy or percentile "
+                   "(default entropy for the TensorRT graph, minmax for the CPU form)")
     p.add_argument("--nms", default="onnx", help="post-processing flavor: onnx (standard ops, default) or efficient "
                    "(EfficientNMS_TRT plugin, fastest on TensorRT)")
     p.add_argument("--max-batch", type=_positive_int, default=8, help="largest batch the bundle accepts (default 8)")
@@ -54,6 +60,7 @@ def _cmd_build(args) -> int:
         model=args.model, precision=args.precision, nms=args.nms, max_batch=args.max_batch,
         input_format=args.input_format, score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
         max_detections=args.max_detections, weights=args.weights, out=args.out,
+        calib_images=args.calib_images, calib_method=args.calib_method,
     )
     log = lambda line: print(line, flush=True)  # noqa: E731
     if args.backend == "trt":

@@ -69,3 +69,18 @@ def test_shipped_checkpoint_quality():
     assert metrics["val_map50"] >= 0.90, metrics
     # The checkpoint records what training measured; it must agree with what we measure now.
     assert abs(meta["metrics"]["val_map50"] - metrics["val_map50"]) < 1e-6
+
+
+def test_train_command_smoke_writes_loadable_weights(tmp_path, capsys):
+    """`cvexport train ssd` end to end for two steps: resumable run dir, metrics, safetensors out."""
+    from cvexport.cli import main
+    from cvexport.registry import get_spec
+
+    out = tmp_path / "ssd.safetensors"
+    assert main(["train", "ssd", "--run-dir", str(tmp_path / "run"), "--out", str(out),
+                 "--max-steps", "2", "--val-images", "4"]) == 0
+    tensors, meta = load_checkpoint(out)
+    assert meta["model"] == "ssd" and 0.0 <= meta["metrics"]["val_map50"] <= 1.0
+    get_spec("ssd").load_model(out)  # the written weights fit the registered model
+    assert (tmp_path / "run" / "phase1" / "metrics.jsonl").is_file()
+    assert "cvexport build ssd --weights" in capsys.readouterr().out

@@ -54,10 +54,16 @@ def create_session(model_bytes: bytes, providers: list[str], threads: int | None
 class OrtRunner(Runner):
     name = "ort"
 
-    def __init__(self, bundle: Bundle, providers: list[str] | None = None, threads: int | None = None):
+    def __init__(self, bundle: Bundle, providers: list[str] | None = None, threads: int | None = None,
+                 graph: str | None = None):
         super().__init__(bundle)
-        path = bundle.verify_file("onnx")
-        self.session = create_session(path.read_bytes(), providers or PROVIDERS["ort"], threads)
+        providers = providers or PROVIDERS["ort"]
+        if graph is None:
+            # On the CPU provider an INT8 bundle's CPU form is the fast one; GPUs take the TensorRT-ready graph.
+            graph = "onnx_cpu" if "onnx_cpu" in bundle.manifest and providers == PROVIDERS["ort"] else "onnx"
+        self.graph = graph
+        path = bundle.verify_file(graph)
+        self.session = create_session(path.read_bytes(), providers, threads)
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def _infer(self, array: np.ndarray) -> dict[str, np.ndarray]:
