@@ -7,6 +7,7 @@ crowded ones. Detections are compared as sets (class + IoU); a mismatch fails.
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 
 from cvexport.compare import TOLERANCES, DetectionParity
@@ -82,3 +83,22 @@ def test_fp32_bundle_matches_pytorch_exactly_enough_to_catch_a_wrong_threshold(b
     feed = {strict.input["name"]: to_network_input(FRAMES[:strict.max_batch], strict.input)}
     parity = compare(create_runner(strict, "torch").infer(feed), create_runner(loose, "ort").infer(feed), "fp32")
     assert not parity.passed(TOLERANCES["fp32"])
+
+
+def test_int8_bundle_keeps_accuracy_and_stays_tensorrt_ready(build_bundle):
+    """INT8: the CPU form is what ORT runs here, the QDQ graph is what TensorRT gets; both are
+    checked against PyTorch at build time, and the task metric must stay within 1 mAP point."""
+    from cvexport.runtime.ort_runner import OrtRunner
+    from cvexport.trt_compat import check_path
+    from cvexport.verify import verify_bundle
+
+    bundle = build_bundle(precision="int8", calib_images=64)
+    assert create_runner(bundle, "ort").graph == "onnx_cpu"
+    assert check_path(bundle.onnx_path).ok
+    quantized = {n.op_type for n in onnx.load(str(bundle.onnx_path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= quantized
+    report = verify_bundle(bundle, ["ort"], val_images=64, max_map_drop=1.0)
+    assert report["passed"], report
+    feed = {bundle.input["name"]: to_network_input(FRAMES[:4], bundle.input)}
+    parity = compare(create_runner(bundle, "torch").infer(feed), OrtRunner(bundle, graph="onnx").infer(feed), "int8")
+    assert parity.passed(TOLERANCES["int8"]), parity.to_dict()

@@ -19,7 +19,7 @@ PROVIDERS = {
 }
 
 
-def create_session(model_bytes: bytes, providers: list[str], threads: int | None = None, options=None):
+def create_session(model_bytes: bytes, providers: list, threads: int | None = None, options=None):
     """An InferenceSession for serialized ONNX ``model_bytes``; plugin nodes are rewritten and
     their CPU kernels registered when the graph has any. ``options``: base SessionOptions
     (profiling, say); a fresh one when None."""
@@ -39,7 +39,8 @@ def create_session(model_bytes: bytes, providers: list[str], threads: int | None
     except Exception as exc:  # protobuf DecodeError, or an invalid plugin node
         raise CvexportError(f"the ONNX model could not be parsed ({exc.__class__.__name__}); rebuild the bundle") from None
     available = set(ort.get_available_providers())
-    missing = [p for p in providers if p not in available]
+    missing = [p if isinstance(p, str) else p[0] for p in providers]
+    missing = [p for p in missing if p not in available]
     if missing:
         raise CvexportError(
             f"ONNX Runtime here lacks {', '.join(missing)}; install onnxruntime-gpu (pip install 'cvexport[gpu]') "
@@ -49,6 +50,27 @@ def create_session(model_bytes: bytes, providers: list[str], threads: int | None
         return ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
     except Exception as exc:  # ORT raises its own exception types for invalid graphs
         raise CvexportError(f"ONNX Runtime could not load the model: {str(exc).splitlines()[0]}") from None
+
+
+def provider_settings(bundle: Bundle, providers: list[str]) -> list:
+    """Providers with their options: the TensorRT execution provider keeps its engine and timing
+    caches inside the bundle (so a second start does not rebuild) and gets the bundle's precision
+    (onnxruntime TensorRT EP options ``trt_*``); the others take their defaults."""
+    import onnxruntime as ort
+
+    settings: list = []
+    for name in providers:
+        if name != "TensorrtExecutionProvider" or name not in ort.get_available_providers():
+            settings.append(name)  # a missing provider is reported by create_session, not here
+            continue
+        cache = bundle.path / "engines" / "ort-trt"
+        cache.mkdir(parents=True, exist_ok=True)
+        settings.append((name, {
+            "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache),
+            "trt_fp16_enable": bundle.precision == "fp16", "trt_int8_enable": bundle.precision == "int8",
+        }))
+    return settings
 
 
 class OrtRunner(Runner):
@@ -63,7 +85,7 @@ class OrtRunner(Runner):
             graph = "onnx_cpu" if "onnx_cpu" in bundle.manifest and providers == PROVIDERS["ort"] else "onnx"
         self.graph = graph
         path = bundle.verify_file(graph)
-        self.session = create_session(path.read_bytes(), providers, threads)
+        self.session = create_session(path.read_bytes(), provider_settings(bundle, providers), threads)
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def _infer(self, array: np.ndarray) -> dict[str, np.ndarray]:
