@@ -105,11 +105,20 @@ def evaluate_map(model: nn.Module, size: int = VAL_SIZE, seed: int = 0, batch_si
 
 
 def default_config() -> list[Any]:
-    """The recipe that produced the shipped checkpoint, as training phases run in sequence
-    (one phase here: SGD with warm-up and one cosine cycle over train images 0..4095)."""
+    """The recipe that produced the shipped checkpoint, as training phases run in sequence.
+
+    Phase 1: SGD with warm-up and one cosine cycle over train images 0..4095 (val mAP@0.5
+    0.873 after it, 39 min on 2 CPU cores). Phases 2 and 3: warm restarts (fresh momentum,
+    new cosine cycle, lower peak rate) over the larger train split 0..8191 (0.894 after
+    phase 2).
+    """
     from cvexport.models.training import TrainConfig
 
-    return [TrainConfig(epochs=12, batch_size=32, train_size=4096, lr=0.05, warmup_steps=50, seed=0)]
+    return [
+        TrainConfig(epochs=12, batch_size=32, train_size=4096, lr=0.05, warmup_steps=50, seed=0),
+        TrainConfig(epochs=3, batch_size=32, train_size=8192, lr=0.02, warmup_steps=20, seed=0),
+        TrainConfig(epochs=2, batch_size=32, train_size=8192, lr=0.01, warmup_steps=10, seed=0),
+    ]
 
 
 def train(run_dir: str | Path, phases: list[Any], val_size: int = VAL_SIZE) -> tuple[TinySSD, dict[str, Any]]:
