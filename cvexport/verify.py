@@ -28,7 +28,7 @@ from cvexport.errors import CvexportError
 DEFAULT_VAL_IMAGES = 256
 DEFAULT_MAX_MAP_DROP = 1.0  # mAP points (0-100 scale)
 REFERENCE = "torch"
-# Precisions with no parity contract yet (int8 comes later) borrow this one's, and say so.
+# Precisions with no parity contract of their own borrow this one's, and say so.
 FALLBACK_PRECISION = "fp16"
 METRICS = (("map50", "mAP@0.5"), ("map", "mAP@0.5:0.95"))
 

@@ -12,6 +12,7 @@ import pytest
 import cvexport.bench as bench
 from cvexport.cli import main
 from cvexport.errors import CvexportError
+from cli_helpers import one_line_stderr
 
 STAT_KEYS = ("min", "mean", "p50", "p90", "p95", "p99", "max")
 ITERS = 3
@@ -35,11 +36,6 @@ def cli_run(bundle, tmp_path_factory):
     record = json.loads((out / "bench.json").read_text())
     return code, record, out / "bench.png", (threads_before, torch.get_num_threads())
 
-
-def _one_line_stderr(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("cvexport: error: ") and "\n" not in err, err
-    return err
 
 
 def test_cli_run_succeeds_and_records_machine(cli_run, bundle):
@@ -153,7 +149,7 @@ def _unavailable(backend_name: str, message: str):
 def test_unusable_backend_alone_is_a_one_line_error(bundle, monkeypatch, capsys):
     monkeypatch.setattr(bench, "create_runner", _unavailable("trt", "TensorRT is not installed; pip install tensorrt"))
     assert main(["bench", str(bundle.path), "--backend", "trt", "--iters", "1", "--warmup", "0"]) == 2
-    assert "TensorRT is not installed; pip install tensorrt" in _one_line_stderr(capsys)
+    assert "TensorRT is not installed; pip install tensorrt" in one_line_stderr(capsys)
 
 
 def test_unusable_backend_among_several_is_skipped(bundle, monkeypatch, tmp_path, capsys):
@@ -187,12 +183,12 @@ def test_cpu_fallback_of_a_gpu_provider_counts_as_unusable(bundle, monkeypatch):
 )
 def test_bad_input_is_a_one_line_error(bundle, capsys, args, needle):
     assert main(["bench", str(bundle.path), "--iters", "1", *args]) == 2
-    assert needle in _one_line_stderr(capsys)
+    assert needle in one_line_stderr(capsys)
 
 
 def test_missing_bundle_is_a_one_line_error(tmp_path, capsys):
     assert main(["bench", str(tmp_path / "nope")]) == 2
-    assert "bundle not found" in _one_line_stderr(capsys)
+    assert "bundle not found" in one_line_stderr(capsys)
 
 
 def test_cpu_model_is_named():

@@ -13,6 +13,7 @@ from PIL import Image
 
 from cvexport.cli import main
 from cvexport.errors import CvexportError
+from cli_helpers import one_line_stderr
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +45,6 @@ def sample_images():
     return [np.asarray(Image.fromarray(img).resize(size, Image.BILINEAR)) for img, size in zip(with_objects, sizes)]
 
 
-def _one_line_stderr(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("cvexport: error: ")
-    assert "\n" not in err
-    return err
-
 
 # ------------------------------------------------------------------------ entry point
 def test_console_script_list():
@@ -70,7 +65,7 @@ def test_list_in_process(capsys):
 def test_build_unknown_model(tmp_path, capsys):
     out = tmp_path / "b"
     assert main(["build", "resnet9000", "--out", str(out)]) == 2
-    err = _one_line_stderr(capsys)
+    err = one_line_stderr(capsys)
     assert "unknown model" in err and "resnet9000" in err and "ssd" in err
     assert not out.exists()
 
@@ -89,7 +84,7 @@ def test_build_unknown_model(tmp_path, capsys):
 def test_build_bad_options_one_line_and_nothing_written(tmp_path, capsys, args, needle):
     out = tmp_path / "bundle"
     assert main(["build", "ssd", *args, "--out", str(out)]) == 2
-    err = _one_line_stderr(capsys)
+    err = one_line_stderr(capsys)
     assert needle in err and args[1] in err
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []  # no temp leftovers beside --out
@@ -108,7 +103,7 @@ def test_build_bad_integer_rejected_by_parser(tmp_path, capsys, args):
 def test_build_missing_weights_file(tmp_path, capsys):
     out = tmp_path / "bundle"
     assert main(["build", "ssd", "--weights", str(tmp_path / "none.safetensors"), "--out", str(out)]) == 2
-    assert "not found" in _one_line_stderr(capsys)
+    assert "not found" in one_line_stderr(capsys)
     assert not out.exists()
 
 
@@ -138,7 +133,7 @@ def test_run_bad_image_one_line_no_predictions(bundle, tmp_path, capsys, name, m
     out = tmp_path / "out"
     # the bad file is checked before any work, even after a good one
     assert main(["run", str(bundle.path), str(good), str(bad), "--out", str(out)]) == 2
-    err = _one_line_stderr(capsys)
+    err = one_line_stderr(capsys)
     assert name in err
     assert not (out / "predictions.json").exists()
     assert not out.exists() or list(out.iterdir()) == []
@@ -148,7 +143,7 @@ def test_run_missing_bundle(tmp_path, capsys):
     image = tmp_path / "x.png"
     Image.new("RGB", (32, 32)).save(image)
     assert main(["run", str(tmp_path / "no_bundle"), str(image), "--out", str(tmp_path / "out")]) == 2
-    assert "bundle not found" in _one_line_stderr(capsys)
+    assert "bundle not found" in one_line_stderr(capsys)
     assert not (tmp_path / "out").exists()
 
 
@@ -156,7 +151,7 @@ def test_run_unknown_backend(bundle, tmp_path, capsys):
     image = tmp_path / "x.png"
     Image.new("RGB", (32, 32)).save(image)
     assert main(["run", str(bundle.path), str(image), "--backend", "tflite", "--out", str(tmp_path / "out")]) == 2
-    assert "unknown backend" in _one_line_stderr(capsys)
+    assert "unknown backend" in one_line_stderr(capsys)
     assert not (tmp_path / "out" / "predictions.json").exists()
 
 
@@ -166,7 +161,7 @@ def test_run_out_is_a_file(bundle, tmp_path, capsys):
     out = tmp_path / "out"
     out.write_text("a file")
     assert main(["run", str(bundle.path), str(image), "--out", str(out)]) == 2
-    assert "--out" in _one_line_stderr(capsys)
+    assert "--out" in one_line_stderr(capsys)
     assert out.read_text() == "a file"
 
 

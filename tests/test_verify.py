@@ -14,6 +14,7 @@ from cvexport.cli import main
 from cvexport.compare import TOLERANCES
 from cvexport.errors import CvexportError
 from cvexport.verify import tolerance_for, verify_bundle, verify_rows
+from cli_helpers import one_line_stderr
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +26,6 @@ def bundle(build_bundle):
 def report(bundle):
     return verify_bundle(bundle, ["ort"], val_images=32, warn=lambda line: None)
 
-
-def _one_line_stderr(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("cvexport: error: ") and "\n" not in err, err
-    return err
 
 
 def test_ort_row_passes_and_matches_torch(report):
@@ -105,13 +101,14 @@ def test_cli_writes_json_and_exits_0(bundle, tmp_path, capsys):
 
 
 def test_precision_without_a_tolerance_borrows_fp16s(bundle):
-    tolerance, note = tolerance_for("int8")
-    assert tolerance == TOLERANCES["fp16"] and "int8" in note and "fp16" in note
+    tolerance, note = tolerance_for("bf16")
+    assert tolerance == TOLERANCES["fp16"] and "bf16" in note and "fp16" in note
     assert tolerance_for("fp32") == (TOLERANCES["fp32"], None)
-    int8 = Bundle(path=bundle.path, manifest={**bundle.manifest, "precision": "int8"})
-    report = verify_bundle(int8, ["ort"], val_images=4)
+    assert tolerance_for("int8") == (TOLERANCES["int8"], None)
+    other = Bundle(path=bundle.path, manifest={**bundle.manifest, "precision": "bf16"})
+    report = verify_bundle(other, ["ort"], val_images=4)
     assert report["tolerance"]["precision"] == "fp16"
-    assert any("no parity tolerance is defined for int8" in note for note in report["notes"])
+    assert any("no parity tolerance is defined for bf16" in note for note in report["notes"])
 
 
 @pytest.mark.parametrize(
@@ -124,12 +121,12 @@ def test_precision_without_a_tolerance_borrows_fp16s(bundle):
 )
 def test_bad_input_is_a_one_line_error(bundle, capsys, args, needle):
     assert main(["verify", str(bundle.path), "--val-images", "1", *args]) == 2
-    assert needle in _one_line_stderr(capsys)
+    assert needle in one_line_stderr(capsys)
 
 
 def test_missing_bundle_is_a_one_line_error(tmp_path, capsys):
     assert main(["verify", str(tmp_path / "nope")]) == 2
-    assert "bundle not found" in _one_line_stderr(capsys)
+    assert "bundle not found" in one_line_stderr(capsys)
 
 
 def test_unusable_backend_alone_is_a_one_line_error(bundle, monkeypatch, capsys):
@@ -142,7 +139,7 @@ def test_unusable_backend_alone_is_a_one_line_error(bundle, monkeypatch, capsys)
 
     monkeypatch.setattr(bench, "create_runner", create)
     assert main(["verify", str(bundle.path), "--backend", "trt", "--val-images", "1"]) == 2
-    assert "TensorRT is not installed" in _one_line_stderr(capsys)
+    assert "TensorRT is not installed" in one_line_stderr(capsys)
 
 
 def test_zero_val_images_is_refused(bundle):
