@@ -92,7 +92,7 @@ def test_int8_bundle_keeps_accuracy_and_stays_tensorrt_ready(build_bundle):
     from cvexport.trt_compat import check_path
     from cvexport.verify import verify_bundle
 
-    bundle = build_bundle(precision="int8", calib_images=64)
+    bundle = build_bundle(precision="int8")
     assert create_runner(bundle, "ort").graph == "onnx_cpu"
     assert check_path(bundle.onnx_path).ok
     quantized = {n.op_type for n in onnx.load(str(bundle.onnx_path)).graph.node}
