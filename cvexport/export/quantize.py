@@ -512,15 +512,10 @@ def postprocess_scores(scores, box_offsets, anchors, config) -> dict[str, np.nda
 
 
 def ort_session(model: onnx.ModelProto, threads: int | None = None):
-    """A CPU InferenceSession for ``model`` (all graph optimizations on)."""
-    import onnxruntime as ort
+    """A CPU InferenceSession for ``model``: the runtime's own session factory."""
+    from cvexport.runtime.ort_runner import create_session
 
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(), sess_options=options,
-                                providers=["CPUExecutionProvider"])
+    return create_session(model.SerializeToString(), ["CPUExecutionProvider"], threads)
 
 
 def evaluate_core_map(core: onnx.ModelProto | Any, spec, anchors, *, size: int = 256,
