@@ -11,6 +11,8 @@ import threading
 import numpy as np
 import pytest
 
+from cvexport.registry import list_models
+
 from cvexport.build import PARITY_BATCHES
 from cvexport.compare import TOLERANCES
 from cvexport.detection import compare
@@ -41,9 +43,9 @@ def _feeds(bundle, frames, batch):
         yield {bundle.input["name"]: to_network_input(frames[start:start + batch], bundle.input)}
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 @pytest.mark.parametrize("nms", ["onnx", "efficient"])
-@pytest.mark.parametrize("model", ["ssd"])
+@pytest.mark.parametrize("model", list_models())
 def test_trt_matches_ort_and_torch(gpu, build_bundle, tmp_path, model, nms, precision):
     from cvexport.runtime import create_runner
     from cvexport.runtime.trt_runner import TrtRunner
