@@ -11,12 +11,11 @@ import threading
 import numpy as np
 import pytest
 
-from cvexport.registry import list_models
-
 from cvexport.build import PARITY_BATCHES
 from cvexport.compare import TOLERANCES
 from cvexport.detection import compare
 from cvexport.preprocess import to_network_input
+from cvexport.registry import list_models
 
 pytestmark = [pytest.mark.trt, pytest.mark.gpu]
 
