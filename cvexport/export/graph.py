@@ -127,17 +127,6 @@ def node_sections(model: onnx.ModelProto) -> dict[str, str]:
     }
 
 
-def tensor_type(model: onnx.ModelProto, name: str) -> tuple[int, list[Any]]:
-    """(element type, shape with ints or symbolic names) of a graph input or output."""
-    for value in itertools.chain(model.graph.input, model.graph.output):
-        if value.name == name:
-            t = value.type.tensor_type
-            shape = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim]
-            return t.elem_type, shape
-    raise KeyError(f"no graph input or output named {name!r}")
-
-
 FLOAT = TensorProto.FLOAT
 INT32 = TensorProto.INT32
-INT64 = TensorProto.INT64
 UINT8 = TensorProto.UINT8

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cvexport.export.graph import FLOAT, INT32, GraphEditor
+from cvexport.export.graph import FLOAT, INT32, UINT8, GraphEditor
 from cvexport.ops.boxes import CENTER_VARIANCE, SIZE_VARIANCE
 from cvexport.ops.detection import NmsConfig
 
@@ -31,7 +31,7 @@ def normalize_uint8_nhwc(
     Returns the new input's name; the old input name is now produced inside the graph.
     """
     start = len(editor.graph.node)
-    name = editor.replace_input(float_input, new_input, 2, ["batch", height, width, 3])  # 2 = UINT8
+    name = editor.replace_input(float_input, new_input, UINT8, ["batch", height, width, 3])
     scale = 1.0 / (255.0 * np.asarray(std, dtype=np.float32))
     shift = -np.asarray(mean, dtype=np.float32) / np.asarray(std, dtype=np.float32)
     as_float = editor.op("Cast", [name], "frames_float", to=FLOAT)
