@@ -17,7 +17,7 @@ import torch
 
 from cvexport.compare import TOLERANCES, DetectionParity, compare_detections, valid_detections
 from cvexport.errors import CvexportError
-from cvexport.ops.detection import NmsConfig, class_scores
+from cvexport.ops.detection import NmsConfig
 
 NMS_FLAVORS = ("onnx", "efficient")
 
@@ -25,18 +25,6 @@ NMS_FLAVORS = ("onnx", "efficient")
 def nms_config(manifest: dict[str, Any]) -> NmsConfig:
     post = manifest["postprocess"]
     return NmsConfig(post["score_threshold"], post["iou_threshold"], post["max_detections"])
-
-
-class ScoresAndOffsets(torch.nn.Module):
-    """Wraps a TinySSD so the exported core ends in class probabilities (background dropped)."""
-
-    def __init__(self, detector: torch.nn.Module):
-        super().__init__()
-        self.detector = detector
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cls_logits, box_offsets = self.detector(x)
-        return class_scores(cls_logits), box_offsets
 
 
 def validate_options(config: NmsConfig, nms: str, num_anchors: int, num_classes: int) -> None:
@@ -75,8 +63,10 @@ def export_graphs(model, spec, *, config: NmsConfig, nms: str, precision: str, m
     anchors = model.anchors.detach().cpu().numpy()
     validate_options(config, nms, anchors.shape[0], len(spec.class_names))
     height, width = spec.input_size
-    core = export_module(ScoresAndOffsets(model).eval(), (1, 3, height, width), max_batch,
-                         input_name="input", output_names=["scores", "box_offsets"])
+    # The exported core is the network alone (class logits, box offsets): precision changes
+    # apply to it, while the sections appended after it (class probabilities, decode, NMS) stay FP32.
+    core = export_module(model.eval(), (1, 3, height, width), max_batch,
+                         input_name="input", output_names=["class_logits", "box_offsets"])
     finish = lambda c: _append_sections(c, spec, anchors, config, nms, input_format)  # noqa: E731
     if precision == "fp16":
         # Only the network goes to FP16; the decode and NMS sections appended below stay FP32.
@@ -105,14 +95,16 @@ def _append_sections(core, spec, anchors: np.ndarray, config: NmsConfig, nms: st
 
     height, width = spec.input_size
     editor = GraphEditor(core)
+    with editor.section("scores"):
+        scores = sections.class_probabilities(editor, "class_logits")
     if nms == "onnx":
         with editor.section("decode"):
             boxes = sections.decode_boxes(editor, "box_offsets", anchors)
         with editor.section("nms"):
-            sections.nms_onnx(editor, boxes, "scores", anchors.shape[0], config)
+            sections.nms_onnx(editor, boxes, scores, anchors.shape[0], config)
     else:
         with editor.section("nms"):
-            sections.efficient_nms(editor, "box_offsets", "scores", anchors, config)
+            sections.efficient_nms(editor, "box_offsets", scores, anchors, config)
     sections.detection_outputs(editor, config.max_detections)
     if input_format == "uint8":
         with editor.section("normalize"):

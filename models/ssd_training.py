@@ -110,7 +110,8 @@ def default_config() -> list[Any]:
     Phase 1: SGD with warm-up and one cosine cycle over train images 0..4095 (val mAP@0.5
     0.873 after it, 39 min on 2 CPU cores). Phases 2 and 3: warm restarts (fresh momentum,
     new cosine cycle, lower peak rate) over the larger train split 0..8191 (0.894 after
-    phase 2).
+    phase 2, 0.896 after phase 3). Phase 4: one more restart at the phase-2 rate with a new
+    shuffling seed (0.905 after it; 12.5 min).
     """
     from cvexport.models.training import TrainConfig
 
@@ -118,6 +119,7 @@ def default_config() -> list[Any]:
         TrainConfig(epochs=12, batch_size=32, train_size=4096, lr=0.05, warmup_steps=50, seed=0),
         TrainConfig(epochs=3, batch_size=32, train_size=8192, lr=0.02, warmup_steps=20, seed=0),
         TrainConfig(epochs=2, batch_size=32, train_size=8192, lr=0.01, warmup_steps=10, seed=0),
+        TrainConfig(epochs=2, batch_size=32, train_size=8192, lr=0.02, warmup_steps=20, seed=1),
     ]
 
 

@@ -18,6 +18,11 @@ from cvexport.runtime import create_runner
 
 # A lower threshold than the default gives many more (and harder, near-tie) detections to match.
 SCORE_THRESHOLD = 0.1
+# FP16 is checked at the shipped threshold (0.25). Measured at 0.1: 109/112 on the build's
+# parity frames, 887/894 (99.2 %) on 64 val images; every miss scored 0.10-0.12 and sat on an
+# NMS knife edge (IoU 0.44998 with a kept box against the 0.45 threshold), where any rounding
+# flips the decision. At 0.25 the test frames have 54 detections to match.
+FP16_SCORE_THRESHOLD = 0.25
 
 
 def _frames() -> list[np.ndarray]:
@@ -40,7 +45,8 @@ MATRIX += [(nms, "fp32", "uint8") for nms in ("onnx", "efficient")]
 
 @pytest.mark.parametrize("nms,precision,input_format", MATRIX, ids=["-".join(m) for m in MATRIX])
 def test_bundle_matches_pytorch(build_bundle, nms, precision, input_format):
-    bundle = build_bundle(precision=precision, nms=nms, input_format=input_format, score_threshold=SCORE_THRESHOLD)
+    threshold = FP16_SCORE_THRESHOLD if precision == "fp16" else SCORE_THRESHOLD
+    bundle = build_bundle(precision=precision, nms=nms, input_format=input_format, score_threshold=threshold)
     reference, test = create_runner(bundle, "torch"), create_runner(bundle, "ort")
     tolerance = TOLERANCES[precision]
     for batch in (1, 4):

@@ -498,6 +498,7 @@ class _quiet_ort:
 
 # --------------------------------------------------------------------------------------
 # Measuring the effect: detections from (scores, box_offsets), mAP of a core run in ORT
+# (the core ends in class_logits: the class-probability section comes after it)
 # --------------------------------------------------------------------------------------
 def postprocess_scores(scores, box_offsets, anchors, config) -> dict[str, np.ndarray]:
     """The detection contract (numpy) from a core's outputs (class probabilities, offsets):
@@ -525,9 +526,12 @@ def evaluate_core_map(core: onnx.ModelProto | Any, spec, anchors, *, size: int =
     Runtime on the first ``size`` val images, with the evaluation settings of training
     (``ssd_training.EVAL_NMS``). Comparable with ``ssd_training.evaluate_map`` of the torch model.
     """
+    import torch
+
     from cvexport.metrics import ImageDetections, detection_map
     from cvexport.models.detection_data import make_sample
     from cvexport.models.ssd_training import EVAL_NMS
+    from cvexport.ops.detection import class_scores
     from cvexport.preprocess import to_network_input
 
     session = ort_session(core, threads) if isinstance(core, onnx.ModelProto) else core
@@ -538,9 +542,9 @@ def evaluate_core_map(core: onnx.ModelProto | Any, spec, anchors, *, size: int =
     predictions, ground_truth = [], []
     for start in range(0, size, batch_size):
         samples = [make_sample("val", i, seed=seed, size=height) for i in range(start, min(size, start + batch_size))]
-        scores, offsets = session.run(["scores", "box_offsets"],
+        logits, offsets = session.run(["class_logits", "box_offsets"],
                                       {input_name: to_network_input([s.image for s in samples], contract)})
-        out = postprocess_scores(scores, offsets, anchors, config)
+        out = postprocess_scores(class_scores(torch.from_numpy(logits)).numpy(), offsets, anchors, config)
         for b, sample in enumerate(samples):
             n = int(out["num_detections"][b, 0])
             predictions.append(ImageDetections(

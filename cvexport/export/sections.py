@@ -43,6 +43,24 @@ def normalize_uint8_nhwc(
     return name
 
 
+def class_probabilities(editor: GraphEditor, class_logits: str, name: str = "scores") -> str:
+    """Softmax over classes, background column (index 0) dropped, as :func:`cvexport.ops.detection.class_scores`.
+
+    Args:
+        class_logits: Tensor[B, N, C + 1] name, background at index 0.
+    Returns:
+        Name of Tensor[B, N, C]: object-class probabilities.
+
+    A section of its own, appended after any precision change of the network, so it runs in
+    FP32: in FP16 every probability above 0.9995 rounds to 1.0, and NMS then breaks those ties
+    by anchor order instead of by score.
+    """
+    probabilities = editor.op("Softmax", [class_logits], "class_softmax", axis=-1)
+    return editor.op("Slice", [probabilities, editor.const(np.array([1], np.int64), "drop_background_start"),
+                               editor.const(np.array([np.iinfo(np.int64).max], np.int64), "drop_background_end"),
+                               editor.const(np.array([-1], np.int64), "drop_background_axis")], name)
+
+
 def _split_xy_wh(editor: GraphEditor, boxes: str, name: str) -> tuple[str, str]:
     """[..., 4] -> ([..., 2], [..., 2]) along the last axis."""
     return editor.op("Split", [boxes, editor.const(np.array([2, 2], np.int64), f"{name}_split")],
