@@ -141,16 +141,16 @@ def bundle_info(bundle: Bundle) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ measuring
-def bench_images(count: int, input_size: int) -> list[np.ndarray]:
-    """``count`` uint8 RGB val images (real photographs with objects), resized to ``IMAGE_SIZES`` in turn."""
+def bench_images(spec, count: int) -> list[np.ndarray]:
+    """``count`` uint8 RGB val images of the model's own data (real photographs with objects),
+    resized to ``IMAGE_SIZES`` in turn."""
     from PIL import Image
 
-    from cvexport.models.detection_data import make_sample
+    from cvexport.tasks import get_task
 
     images = []
-    for i in range(count):
+    for i, image in enumerate(get_task(spec.task).sample_images(spec, "val", range(count))):
         width, height = IMAGE_SIZES[i % len(IMAGE_SIZES)]
-        image = make_sample("val", i, size=input_size).image
         images.append(np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR)))
     return images
 
@@ -215,6 +215,7 @@ def run_benchmark(bundle: Bundle | str, backends: Sequence[str] = ("ort",), batc
     """
     import torch
 
+    from cvexport.registry import get_spec
     from cvexport.tasks import get_task
 
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
@@ -230,7 +231,7 @@ def run_benchmark(bundle: Bundle | str, backends: Sequence[str] = ("ort",), batc
     machine = machine_info(threads)
     load = machine["load_average"]
     busy = bool(load) and load[0] >= machine["cores_available"]
-    images = bench_images(max(2 * batch, len(IMAGE_SIZES)), bundle.input["height"])
+    images = bench_images(get_spec(bundle.manifest["model"]), max(2 * batch, len(IMAGE_SIZES)))
     record: dict[str, Any] = {
         "format": BENCH_FORMAT,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

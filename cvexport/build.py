@@ -12,9 +12,7 @@ from typing import Any, Callable
 from cvexport.atomic import atomic_path
 from cvexport.bundle import BUNDLE_FORMAT, MANIFEST, ONNX_FILE, PARITY_FILE, WEIGHTS_FILE, library_versions, load_bundle
 from cvexport.checkpoint import sha256_file
-from cvexport.compare import TOLERANCES
 from cvexport.errors import CvexportError
-from cvexport.ops.detection import NmsConfig
 from cvexport.registry import get_spec
 from cvexport.trt_compat import TRT_VERSION, check_model
 
@@ -31,7 +29,7 @@ PARITY_BATCHES = (1, 4)
 class BuildOptions:
     model: str
     precision: str = "fp32"
-    nms: str = "onnx"
+    nms: str | None = None  # detection only; None: "onnx"
     max_batch: int = 8
     input_format: str = "float"
     score_threshold: float | None = None
@@ -46,7 +44,7 @@ class BuildOptions:
     def resolved_out(self) -> Path:
         if self.out:
             return Path(self.out)
-        suffix = "" if self.nms == "onnx" else f"-{self.nms}"
+        suffix = "" if self.nms in (None, "onnx") else f"-{self.nms}"
         suffix += "" if self.input_format == "float" else f"-{self.input_format}"
         return Path("bundles") / f"{self.model}-{self.precision}{suffix}"
 
@@ -66,6 +64,18 @@ def _check_options(options: BuildOptions) -> None:
         raise CvexportError(f"unknown --calib-method '{options.calib_method}'; choose one of: {', '.join(CALIB_METHODS)}")
     if options.calib_images < 1:
         raise CvexportError(f"--calib-images {options.calib_images} must be at least 1")
+
+
+DETECTION_ONLY = ("nms", "score_threshold", "iou_threshold", "max_detections")
+
+
+def _check_task_options(spec, task, options: BuildOptions) -> None:
+    given = [name for name in DETECTION_ONLY if getattr(options, name) is not None]
+    if spec.task != "detection" and given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise CvexportError(f"{flags} only apply to detection models; '{spec.name}' is a {spec.task} model")
+    if hasattr(task, "check_options"):
+        task.check_options(spec, options)
 
 
 def input_contract(spec, options: BuildOptions) -> dict[str, Any]:
@@ -99,7 +109,7 @@ def run_parity(bundle_dir: Path, precision: str, log: Callable[[str], None]) -> 
     spec = get_spec(bundle.manifest["model"])
     frames = task.parity_frames(spec)
     reference_runner = create_runner(bundle, "torch")
-    tolerance = TOLERANCES[precision]
+    tolerance = task.TOLERANCES[precision]
     report: dict[str, Any] = {"reference": "torch fp32", "tolerance": tolerance.__dict__, "graphs": {}}
     passed = True
     for graph in ("onnx", "onnx_cpu"):
@@ -117,9 +127,7 @@ def run_parity(bundle_dir: Path, precision: str, log: Callable[[str], None]) -> 
             passed &= ok
             report["graphs"].setdefault(bundle.manifest[graph]["file"], {})[str(batch)] = {**parity.to_dict(), "passed": ok}
             log(f"parity {bundle.manifest[graph]['file']} ({precision}, onnxruntime cpu) batch {batch}: "
-                f"{parity.matched}/{max(parity.reference_detections, parity.test_detections)} detections matched "
-                f"over {parity.images} images, min IoU {parity.min_iou:.4f}, max |dscore| {parity.max_score_delta:.2e} "
-                f"-> {'PASS' if ok else 'FAIL'}")
+                f"{parity.summary()} -> {'PASS' if ok else 'FAIL'}")
     report["passed"] = passed
     return report
 
@@ -135,25 +143,19 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
     spec = get_spec(options.model)
     _check_options(options)
     task = get_task(spec.task)
-    defaults = spec.defaults
-    config = NmsConfig(
-        score_threshold=options.score_threshold if options.score_threshold is not None else defaults["score_threshold"],
-        iou_threshold=options.iou_threshold if options.iou_threshold is not None else defaults["iou_threshold"],
-        max_detections=options.max_detections if options.max_detections is not None else defaults["max_detections"],
-    )
+    _check_task_options(spec, task, options)
     weights = Path(options.weights) if options.weights else spec.weights_path()
     model = spec.load_model(weights)
-    log(f"exporting {spec.name} ({spec.description}) as {options.precision}, NMS '{options.nms}', "
+    log(f"exporting {spec.name} ({spec.description}) as {options.precision}{task.describe(options)}, "
         f"batch 1..{options.max_batch}, {options.input_format} input")
     int8 = None
     if options.precision == "int8":
-        from cvexport.detection import Int8Options
+        from cvexport.export.precision import Int8Options
 
         if options.calib_images < MIN_CALIB_IMAGES:
             log(f"warning: {options.calib_images} calibration images are few; {MIN_CALIB_IMAGES}+ give stable INT8 ranges")
         int8 = Int8Options(calib_images=options.calib_images, method=options.calib_method)
-    graphs = task.export_graphs(model, spec, config=config, nms=options.nms, precision=options.precision,
-                                max_batch=options.max_batch, input_format=options.input_format, int8=int8, warn=log)
+    graphs = task.export_graphs(model, spec, options, int8=int8, warn=log)
     for candidate in graphs.values():
         onnx.checker.check_model(candidate, full_check=True)
     graph = graphs["onnx"]
@@ -189,10 +191,8 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
                  "shape": [d.dim_value or d.dim_param for d in o.type.tensor_type.shape.dim]}
                 for o in graph.graph.output
             ],
-            "boxes": "detection_boxes in (x1, y1, x2, y2) normalized to the network input; rows past num_detections are padding",
             "class_names": list(spec.class_names),
-            "postprocess": {"nms": options.nms, "per_class": True, "score_threshold": config.score_threshold,
-                            "iou_threshold": config.iou_threshold, "max_detections": config.max_detections},
+            **task.manifest_entries(spec, options),
             "trt_compat": {"ok": compat.ok, "checked_against": TRT_VERSION,
                            "warnings": [f.message for f in compat.by_severity("warning")]},
             "versions": library_versions(),
@@ -213,9 +213,9 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
             report["passed"] &= all(row["metric_passed"] for row in report["verify"])
             for row in report["verify"]:
                 if not row["reference"] and not row["parity_passed"]:
-                    log(f"warning: on {options.verify_images} val images {row['backend']} matches "
-                        f"{row['match_fraction']:.1%} of torch's detections, below the {options.precision} parity "
-                        "tolerance (see parity.json 'verify'); mAP is within tolerance")
+                    log(f"warning: on {options.verify_images} val images {row['backend']}: {row['parity_summary']}, "
+                        f"below the {options.precision} parity tolerance (see parity.json 'verify'); the task "
+                        "metric is within tolerance")
         report["build_seconds"] = round(time.perf_counter() - started, 1)
         (tmp / PARITY_FILE).write_text(json.dumps(report, indent=2) + "\n")
         if not report["passed"]:

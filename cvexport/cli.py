@@ -37,7 +37,7 @@ def _add_build(sub) -> None:
                    help="INT8 calibration images from the model's train split (default 128)")
     p.add_argument("--calib-method", help="INT8 calibration: minmax, entropy or percentile "
                    "(default entropy for the TensorRT graph, minmax for the CPU form)")
-    p.add_argument("--nms", default="onnx", help="post-processing flavor: onnx (standard ops, default) or efficient "
+    p.add_argument("--nms", help="detection post-processing flavor: onnx (standard ops, default) or efficient "
                    "(EfficientNMS_TRT plugin, fastest on TensorRT)")
     p.add_argument("--max-batch", type=_positive_int, default=8, help="largest batch the bundle accepts (default 8)")
     p.add_argument("--input", dest="input_format", default="float",
@@ -93,11 +93,12 @@ def _require_tensorrt() -> None:
 
 
 def _add_run(sub) -> None:
-    p = sub.add_parser("run", help="run a bundle on images: predictions JSON and annotated images")
+    p = sub.add_parser("run", help="run a bundle on images: predictions JSON and pictures (annotated images, "
+                       "colorized masks and overlays, stylized images)")
     p.add_argument("bundle", help="bundle directory written by 'cvexport build'")
     p.add_argument("images", nargs="+", help="image files (any format Pillow reads; grey and RGBA are converted)")
     p.add_argument("--backend", default="ort", help="torch (the PyTorch reference) or ort (ONNX Runtime, default)")
-    p.add_argument("--out", required=True, help="directory for predictions.json and annotated images")
+    p.add_argument("--out", required=True, help="directory for predictions.json and the pictures")
     p.add_argument("--threads", type=_positive_int, help="CPU threads for the backend")
     p.set_defaults(func=_cmd_run)
 
@@ -115,19 +116,22 @@ def _cmd_run(args) -> int:
         raise CvexportError(f"--out {out} is a file; pass a directory")
     out.mkdir(parents=True, exist_ok=True)
     records = []
-    for index, (path, image, detections) in enumerate(zip(args.images, images, results)):
+    task = predictor.task
+    for index, (path, image, prediction) in enumerate(zip(args.images, images, results)):
         # The index keeps names unique when two inputs share a stem (a/frame.png, b/frame.jpg).
-        annotated_name = f"{index:04d}-{Path(path).stem}.annotated.png"
-        with atomic_path(out / annotated_name) as tmp:
-            predictor.task.annotate(image, detections).save(tmp, format="PNG")
+        written = {}
+        for suffix, picture in task.render(image, prediction).items():
+            name = f"{index:04d}-{Path(path).stem}.{suffix}.png"
+            with atomic_path(out / name) as tmp:
+                picture.save(tmp, format="PNG")
+            written[suffix] = name
         records.append({"image": str(path), "width": int(image.shape[1]), "height": int(image.shape[0]),
-                        "annotated": annotated_name, "detections": detections})
-        print(f"{path}: {len(detections)} detections" + "".join(
-            f"\n  {d['class_name']:<10} {d['score']:.3f}  box {d['box']}" for d in detections))
+                        **written, **task.record(prediction)})
+        print(f"{path}: {task.describe_prediction(prediction)}")
     payload = {"bundle": str(args.bundle), "backend": args.backend, "model": predictor.bundle.manifest["model"],
                "precision": predictor.bundle.precision, "images": records}
     write_text_atomic(out / "predictions.json", json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {out / 'predictions.json'} and {len(records)} annotated images")
+    print(f"wrote {out / 'predictions.json'} and the pictures of {len(records)} images")
     return 0
 
 
@@ -239,8 +243,9 @@ def _add_verify(sub) -> None:
                    help="ort (default), ort-cuda, ort-trt or trt; repeat or comma-separate for several "
                         "(torch, the reference, always runs)")
     p.add_argument("--val-images", type=_positive_int, default=256, help="val images to measure on (default 256)")
-    p.add_argument("--max-map-drop", type=float, default=1.0, metavar="POINTS",
-                   help="largest mAP drop vs torch that still passes, in points (default 1.0)")
+    p.add_argument("--max-drop", "--max-map-drop", dest="max_drop", type=float, default=1.0, metavar="N",
+                   help="largest worsening of the task metric vs torch that still passes: points for mAP, top-1 "
+                        "and mIoU, percent for style losses (default 1.0)")
     p.add_argument("--json", help="also write the report as JSON to this file")
     p.set_defaults(func=_cmd_verify)
 
@@ -252,7 +257,7 @@ def _cmd_verify(args) -> int:
     from cvexport.verify import verify_bundle, verify_table
 
     report = verify_bundle(args.bundle, _backend_names(args.backend), val_images=args.val_images,
-                           max_map_drop=args.max_map_drop)
+                           max_drop=args.max_drop)
     Console().print(verify_table(report))
     for note in report["notes"]:
         print(f"note: {note}")

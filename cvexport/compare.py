@@ -1,8 +1,13 @@
-"""Comparing two runs of the same bundle: detections as sets, with tolerances as data.
+"""Comparing two runs of the same bundle, per task, with tolerances as data.
 
-Used by the tests, ``cvexport build`` (the parity report) and ``verify``. Equal scores may
-order differently across backends, so detections are matched by class and IoU, never by
-position, and a mismatch is reported, never skipped.
+Used by the tests, ``cvexport build`` (the parity report) and ``verify``. Every statistic
+accumulates over batches and answers ``passed(tolerance)``, ``to_dict()`` and ``summary()``.
+
+- detections: matched as sets by class and IoU, never by position (equal scores may order
+  differently across backends); a mismatch is reported, never skipped.
+- classification: top-1 agreement and max |delta probability|.
+- segmentation: pixel agreement of the label maps.
+- images (style transfer): PSNR against the reference output.
 """
 
 from __future__ import annotations
@@ -66,6 +71,10 @@ class DetectionParity:
         out["mean_score_delta"] = self.mean_score_delta
         return out
 
+    def summary(self) -> str:
+        return (f"{self.matched}/{max(self.reference_detections, self.test_detections)} detections matched over "
+                f"{self.images} images, min IoU {self.min_iou:.4f}, max |dscore| {self.max_score_delta:.2e}")
+
 
 def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a (ndarray[N, 4]), b (ndarray[M, 4]) in (x1, y1, x2, y2) -> ndarray[N, M]."""
@@ -126,4 +135,167 @@ def compare_detections(
                 parity.min_iou = min(parity.min_iou, iou_value)
                 parity.max_score_delta = max(parity.max_score_delta, float(delta))
                 parity.score_delta_sum += float(delta)
+    return parity
+
+
+# --------------------------------------------------------------------------- classification
+@dataclass(frozen=True)
+class ClassificationTolerance:
+    min_top1_agreement: float
+    max_prob_delta: float | None = None  # reported always; a limit only where set
+
+
+# Issue 3's contract: top-1 agreement 100 % fp32, >= 99.5 % fp16. INT8 moves probabilities
+# more; its accuracy gate is the task metric in verify (top-1 within 1 point of fp32).
+CLASSIFICATION_TOLERANCES = {
+    "fp32": ClassificationTolerance(min_top1_agreement=1.0, max_prob_delta=1e-4),
+    "fp16": ClassificationTolerance(min_top1_agreement=0.995),
+    "int8": ClassificationTolerance(min_top1_agreement=0.95),
+}
+
+
+@dataclass
+class ClassificationParity:
+    images: int = 0
+    agree: int = 0
+    max_prob_delta: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def agreement(self) -> float:
+        return self.agree / self.images if self.images else 1.0
+
+    def passed(self, tolerance: ClassificationTolerance) -> bool:
+        ok = self.agreement >= tolerance.min_top1_agreement and not self.failures
+        return ok and (tolerance.max_prob_delta is None or self.max_prob_delta <= tolerance.max_prob_delta)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "agreement": self.agreement}
+
+    def summary(self) -> str:
+        return (f"top-1 agrees on {self.agree}/{self.images} images ({self.agreement:.2%}), "
+                f"max |dprob| {self.max_prob_delta:.2e}")
+
+
+def compare_classifications(reference: Mapping[str, np.ndarray], test: Mapping[str, np.ndarray],
+                            tolerance: ClassificationTolerance | None = None,
+                            parity: ClassificationParity | None = None) -> ClassificationParity:
+    """``probabilities`` (ndarray[B, C]) of two runs: top-1 agreement and max |delta|."""
+    parity = parity if parity is not None else ClassificationParity()
+    ref, got = np.asarray(reference["probabilities"], np.float64), np.asarray(test["probabilities"], np.float64)
+    if ref.shape != got.shape:
+        parity.failures.append(f"probabilities shape differs: {list(ref.shape)} vs {list(got.shape)}")
+        return parity
+    parity.images += ref.shape[0]
+    parity.agree += int((ref.argmax(1) == got.argmax(1)).sum())
+    parity.max_prob_delta = max(parity.max_prob_delta, float(np.abs(ref - got).max(initial=0.0)))
+    return parity
+
+
+# ----------------------------------------------------------------------------- segmentation
+@dataclass(frozen=True)
+class SegmentationTolerance:
+    min_pixel_agreement: float
+
+
+# Issue 3's contract: >= 99.9 % of pixels fp32, >= 99.5 % fp16.
+SEGMENTATION_TOLERANCES = {
+    "fp32": SegmentationTolerance(min_pixel_agreement=0.999),
+    "fp16": SegmentationTolerance(min_pixel_agreement=0.995),
+    "int8": SegmentationTolerance(min_pixel_agreement=0.97),
+}
+
+
+@dataclass
+class SegmentationParity:
+    images: int = 0
+    pixels: int = 0
+    agree: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def agreement(self) -> float:
+        return self.agree / self.pixels if self.pixels else 1.0
+
+    def passed(self, tolerance: SegmentationTolerance) -> bool:
+        return self.agreement >= tolerance.min_pixel_agreement and not self.failures
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "agreement": self.agreement}
+
+    def summary(self) -> str:
+        return f"{self.agreement:.4%} of {self.pixels} pixels agree over {self.images} images"
+
+
+def compare_label_maps(reference: Mapping[str, np.ndarray], test: Mapping[str, np.ndarray],
+                       tolerance: SegmentationTolerance | None = None,
+                       parity: SegmentationParity | None = None) -> SegmentationParity:
+    """``labels`` (ndarray[B, H, W] int32) of two runs: fraction of equal pixels."""
+    parity = parity if parity is not None else SegmentationParity()
+    ref, got = np.asarray(reference["labels"]), np.asarray(test["labels"])
+    if ref.shape != got.shape:
+        parity.failures.append(f"labels shape differs: {list(ref.shape)} vs {list(got.shape)}")
+        return parity
+    parity.images += ref.shape[0]
+    parity.pixels += int(ref.size)
+    parity.agree += int((ref == got).sum())
+    return parity
+
+
+# ----------------------------------------------------------------------------------- images
+@dataclass(frozen=True)
+class ImageTolerance:
+    min_psnr_db: float
+
+
+# Issue 3's contract for style transfer: PSNR vs PyTorch >= 40 dB fp32, >= 30 dB fp16.
+IMAGE_TOLERANCES = {
+    "fp32": ImageTolerance(min_psnr_db=40.0),
+    "fp16": ImageTolerance(min_psnr_db=30.0),
+    "int8": ImageTolerance(min_psnr_db=20.0),
+}
+# Identical images have infinite PSNR; reports cap it so JSON stays finite.
+PSNR_CAP_DB = 100.0
+
+
+def psnr(reference: np.ndarray, test: np.ndarray, data_range: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB of ``test`` against ``reference`` (same shape), capped at 100."""
+    mse = float(np.mean((np.asarray(reference, np.float64) - np.asarray(test, np.float64)) ** 2))
+    return PSNR_CAP_DB if mse == 0 else min(PSNR_CAP_DB, 10.0 * np.log10(data_range**2 / mse))
+
+
+@dataclass
+class ImageParity:
+    images: int = 0
+    min_psnr: float = PSNR_CAP_DB
+    psnr_sum: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def mean_psnr(self) -> float:
+        return self.psnr_sum / self.images if self.images else PSNR_CAP_DB
+
+    def passed(self, tolerance: ImageTolerance) -> bool:
+        return self.min_psnr >= tolerance.min_psnr_db and not self.failures
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "mean_psnr": self.mean_psnr}
+
+    def summary(self) -> str:
+        return f"PSNR min {self.min_psnr:.1f} dB, mean {self.mean_psnr:.1f} dB over {self.images} images"
+
+
+def compare_images(reference: Mapping[str, np.ndarray], test: Mapping[str, np.ndarray],
+                   tolerance: ImageTolerance | None = None, parity: ImageParity | None = None) -> ImageParity:
+    """``stylized`` (ndarray[B, 3, H, W] float in [0, 1]) of two runs: per-image PSNR."""
+    parity = parity if parity is not None else ImageParity()
+    ref, got = np.asarray(reference["stylized"]), np.asarray(test["stylized"])
+    if ref.shape != got.shape:
+        parity.failures.append(f"stylized shape differs: {list(ref.shape)} vs {list(got.shape)}")
+        return parity
+    for r, g in zip(ref, got):
+        value = psnr(r, g)
+        parity.images += 1
+        parity.min_psnr = min(parity.min_psnr, value)
+        parity.psnr_sum += value
     return parity

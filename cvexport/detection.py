@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch
 
 from cvexport.compare import TOLERANCES, DetectionParity, compare_detections, valid_detections
 from cvexport.errors import CvexportError
+from cvexport.metrics import Metric
 from cvexport.ops.detection import NmsConfig
 
 NMS_FLAVORS = ("onnx", "efficient")
@@ -27,9 +27,20 @@ def nms_config(manifest: dict[str, Any]) -> NmsConfig:
     return NmsConfig(post["score_threshold"], post["iou_threshold"], post["max_detections"])
 
 
-def validate_options(config: NmsConfig, nms: str, num_anchors: int, num_classes: int) -> None:
+def build_nms_config(spec, options) -> NmsConfig:
+    """The NMS settings of a build: the options where given, else the spec's defaults."""
+    defaults = spec.defaults
+    pick = lambda value, key: defaults[key] if value is None else value  # noqa: E731
+    return NmsConfig(pick(options.score_threshold, "score_threshold"), pick(options.iou_threshold, "iou_threshold"),
+                     pick(options.max_detections, "max_detections"))
+
+
+def check_options(spec, options) -> None:
+    """One-line errors for detection build options that cannot work."""
     from cvexport.export.sections import TRT_MAX_TOPK
 
+    config, nms = build_nms_config(spec, options), options.nms or "onnx"
+    num_anchors, num_classes = spec.build().anchors.shape[0], len(spec.class_names)
     if nms not in NMS_FLAVORS:
         raise CvexportError(f"unknown --nms '{nms}'; choose one of: {', '.join(NMS_FLAVORS)}")
     if not 1 <= config.max_detections <= min(TRT_MAX_TOPK, num_anchors * num_classes):
@@ -43,49 +54,34 @@ def validate_options(config: NmsConfig, nms: str, num_anchors: int, num_classes:
         raise CvexportError(f"--iou-threshold {config.iou_threshold} must be in (0, 1]")
 
 
-@dataclass(frozen=True)
-class Int8Options:
-    calib_images: int = 128
-    method: str | None = None  # None: the quantizer's default for each form
+def describe(options) -> str:
+    return f", NMS '{options.nms or 'onnx'}'"
 
 
-def export_graphs(model, spec, *, config: NmsConfig, nms: str, precision: str, max_batch: int,
-                  input_format: str, int8: Int8Options | None = None,
-                  warn: Callable[[str], None] = print) -> dict[str, Any]:
-    """The complete detection graphs as onnx.ModelProto, keyed by manifest entry.
-
-    ``"onnx"`` is always the TensorRT-ready graph. For INT8 there is also ``"onnx_cpu"``:
-    the same network quantized in the U8S8 form ONNX Runtime's CPU provider fuses, which
-    measured 1.7x faster than fp32 there, where the TensorRT QDQ form ran 1.5x slower.
-    """
-    from cvexport.export.torch_export import export_module, to_fp16
+def export_graphs(model, spec, options, int8=None, warn: Callable[[str], None] = print) -> dict[str, Any]:
+    """The complete detection graphs as onnx.ModelProto, keyed by manifest entry (see
+    :func:`cvexport.export.precision.precision_graphs`)."""
+    from cvexport.export.precision import precision_graphs
+    from cvexport.export.torch_export import export_module
 
     anchors = model.anchors.detach().cpu().numpy()
-    validate_options(config, nms, anchors.shape[0], len(spec.class_names))
+    config, nms = build_nms_config(spec, options), options.nms or "onnx"
     height, width = spec.input_size
     # The exported core is the network alone (class logits, box offsets): precision changes
     # apply to it, while the sections appended after it (class probabilities, decode, NMS) stay FP32.
-    core = export_module(model.eval(), (1, 3, height, width), max_batch,
+    core = export_module(model.eval(), (1, 3, height, width), options.max_batch,
                          input_name="input", output_names=["class_logits", "box_offsets"])
-    finish = lambda c: _append_sections(c, spec, anchors, config, nms, input_format)  # noqa: E731
-    if precision == "fp16":
-        # Only the network goes to FP16; the decode and NMS sections appended below stay FP32.
-        return {"onnx": finish(to_fp16(core))}
-    if precision == "int8":
-        import warnings
+    finish = lambda c: _append_sections(c, spec, anchors, config, nms, options.input_format)  # noqa: E731
+    return precision_graphs(core, spec, options.precision, finish, int8, warn)
 
-        from cvexport.export.quantize import calibration_batches, quantize_core
 
-        int8 = int8 or Int8Options()
-        batches = list(calibration_batches(spec, int8.calib_images))
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            graphs = {"onnx": finish(quantize_core(core, batches, method=int8.method, form="qdq-trt")),
-                      "onnx_cpu": finish(quantize_core(core, batches, form="qdq-cpu"))}
-        for warning in {str(w.message) for w in caught if issubclass(w.category, UserWarning)}:
-            warn(f"warning: {warning}")
-        return graphs
-    return {"onnx": finish(core)}
+def manifest_entries(spec, options) -> dict[str, Any]:
+    config = build_nms_config(spec, options)
+    return {
+        "boxes": "detection_boxes in (x1, y1, x2, y2) normalized to the network input; rows past num_detections are padding",
+        "postprocess": {"nms": options.nms or "onnx", "per_class": True, "score_threshold": config.score_threshold,
+                        "iou_threshold": config.iou_threshold, "max_detections": config.max_detections},
+    }
 
 
 def _append_sections(core, spec, anchors: np.ndarray, config: NmsConfig, nms: str, input_format: str):
@@ -93,7 +89,6 @@ def _append_sections(core, spec, anchors: np.ndarray, config: NmsConfig, nms: st
     from cvexport.export import sections
     from cvexport.export.graph import GraphEditor
 
-    height, width = spec.input_size
     editor = GraphEditor(core)
     with editor.section("scores"):
         scores = sections.class_probabilities(editor, "class_logits")
@@ -107,8 +102,7 @@ def _append_sections(core, spec, anchors: np.ndarray, config: NmsConfig, nms: st
             sections.efficient_nms(editor, "box_offsets", scores, anchors, config)
     sections.detection_outputs(editor, config.max_detections)
     if input_format == "uint8":
-        with editor.section("normalize"):
-            sections.normalize_uint8_nhwc(editor, "input", spec.mean, spec.std, height, width)
+        sections.uint8_input(editor, spec)
     return editor.model
 
 
@@ -121,6 +115,13 @@ def reference_outputs(model, array: np.ndarray, manifest: dict[str, Any]) -> dic
         cls_logits, box_offsets = model(to_float_nchw(array, manifest["input"]))
         out = postprocess(cls_logits, box_offsets, model.anchors, nms_config(manifest))
     return {k: v.numpy() for k, v in out.items()}
+
+
+def sample_images(spec, split: str, indices, seed: int = 0) -> list[np.ndarray]:
+    """uint8 RGB images of the model's own dataset (calibration, benchmarks)."""
+    from cvexport.models.detection_data import make_sample
+
+    return [make_sample(split, int(i), seed=seed, size=spec.input_size[0]).image for i in indices]
 
 
 def parity_frames(spec, count: int = 8) -> list[np.ndarray]:
@@ -138,6 +139,10 @@ def parity_frames(spec, count: int = 8) -> list[np.ndarray]:
 def compare(reference: dict[str, np.ndarray], test: dict[str, np.ndarray], precision: str,
             parity: DetectionParity | None = None) -> DetectionParity:
     return compare_detections(reference, test, TOLERANCES[precision], parity)
+
+
+def new_parity() -> DetectionParity:
+    return DetectionParity()
 
 
 def to_predictions(outputs: dict[str, np.ndarray], letterboxes: Sequence, class_names: Sequence[str],
@@ -174,3 +179,59 @@ def annotate(image: np.ndarray, detections: list[dict[str, Any]]):
         draw.rectangle((x1, top, x1 + text_box[2] - text_box[0] + 4, top + text_box[3] - text_box[1] + 4), fill=color)
         draw.text((x1 + 2, top + 1), label, fill=(255, 255, 255))
     return canvas
+
+
+# ------------------------------------------------------------------ task metric (verify)
+METRICS = (Metric("map50", "mAP@0.5"), Metric("map", "mAP@0.5:0.95"))
+
+
+def metric_note(manifest: dict[str, Any]) -> str | None:
+    """What a reader of the verify report must know about the metric."""
+    return (f"mAP is measured at the bundle's score threshold {manifest['postprocess']['score_threshold']} "
+            "(what it outputs); it is lower than at the 0.01 threshold training evaluation uses, so compare it "
+            "only with the torch row here")
+
+
+def val_samples(spec, count: int) -> tuple[list[np.ndarray], list[Any]]:
+    """The first ``count`` val images and their ground truth (boxes in pixels, classes)."""
+    from cvexport.metrics import ImageDetections
+    from cvexport.models.detection_data import make_sample
+
+    samples = [make_sample("val", i, size=spec.input_size[0]) for i in range(count)]
+    truths = []
+    for sample in samples:
+        height, width = sample.image.shape[:2]
+        scale = np.array([width, height, width, height], dtype=np.float64)
+        truths.append(ImageDetections(boxes=sample.boxes.astype(np.float64) * scale, classes=sample.labels))
+    return [s.image for s in samples], truths
+
+
+def metrics(predictions: list[list[dict[str, Any]]], truths: list[Any], class_names: Sequence[str]) -> dict[str, float]:
+    """COCO mAP@0.5 and mAP@0.5:0.95 of ``to_predictions`` output against ``val_samples`` truth."""
+    from cvexport.metrics import ImageDetections, detection_map
+
+    detections = [
+        ImageDetections(
+            boxes=np.asarray([d["box"] for d in dets], dtype=np.float64).reshape(-1, 4),
+            classes=np.asarray([d["class_id"] for d in dets], dtype=np.int64),
+            scores=np.asarray([d["score"] for d in dets], dtype=np.float64),
+        )
+        for dets in predictions
+    ]
+    return detection_map(detections, truths, class_names)
+
+
+# ------------------------------------------------------------------------ cvexport run
+def record(prediction: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON entry of one image's prediction."""
+    return {"detections": prediction}
+
+
+def describe_prediction(prediction: list[dict[str, Any]]) -> str:
+    return f"{len(prediction)} detections" + "".join(
+        f"\n  {d['class_name']:<10} {d['score']:.3f}  box {d['box']}" for d in prediction)
+
+
+def render(image: np.ndarray, prediction: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pictures to write for one image: suffix -> PIL image."""
+    return {"annotated": annotate(image, prediction)}

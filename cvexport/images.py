@@ -87,6 +87,19 @@ class Letterbox:
         out[:, [1, 3]] = out[:, [1, 3]].clip(0, self.original_height)
         return out
 
+    def map_to_original(self, array: np.ndarray, labels: bool = False) -> np.ndarray:
+        """A dense network output (ndarray[H_in, W_in] or [H_in, W_in, C], uint8) -> the same over
+        the original image: the padding is cut away, the rest resized to the original size
+        (nearest for ``labels``, so class ids never blend; bilinear for pictures)."""
+        from PIL import Image
+
+        new_w = round(self.scale_x * self.original_width)
+        new_h = round(self.scale_y * self.original_height)
+        top, left = int(self.pad_y), int(self.pad_x)
+        content = np.ascontiguousarray(array[top : top + new_h, left : left + new_w])
+        resample = Image.NEAREST if labels else Image.BILINEAR
+        return np.asarray(Image.fromarray(content).resize((self.original_width, self.original_height), resample))
+
 
 def letterbox(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, Letterbox]:
     """Resize uint8 RGB ``image`` to fit (height, width) keeping its aspect ratio, pad the rest.

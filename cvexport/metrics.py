@@ -1,4 +1,5 @@
-"""Task metrics computed with well-kept libraries (faster-coco-eval for COCO-style mAP)."""
+"""Task metrics computed with well-kept libraries: faster-coco-eval for COCO-style mAP,
+torchmetrics for top-1 accuracy and segmentation mIoU."""
 
 from __future__ import annotations
 
@@ -8,6 +9,55 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A task metric as ``verify`` reports it: its key in the metrics dict, a label, and which
+    direction is better."""
+
+    key: str
+    label: str
+    higher_is_better: bool = True
+    fraction: bool = True  # in [0, 1]: differences are said in points (x 100); else relative %
+
+    def worsening(self, reference: float, value: float) -> float:
+        """How much worse ``value`` is than ``reference``: points for fractions, else percent of
+        the reference (negative when it is better)."""
+        delta = (reference - value) if self.higher_is_better else (value - reference)
+        if self.fraction:
+            return delta * 100.0
+        return 100.0 * delta / abs(reference) if reference else 0.0
+
+    @property
+    def unit(self) -> str:
+        return "points" if self.fraction else "%"
+
+
+def top1_accuracy(predicted: Sequence[int], labels: Sequence[int], num_classes: int) -> float:
+    """Micro top-1 accuracy of class ids ``predicted`` against ``labels`` (torchmetrics)."""
+    import torch
+    from torchmetrics.functional.classification import multiclass_accuracy
+
+    if len(predicted) == 0:
+        return 0.0
+    return float(multiclass_accuracy(torch.as_tensor(np.asarray(predicted)), torch.as_tensor(np.asarray(labels)),
+                                     num_classes=num_classes, average="micro"))
+
+
+def segmentation_scores(predicted: Sequence[np.ndarray], truth: Sequence[np.ndarray], num_classes: int) -> dict[str, float]:
+    """mIoU (macro over all classes, background included) and pixel accuracy of label maps
+    (each ndarray[H, W], shapes may differ between images), accumulated over every pixel (torchmetrics)."""
+    import torch
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+    jaccard = MulticlassJaccardIndex(num_classes=num_classes, average="macro")
+    accuracy = MulticlassAccuracy(num_classes=num_classes, average="micro")
+    for pred, gt in zip(predicted, truth):
+        p, g = torch.as_tensor(np.asarray(pred, np.int64)).flatten(), torch.as_tensor(np.asarray(gt, np.int64)).flatten()
+        jaccard.update(p, g)
+        accuracy.update(p, g)
+    return {"miou": float(jaccard.compute()), "pixel_acc": float(accuracy.compute())}
 
 
 @dataclass(frozen=True)

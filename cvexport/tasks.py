@@ -1,4 +1,21 @@
-"""Task name -> the module that knows how to export, check and read back that kind of model."""
+"""Task name -> the module that knows how to export, check and read back that kind of model.
+
+Every task module offers the same functions, so ``build``, ``verify``, ``bench``, the
+runners and ``cvexport run`` never branch on the task:
+
+- ``check_options(spec, options)``, ``describe(options)``: task-specific build options.
+- ``export_graphs(model, spec, options, int8, warn) -> {"onnx": ModelProto, ...}``: the
+  network core at the build's precision plus the task's output sections.
+- ``manifest_entries(spec, options)``: what the manifest says about the outputs.
+- ``reference_outputs(model, array, manifest)``: the PyTorch fp32 answer in the output contract.
+- ``sample_images(spec, split, indices)``, ``parity_frames(spec)``: images of the model's own data.
+- ``TOLERANCES``, ``new_parity()``, ``compare(reference, test, precision, parity)``: parity.
+- ``to_predictions(outputs, letterboxes, class_names, width, height)``: results per original image.
+- ``METRICS``, ``metric_note(manifest)``, ``val_samples(spec, count)``, ``metrics(predictions, truths, class_names)``:
+  the task metric ``verify`` reports.
+- ``record(prediction)``, ``describe_prediction(prediction)``, ``render(image, prediction)``:
+  what ``cvexport run`` writes and prints.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +24,12 @@ from types import ModuleType
 
 from cvexport.errors import CvexportError
 
-_TASK_MODULES = {"detection": "cvexport.detection"}
+_TASK_MODULES = {
+    "detection": "cvexport.detection",
+    "classification": "cvexport.classification",
+    "segmentation": "cvexport.segmentation",
+    "style": "cvexport.style",
+}
 
 
 def get_task(name: str) -> ModuleType:

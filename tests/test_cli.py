@@ -208,7 +208,7 @@ def test_run_grey_and_rgba_images(bundle, tmp_path, capsys, sample_images):
         ["predictions.json"] + [f"{i:04d}-{p.stem}.annotated.png" for i, p in enumerate(paths)]
     )
     stdout = capsys.readouterr().out
-    assert "wrote" in stdout and "3 annotated images" in stdout
+    assert "wrote" in stdout and "pictures of 3 images" in stdout
 
 
 def test_run_same_file_stem_in_two_folders_keeps_both_annotations(bundle, tmp_path, sample_images):

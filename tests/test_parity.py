@@ -103,7 +103,7 @@ def test_int8_bundle_keeps_accuracy_and_stays_tensorrt_ready(build_bundle):
     assert check_path(bundle.onnx_path).ok
     quantized = {n.op_type for n in onnx.load(str(bundle.onnx_path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= quantized
-    report = verify_bundle(bundle, ["ort"], val_images=64, max_map_drop=1.0)
+    report = verify_bundle(bundle, ["ort"], val_images=64, max_drop=1.0)
     assert report["passed"], report
     feed = {bundle.input["name"]: to_network_input(FRAMES[:4], bundle.input)}
     parity = compare(create_runner(bundle, "torch").infer(feed), OrtRunner(bundle, graph="onnx").infer(feed), "int8")

@@ -35,7 +35,8 @@ def test_ort_row_passes_and_matches_torch(report):
     assert ort_row["passed"] and ort_row["parity_passed"] and ort_row["metric_passed"] and ort_row["reasons"] == []
     assert ort_row["map50"] == pytest.approx(torch_row["map50"], abs=0.005)
     assert ort_row["map"] == pytest.approx(torch_row["map"], abs=0.005)
-    assert ort_row["match_fraction"] == 1.0 and ort_row["parity"]["images"] == 32
+    assert ort_row["parity"]["match_fraction"] == 1.0 and ort_row["parity"]["images"] == 32
+    assert "detections matched" in ort_row["parity_summary"]
     assert report["passed"]
 
 
@@ -87,7 +88,7 @@ def test_broken_backend_fails_with_exit_1(bundle, monkeypatch, tmp_path, capsys)
     assert "FAIL ort: " in stdout and "parity" in stdout
     written = json.loads(out.read_text())
     assert not written["passed"] and not written["rows"][1]["passed"] and written["rows"][0]["passed"]
-    assert written["rows"][1]["match_fraction"] < 1.0
+    assert written["rows"][1]["parity"]["match_fraction"] < 1.0
 
 
 def test_cli_writes_json_and_exits_0(bundle, tmp_path, capsys):
@@ -97,14 +98,16 @@ def test_cli_writes_json_and_exits_0(bundle, tmp_path, capsys):
     assert "PASS" in stdout and "score threshold 0.25" in stdout
     written = json.loads(out.read_text())
     assert written["passed"] and [r["backend"] for r in written["rows"]] == ["torch", "ort"]
-    assert written["max_map_drop_points"] == 1.0
+    assert written["max_drop"] == 1.0 and [m["key"] for m in written["metrics"]] == ["map50", "map"]
 
 
 def test_precision_without_a_tolerance_borrows_fp16s(bundle):
-    tolerance, note = tolerance_for("bf16")
+    import cvexport.detection as detection
+
+    tolerance, note = tolerance_for(detection, "bf16")
     assert tolerance == TOLERANCES["fp16"] and "bf16" in note and "fp16" in note
-    assert tolerance_for("fp32") == (TOLERANCES["fp32"], None)
-    assert tolerance_for("int8") == (TOLERANCES["int8"], None)
+    assert tolerance_for(detection, "fp32") == (TOLERANCES["fp32"], None)
+    assert tolerance_for(detection, "int8") == (TOLERANCES["int8"], None)
     other = Bundle(path=bundle.path, manifest={**bundle.manifest, "precision": "bf16"})
     report = verify_bundle(other, ["ort"], val_images=4)
     assert report["tolerance"]["precision"] == "fp16"
@@ -115,8 +118,8 @@ def test_precision_without_a_tolerance_borrows_fp16s(bundle):
     "args, needle",
     [
         (["--backend", "tensorflow"], "unknown backend 'tensorflow'"),
-        (["--max-map-drop", "-1"], "--max-map-drop -1"),
-        (["--max-map-drop", "nan"], "--max-map-drop nan"),
+        (["--max-drop", "-1"], "--max-drop -1"),
+        (["--max-map-drop", "nan"], "--max-drop nan"),
     ],
 )
 def test_bad_input_is_a_one_line_error(bundle, capsys, args, needle):

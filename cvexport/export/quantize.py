@@ -85,21 +85,16 @@ def calibration_batches(spec, count: int, batch_size: int = 16, *, seed: int = 0
     """
     from cvexport.images import letterbox
     from cvexport.preprocess import to_network_input
+    from cvexport.tasks import get_task
 
     if count < 1 or batch_size < 1:
         raise QuantizeError(f"calibration needs count >= 1 and batch_size >= 1 (got {count}, {batch_size})")
-    if spec.task != "detection":
-        raise QuantizeError(f"no calibration images for task '{spec.task}' yet")
-    from cvexport.models.detection_data import make_sample
-
+    task = get_task(spec.task)
     height, width = spec.input_size
     contract = {"dtype": "float32", "mean": spec.mean, "std": spec.std}
     for start in range(0, count, batch_size):
-        frames = [
-            letterbox(make_sample("train", i, seed=seed, size=max(height, width)).image, width, height)[0]
-            for i in range(start, min(count, start + batch_size))
-        ]
-        yield to_network_input(frames, contract)
+        images = task.sample_images(spec, "train", range(start, min(count, start + batch_size)), seed=seed)
+        yield to_network_input([letterbox(image, width, height)[0] for image in images], contract)
 
 
 class _BatchReader:

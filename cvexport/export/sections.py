@@ -43,22 +43,33 @@ def normalize_uint8_nhwc(
     return name
 
 
-def class_probabilities(editor: GraphEditor, class_logits: str, name: str = "scores") -> str:
-    """Softmax over classes, background column (index 0) dropped, as :func:`cvexport.ops.detection.class_scores`.
+def class_probabilities(editor: GraphEditor, class_logits: str, name: str = "scores", drop_background: bool = True) -> str:
+    """Softmax over the last axis; with ``drop_background`` the background column (index 0) is
+    dropped, as :func:`cvexport.ops.detection.class_scores`.
 
     Args:
-        class_logits: Tensor[B, N, C + 1] name, background at index 0.
+        class_logits: Tensor[..., C + 1] name (background at index 0), or Tensor[..., C].
     Returns:
-        Name of Tensor[B, N, C]: object-class probabilities.
+        Name of Tensor[..., C]: class probabilities.
 
     A section of its own, appended after any precision change of the network, so it runs in
     FP32: in FP16 every probability above 0.9995 rounds to 1.0, and NMS then breaks those ties
     by anchor order instead of by score.
     """
+    if not drop_background:
+        return editor.op("Softmax", [class_logits], name, axis=-1, outputs=[name])
     probabilities = editor.op("Softmax", [class_logits], "class_softmax", axis=-1)
     return editor.op("Slice", [probabilities, editor.const(np.array([1], np.int64), "drop_background_start"),
                                editor.const(np.array([np.iinfo(np.int64).max], np.int64), "drop_background_end"),
                                editor.const(np.array([-1], np.int64), "drop_background_axis")], name)
+
+
+def uint8_input(editor: GraphEditor, spec) -> str:
+    """The ``normalize`` section for a model spec: a uint8 NHWC ``images`` input replaces the
+    float NCHW ``input`` (see :func:`normalize_uint8_nhwc`)."""
+    height, width = spec.input_size
+    with editor.section("normalize"):
+        return normalize_uint8_nhwc(editor, "input", spec.mean, spec.std, height, width)
 
 
 def _split_xy_wh(editor: GraphEditor, boxes: str, name: str) -> tuple[str, str]:
@@ -171,6 +182,21 @@ def efficient_nms(editor: GraphEditor, box_offsets: str, scores: str, anchors: n
     editor.append_node(node)
     editor.ensure_opset(EFFICIENT_NMS.domain, 1)
     return DETECTION_OUTPUTS  # type: ignore[return-value]
+
+
+def argmax_labels(editor: GraphEditor, logits: str, name: str = "labels") -> str:
+    """Per-pixel class: logits Tensor[B, C, H, W] -> Tensor[B, H, W] int32 label map.
+
+    ArgMax gives int64; the contract is int32, which TensorRT computes natively.
+    """
+    index = editor.op("ArgMax", [logits], "argmax_class", axis=1, keepdims=0)
+    return editor.op("Cast", [index], name, to=INT32, outputs=[name])
+
+
+def clip_image(editor: GraphEditor, image: str, name: str = "stylized") -> str:
+    """Clamp a float image Tensor[B, 3, H, W] to the displayable range [0, 1]."""
+    return editor.op("Clip", [image, editor.const(np.float32(0.0), "image_min"), editor.const(np.float32(1.0), "image_max")],
+                     name, outputs=[name])
 
 
 def detection_outputs(editor: GraphEditor, k: int) -> None:

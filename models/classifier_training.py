@@ -1,0 +1,203 @@
+"""Transfer learning for the ResNet-18 classifier: pretrain on the source dataset, fine-tune on
+the small target dataset, and train the same network from scratch as the baseline.
+
+Recipe as taught in d2l ("Fine-Tuning"): SGD with weight decay 1e-3, a small base learning
+rate for the copied layers and 10x that rate for the new output layer; the from-scratch
+baseline gets the same steps with every layer at the 10x rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cvexport.models.classification_data import CLASSES, INPUT_SIZE, SOURCE_CLASSES, TARGET_CLASSES, make_sample
+from cvexport.models.classifier import build_classifier, fine_tune_model
+from cvexport.models.ssd_training import UINT8_FRAMES, images_to_tensor
+
+VAL_SIZE = 960  # divisible by 30 and by 8: every class equally often in both val splits
+HEAD_LR_SCALE = 10.0  # new fc layer learns 10x faster than the copied ones (d2l)
+SCRATCH_LR_SCALE = 10.0  # d2l trains the from-scratch baseline with every layer at the head's rate
+
+
+def make_batch(indices: np.ndarray, dataset: str, split: str = "train", seed: int = 0) -> dict[str, Tensor]:
+    """{"images": Tensor[B, 3, S, S] float32 normalized (channels-last), "labels": Tensor[B] int64}."""
+    samples = [make_sample(dataset, split, int(i), seed=seed) for i in indices]
+    return {
+        "images": images_to_tensor([s.image for s in samples]).contiguous(memory_format=torch.channels_last),
+        "labels": torch.tensor([s.label for s in samples], dtype=torch.long),
+    }
+
+
+def classification_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+    logits = model(batch["images"])
+    accuracy = (logits.detach().argmax(1) == batch["labels"]).float().mean()
+    return F.cross_entropy(logits, batch["labels"]), {"acc": float(accuracy)}
+
+
+def fine_tune_groups(model: nn.Module) -> list[dict[str, Any]]:
+    """SGD parameter groups: every copied layer at the base rate, the new ``fc`` at HEAD_LR_SCALE x."""
+    head = [p for name, p in model.named_parameters() if name.startswith("fc.")]
+    body = [p for name, p in model.named_parameters() if not name.startswith("fc.")]
+    return [{"params": body}, {"params": head, "lr_scale": HEAD_LR_SCALE}]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, size: int = VAL_SIZE, dataset: str = "target", seed: int = 0,
+             batch_size: int = 128) -> dict[str, float]:
+    """Top-1 accuracy (torchmetrics, micro average) on the first ``size`` val images of ``dataset``."""
+    from torchmetrics.classification import MulticlassAccuracy
+
+    model.eval()
+    metric = MulticlassAccuracy(num_classes=len(CLASSES[dataset]), average="micro")
+    for start in range(0, size, batch_size):
+        batch = make_batch(np.arange(start, min(size, start + batch_size)), dataset, "val", seed)
+        metric.update(model(batch["images"]), batch["labels"])
+    return {"val_top1": float(metric.compute()), "val_images": size}
+
+
+def round_weights_to_half(model: nn.Module) -> nn.Module:
+    """Round floating parameters and buffers to fp16 precision in place, so evaluation measures
+    exactly the weights that ship (checkpoints store fp16)."""
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+    return model
+
+
+def half_precision_state(model: nn.Module) -> dict[str, Tensor]:
+    """The model's state dict with floating tensors as fp16 (integer buffers stay as they are)."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+
+
+def pretrain_source(run_dir: str | Path, config: Any, val_size: int = VAL_SIZE) -> tuple[nn.Module, dict[str, Any]]:
+    """Train ResNet-18 on the source dataset into ``run_dir/phase1`` (resumable) and save it as
+    ``run_dir/source.safetensors`` (fp32, with its config) for the FCN to reuse.
+
+    Returns (model in eval mode, record with "val_source_top1" when ``val_size``)."""
+    from cvexport.checkpoint import save_checkpoint
+    from cvexport.models.training import fit, seed_everything
+
+    run_dir = Path(run_dir)
+    seed_everything(config.seed)
+    model = build_classifier(len(SOURCE_CLASSES)).to(memory_format=torch.channels_last)
+    record = fit(
+        model,
+        make_batch=lambda idx: make_batch(idx, "source", "train", config.seed),
+        loss_fn=classification_loss,
+        config=config,
+        run_dir=run_dir / "phase1",
+    )
+    if val_size:
+        metrics = evaluate(model, size=val_size, dataset="source", seed=config.seed)
+        record["val_source_top1"] = metrics["val_top1"]
+    model.eval()
+    meta = {"config": dataclasses.asdict(config), "class_names": list(SOURCE_CLASSES),
+            "metrics": {k: v for k, v in record.items() if k.startswith("val_")}}
+    save_checkpoint(run_dir / "source.safetensors", model.state_dict(), meta)
+    return model, record
+
+
+def load_source(path: str | Path, config: Any) -> nn.Module | None:
+    """The source-pretrained ResNet-18 at ``path`` if it exists and was trained with ``config``
+    (a smoke run's checkpoint must not stand in for the real recipe); else None."""
+    import json
+
+    from cvexport.checkpoint import load_checkpoint
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    tensors, meta = load_checkpoint(path)
+    if meta.get("config") != json.loads(json.dumps(dataclasses.asdict(config))):
+        return None
+    model = build_classifier(len(SOURCE_CLASSES))
+    model.load_state_dict(tensors)
+    return model.eval()
+
+
+def default_config() -> list[Any]:
+    """The recipe that produced the shipped checkpoint: [source pretraining, target fine-tuning].
+
+    Phase 1: 30-class source set, train indices 0..12799, 6 epochs (1200 steps of 64).
+    Phase 2: fine-tuning on the 640 target train images, 20 epochs of 32 (400 steps), base
+    lr 0.01 (fc at 0.1), weight decay 1e-3. The scratch baseline repeats phase 2 at lr 0.1.
+    """
+    from cvexport.models.training import TrainConfig
+
+    return [
+        TrainConfig(epochs=6, batch_size=64, train_size=12800, lr=0.1, weight_decay=5e-4, warmup_steps=50, seed=0),
+        TrainConfig(epochs=20, batch_size=32, train_size=640, lr=0.01, weight_decay=1e-3, warmup_steps=20, seed=0),
+    ]
+
+
+def _fit_target(model: nn.Module, phases: list[Any], run_dir: Path, prefix: str, lr_scale: float,
+                groups) -> dict[str, Any]:
+    from cvexport.models.training import fit
+
+    record: dict[str, Any] = {}
+    for number, config in enumerate(phases, start=2):
+        config = dataclasses.replace(config, lr=config.lr * lr_scale)
+        record = fit(
+            model,
+            make_batch=lambda idx: make_batch(idx, "target", "train", phases[0].seed),
+            loss_fn=classification_loss,
+            config=config,
+            run_dir=run_dir / f"{prefix}{number}",
+            param_groups=groups(model),
+        )
+    return record
+
+
+def train(run_dir: str | Path, phases: list[Any], val_size: int = VAL_SIZE) -> tuple[nn.Module, dict[str, Any]]:
+    """Pretrain on source (phases[0]), fine-tune on target (phases[1:]) and train the scratch
+    baseline with the same target budget. Run dirs: ``run_dir/phase1`` (source),
+    ``run_dir/phase2..`` (fine-tuning), ``run_dir/scratch2..`` (baseline), each resumable.
+
+    Returns (fine-tuned model in eval mode, record with "val_top1", "val_top1_scratch",
+    "val_source_top1", "val_images"); the weights are rounded to fp16 precision as shipped.
+    """
+    from cvexport.models.training import seed_everything
+
+    run_dir = Path(run_dir)
+    source_config, *target_phases = phases
+    source, record = pretrain_source(run_dir, source_config, val_size)
+    seed_everything(target_phases[0].seed)
+    model = fine_tune_model(source, len(TARGET_CLASSES))
+    record.update(_fit_target(model, target_phases, run_dir, "phase", 1.0, fine_tune_groups))
+    seed_everything(target_phases[0].seed)
+    scratch = build_classifier(len(TARGET_CLASSES)).to(memory_format=torch.channels_last)
+    scratch_record = _fit_target(scratch, target_phases, run_dir, "scratch", SCRATCH_LR_SCALE,
+                                 lambda m: [{"params": list(m.parameters())}])
+    record["loss_scratch"] = scratch_record.get("loss")
+    if val_size:
+        record.update(evaluate(round_weights_to_half(model), size=val_size, seed=target_phases[0].seed))
+        scratch_metrics = evaluate(round_weights_to_half(scratch), size=val_size, seed=target_phases[0].seed)
+        record["val_top1_scratch"] = scratch_metrics["val_top1"]
+    model.eval()
+    return model, record
+
+
+def save_weights(model: nn.Module, path: str | Path, record: dict[str, Any], config: list[Any]) -> None:
+    """Write the deployable checkpoint: fp16 weights, class names, input contract, recipe, val metrics."""
+    from cvexport.checkpoint import save_checkpoint
+
+    meta = {
+        "model": "classifier",
+        "architecture": "resnet18",
+        "class_names": list(TARGET_CLASSES),
+        "source_class_names": list(SOURCE_CLASSES),
+        "input_size": INPUT_SIZE,
+        "mean": list(UINT8_FRAMES["mean"]),
+        "std": list(UINT8_FRAMES["std"]),
+        "train_phases": [dataclasses.asdict(phase) for phase in config],
+        "metrics": {k: v for k, v in record.items() if k.startswith("val_")},
+    }
+    save_checkpoint(path, half_precision_state(model), meta)
