@@ -1,7 +1,7 @@
 """Latency of every registered model on every backend available here, in one run on one machine.
 
-For each model: the PyTorch eager reference pipeline (model + Python post-processing with
-torchvision NMS, i.e. the ``torch`` backend), ONNX Runtime fp32 / fp16 / int8 bundles, and
+For each model: the PyTorch eager reference pipeline (model + Python post-processing: for
+the SSD torchvision NMS, for the others softmax / argmax / clamp; i.e. the ``torch`` backend), ONNX Runtime fp32 / fp16 / int8 bundles, and
 TensorRT where it exists. Each is reported as a ratio to PyTorch eager and to the floor:
 the model's FLOPs divided by this machine's matrix-multiply rate (fp32, and int8 for INT8),
 both measured in this same run, because these machines are too noisy to compare across runs.
@@ -23,9 +23,8 @@ from typing import Any
 
 import numpy as np
 
-# Frames of the network's own size keep the comparison on what differs between backends;
-# letterboxing large camera frames is the same PIL code for all of them and is reported apart.
-FRAME_SIZE = 256
+# Frames of each network's own input size keep the comparison on what differs between
+# backends; letterboxing large camera frames is the same PIL code for all of them.
 THREADS = 2
 
 
@@ -100,7 +99,7 @@ def section_share(bundle, iters: int) -> dict[str, float]:
 
     model = onnx.load(str(bundle.onnx_path))
     sections = node_sections(model)
-    frames = [np.full((FRAME_SIZE, FRAME_SIZE, 3), 127, np.uint8)]
+    frames = [np.full((bundle.input["height"], bundle.input["width"], 3), 127, np.uint8)]
     feed = {bundle.input["name"]: to_network_input(frames, bundle.input)}
     profile_dir = tempfile.mkdtemp(prefix="cvexport-profile-")
     options = ort.SessionOptions()
@@ -121,12 +120,13 @@ def section_share(bundle, iters: int) -> dict[str, float]:
     return {key: round(value / whole, 4) for key, value in sorted(totals.items())}
 
 
-def _bundle(model: str, precision: str, nms: str, root: Path):
+def _bundle(model: str, precision: str, nms: str | None, root: Path):
     from cvexport.build import BuildOptions, build
     from cvexport.bundle import load_bundle
 
     out = root / f"{model}-{precision}-{nms}"
-    build(BuildOptions(model=model, precision=precision, nms=nms, max_batch=4, out=str(out)), log=lambda _: None)
+    build(BuildOptions(model=model, precision=precision, nms=nms, max_batch=4, out=str(out), verify_images=0),
+          log=lambda _: None)
     return load_bundle(out)
 
 
@@ -148,26 +148,27 @@ def main() -> None:
     from cvexport.bundle import library_versions
     from cvexport.registry import get_spec, list_models
 
-    # The images bench uses are made at the network's size, so pre-processing is only a copy.
-    bench.IMAGE_SIZES = [(FRAME_SIZE, FRAME_SIZE)]
     started = time.perf_counter()
     rates = {"fp32_flops_per_s": matmul_rate_fp32(THREADS), "int8_ops_per_s": matmul_rate_int8(THREADS)}
     results: dict[str, Any] = {"machine": bench.machine_info(THREADS), "versions": library_versions(),
-                               "threads": THREADS, "frame_size": FRAME_SIZE, "iters": args.iters,
+                               "threads": THREADS, "iters": args.iters,
                                "matmul_rates": rates, "models": {}}
     root = Path(tempfile.mkdtemp(prefix="cvexport-bench-"))
     for name in list_models():
         spec = get_spec(name)
+        # The images bench uses are made at the network's size, so pre-processing is only a copy.
+        bench.IMAGE_SIZES = [spec.input_size[::-1]]
+        detection = spec.task == "detection"
         flops = model_flops(spec)
         floor_fp32_ms = flops / rates["fp32_flops_per_s"] * 1e3
         floor_int8_ms = flops / rates["int8_ops_per_s"] * 1e3
         rows: dict[str, Any] = {}
-        fp32 = _bundle(name, "fp32", "onnx", root)
+        fp32 = _bundle(name, "fp32", "onnx" if detection else None, root)
         rows["torch eager fp32"] = _bench(fp32, "torch", args.iters)
         rows["ort fp32"] = _bench(fp32, "ort", args.iters)
-        rows["ort fp16"] = _bench(_bundle(name, "fp16", "onnx", root), "ort", args.iters)
+        rows["ort fp16"] = _bench(_bundle(name, "fp16", "onnx" if detection else None, root), "ort", args.iters)
         try:
-            int8 = _bundle(name, "int8", "onnx", root)
+            int8 = _bundle(name, "int8", "onnx" if detection else None, root)
             rows["ort int8"] = _bench(int8, "ort", args.iters)
         except Exception as exc:  # INT8 may not be available for every model yet; say so in the results
             rows["ort int8"] = {"error": str(exc).splitlines()[0]}
@@ -175,7 +176,7 @@ def main() -> None:
 
         trt_reason = trt_unavailable_reason()
         if trt_reason is None:
-            rows["trt fp16"] = _bench(_bundle(name, "fp16", "efficient", root), "trt", args.iters)
+            rows["trt fp16"] = _bench(_bundle(name, "fp16", "efficient" if detection else None, root), "trt", args.iters)
         reference = rows["torch eager fp32"]["latency_ms"]["end_to_end"]["p50"]
         table = {}
         for label, row in rows.items():
@@ -192,7 +193,7 @@ def main() -> None:
                 "inference_vs_floor": round(latency["inference"]["p50"] / floor, 2),
             }
         results["models"][name] = {
-            "flops": flops, "floor_fp32_ms": round(floor_fp32_ms, 3), "floor_int8_ms": round(floor_int8_ms, 3),
+            "input_size": list(spec.input_size), "flops": flops, "floor_fp32_ms": round(floor_fp32_ms, 3), "floor_int8_ms": round(floor_int8_ms, 3),
             "rows": table, "ort_fp32_section_share": section_share(fp32, max(20, args.iters // 4)),
             "trt": "measured" if trt_reason is None else f"not measured: {trt_reason}",
         }
@@ -210,13 +211,12 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"Machine: {machine.get('cpu', '?')}, {results['threads']} threads; "
         f"fp32 GEMM {rates['fp32_flops_per_s'] / 1e9:.1f} GFLOP/s, int8 GEMM {rates['int8_ops_per_s'] / 1e9:.1f} GOP/s "
-        f"(measured in this run); batch 1, {results['frame_size']}x{results['frame_size']} frames, "
-        f"{results['iters']} iterations, p50.",
+        f"(measured in this run); batch 1, frames of each network's input size, {results['iters']} iterations, p50.",
         "",
     ]
     for name, model in results["models"].items():
         lines += [
-            f"**{name}**: {model['flops'] / 1e9:.2f} GFLOP per image; floor {model['floor_fp32_ms']:.2f} ms fp32, "
+            f"**{name}** ({model['input_size'][1]}x{model['input_size'][0]}): {model['flops'] / 1e9:.2f} GFLOP per image; floor {model['floor_fp32_ms']:.2f} ms fp32, "
             f"{model['floor_int8_ms']:.2f} ms int8. ORT fp32 kernel time by section: "
             + ", ".join(f"{k} {v:.1%}" for k, v in model["ort_fp32_section_share"].items()) + ".",
             "",

@@ -40,6 +40,7 @@ class BuildOptions:
     verify_images: int = 64  # val images for the task metric recorded in the report; 0 skips it
     calib_images: int = 128  # INT8 only: calibration images from the model's own train split
     calib_method: str | None = None  # INT8 only: None = entropy for TensorRT's graph, minmax for CPU's
+    style: str | None = None  # style only: train (or reuse) a network for this style image
 
     def resolved_out(self) -> Path:
         if self.out:
@@ -66,14 +67,17 @@ def _check_options(options: BuildOptions) -> None:
         raise CvexportError(f"--calib-images {options.calib_images} must be at least 1")
 
 
-DETECTION_ONLY = ("nms", "score_threshold", "iou_threshold", "max_detections")
+TASK_ONLY = {"nms": "detection", "score_threshold": "detection", "iou_threshold": "detection",
+             "max_detections": "detection", "style": "style"}
 
 
 def _check_task_options(spec, task, options: BuildOptions) -> None:
-    given = [name for name in DETECTION_ONLY if getattr(options, name) is not None]
-    if spec.task != "detection" and given:
+    given = [name for name, owner in TASK_ONLY.items() if getattr(options, name) is not None and owner != spec.task]
+    if given:
+        owner = TASK_ONLY[given[0]]
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise CvexportError(f"{flags} only apply to detection models; '{spec.name}' is a {spec.task} model")
+        verb = "apply" if len(given) > 1 else "applies"
+        raise CvexportError(f"{flags} {verb} only to {owner} models; '{spec.name}' is a {spec.task} model")
     if hasattr(task, "check_options"):
         task.check_options(spec, options)
 
@@ -144,7 +148,10 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
     _check_options(options)
     task = get_task(spec.task)
     _check_task_options(spec, task, options)
-    weights = Path(options.weights) if options.weights else spec.weights_path()
+    if options.weights and getattr(options, "style", None):
+        raise CvexportError("--weights and --style exclude each other: --style trains the weights for its image")
+    prepared = task.prepare_weights(spec, options, log) if hasattr(task, "prepare_weights") else None
+    weights = prepared or (Path(options.weights) if options.weights else spec.weights_path())
     model = spec.load_model(weights)
     log(f"exporting {spec.name} ({spec.description}) as {options.precision}{task.describe(options)}, "
         f"batch 1..{options.max_batch}, {options.input_format} input")

@@ -46,6 +46,8 @@ def _add_build(sub) -> None:
     p.add_argument("--iou-threshold", type=float, help="per-class NMS IoU threshold (default 0.45)")
     p.add_argument("--max-detections", type=_positive_int, help="K, detections kept per image (default 100)")
     p.add_argument("--weights", help="safetensors checkpoint to export instead of the shipped one")
+    p.add_argument("--style", metavar="IMAGE", help="style model only: train (minutes) or reuse a network for this "
+                   "style image instead of the shipped one")
     p.add_argument("--out", help="bundle directory (default bundles/MODEL-PRECISION[-FLAVOR])")
     p.add_argument("--backend", default="auto", choices=("auto", "trt", "ort"),
                    help="auto (default): also build a TensorRT engine when TensorRT and a GPU are usable; "
@@ -60,7 +62,7 @@ def _cmd_build(args) -> int:
         model=args.model, precision=args.precision, nms=args.nms, max_batch=args.max_batch,
         input_format=args.input_format, score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
         max_detections=args.max_detections, weights=args.weights, out=args.out,
-        calib_images=args.calib_images, calib_method=args.calib_method,
+        calib_images=args.calib_images, calib_method=args.calib_method, style=args.style,
     )
     log = lambda line: print(line, flush=True)  # noqa: E731
     if args.backend == "trt":
@@ -129,7 +131,8 @@ def _cmd_run(args) -> int:
                         **written, **task.record(prediction)})
         print(f"{path}: {task.describe_prediction(prediction)}")
     payload = {"bundle": str(args.bundle), "backend": args.backend, "model": predictor.bundle.manifest["model"],
-               "precision": predictor.bundle.precision, "images": records}
+               "precision": predictor.bundle.precision,
+               "class_names": predictor.bundle.class_names, "images": records}
     write_text_atomic(out / "predictions.json", json.dumps(payload, indent=2) + "\n")
     print(f"wrote {out / 'predictions.json'} and the pictures of {len(records)} images")
     return 0
@@ -158,6 +161,45 @@ def _cmd_train(args) -> int:
                          val_images=args.val_images, resume=not args.fresh)
     print(json.dumps(record, indent=2))
     print(f"wrote {out}; build with: cvexport build {spec.name} --weights {out}")
+    return 0
+
+
+def _add_stylize(sub) -> None:
+    p = sub.add_parser("stylize", help="style transfer by optimization (VGG-19 features, as taught): "
+                       "CONTENT in the style of STYLE")
+    p.add_argument("content", help="content image file")
+    p.add_argument("style", help="style image file")
+    p.add_argument("--out", required=True, help="output image file (PNG)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="Adam steps (default: the method's own)")
+    p.add_argument("--size", type=_positive_int, default=None, help="long side of the synthesized image in pixels")
+    p.add_argument("--plot", help="also write the loss curves as a PNG (needs matplotlib)")
+    p.set_defaults(func=_cmd_stylize)
+
+
+def _cmd_stylize(args) -> int:
+    from PIL import Image
+
+    from cvexport.atomic import atomic_path, write_text_atomic
+    from cvexport.images import load_image
+
+    content, style = load_image(args.content), load_image(args.style)  # both checked before any work
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise CvexportError(f"--out {out}: use a .png or .jpg file name")
+    from cvexport.stylize import save_loss_plot, stylize
+
+    options = {k: v for k, v in (("steps", args.steps), ("size", args.size)) if v is not None}
+    image, history = stylize(content, style, progress=True, **options)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG" if out.suffix.lower() == ".png" else "JPEG")
+    last = history[-1]
+    print(f"wrote {out} ({image.shape[1]}x{image.shape[0]}); final loss " +
+          ", ".join(f"{k} {v:.4g}" for k, v in last.items() if isinstance(v, float)))
+    write_text_atomic(out.with_suffix(".losses.json"), json.dumps(history) + "\n")
+    if args.plot:
+        save_loss_plot(history, args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 
@@ -276,7 +318,7 @@ def _cmd_verify(args) -> int:
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cvexport", description="PyTorch vision models to ONNX / TensorRT bundles, verified.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_build, _add_run, _add_inspect, _add_train, _add_list, _add_bench, _add_verify):
+    for add in (_add_build, _add_run, _add_inspect, _add_train, _add_list, _add_bench, _add_verify, _add_stylize):
         add(sub)
     return parser
 

@@ -206,7 +206,7 @@ def val_samples(spec, count: int) -> tuple[list[np.ndarray], list[Any]]:
     return [s.image for s in samples], truths
 
 
-def metrics(predictions: list[list[dict[str, Any]]], truths: list[Any], class_names: Sequence[str]) -> dict[str, float]:
+def metrics(predictions: list[list[dict[str, Any]]], truths: list[Any], bundle) -> dict[str, float]:
     """COCO mAP@0.5 and mAP@0.5:0.95 of ``to_predictions`` output against ``val_samples`` truth."""
     from cvexport.metrics import ImageDetections, detection_map
 
@@ -218,7 +218,7 @@ def metrics(predictions: list[list[dict[str, Any]]], truths: list[Any], class_na
         )
         for dets in predictions
     ]
-    return detection_map(detections, truths, class_names)
+    return detection_map(detections, truths, bundle.class_names)
 
 
 # ------------------------------------------------------------------------ cvexport run

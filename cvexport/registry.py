@@ -20,7 +20,7 @@ class ModelSpec:
     """Everything the pipeline needs to know about one reference model."""
 
     name: str
-    task: str  # "detection" (classification, segmentation and style follow)
+    task: str  # "detection", "classification", "segmentation" or "style" (see cvexport.tasks)
     description: str
     input_size: tuple[int, int]  # (height, width) the network takes
     class_names: tuple[str, ...]
@@ -89,5 +89,82 @@ register_model(
         metric="mAP@0.5",
         trainer="cvexport.models.ssd_training",
         defaults={"score_threshold": 0.25, "iou_threshold": 0.45, "max_detections": 100},
+    )
+)
+
+
+def _build_classifier():
+    from cvexport.models.classification_data import TARGET_CLASSES
+    from cvexport.models.classifier import build_classifier
+
+    return build_classifier(len(TARGET_CLASSES)).eval()
+
+
+def _build_fcn():
+    from cvexport.models.fcn import build_fcn
+    from cvexport.models.segmentation_data import SEG_CLASSES
+
+    return build_fcn(len(SEG_CLASSES)).eval()
+
+
+def _register_resnet_models() -> None:
+    # Class lists and sizes come from the data modules, which import only numpy and Pillow.
+    from cvexport.models import classification_data, segmentation_data
+
+    register_model(
+        ModelSpec(
+            name="classifier",
+            task="classification",
+            description=f"ResNet-18 fine-tuned from a synthetic source task, {len(classification_data.TARGET_CLASSES)} "
+                        f"shape classes on real photographs, {classification_data.INPUT_SIZE}x{classification_data.INPUT_SIZE}",
+            input_size=(classification_data.INPUT_SIZE, classification_data.INPUT_SIZE),
+            class_names=classification_data.TARGET_CLASSES,
+            weights="classifier.safetensors",
+            build=_build_classifier,
+            metric="top-1",
+            trainer="cvexport.models.classifier_training",
+        )
+    )
+    register_model(
+        ModelSpec(
+            name="fcn",
+            task="segmentation",
+            description=f"FCN on a ResNet-18 encoder, background + {len(segmentation_data.SEG_CLASSES) - 1} shape classes "
+                        f"on real photographs, {segmentation_data.INPUT_SIZE}x{segmentation_data.INPUT_SIZE}",
+            input_size=(segmentation_data.INPUT_SIZE, segmentation_data.INPUT_SIZE),
+            class_names=segmentation_data.SEG_CLASSES,
+            weights="fcn.safetensors",
+            build=_build_fcn,
+            metric="mIoU",
+            trainer="cvexport.models.fcn_training",
+        )
+    )
+
+
+_register_resnet_models()
+
+
+def _build_style_net():
+    from cvexport.models.style_net import build_style_net
+
+    return build_style_net().eval()
+
+
+# models.style_net.STYLE_INPUT_SIZE, written out so listing models does not import torch
+# (tests/test_style_task.py checks the two agree).
+STYLE_INPUT_SIZE = 256
+
+register_model(
+    ModelSpec(
+        name="style",
+        task="style",
+        description=f"feed-forward style network (Johnson-style) trained for one style image, "
+                    f"{STYLE_INPUT_SIZE}x{STYLE_INPUT_SIZE}",
+        input_size=(STYLE_INPUT_SIZE, STYLE_INPUT_SIZE),
+        class_names=(),
+        weights="style.safetensors",
+        build=_build_style_net,
+        metric="style loss",
+        trainer="cvexport.models.style_training",
     )
 )

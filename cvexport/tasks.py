@@ -11,7 +11,7 @@ runners and ``cvexport run`` never branch on the task:
 - ``sample_images(spec, split, indices)``, ``parity_frames(spec)``: images of the model's own data.
 - ``TOLERANCES``, ``new_parity()``, ``compare(reference, test, precision, parity)``: parity.
 - ``to_predictions(outputs, letterboxes, class_names, width, height)``: results per original image.
-- ``METRICS``, ``metric_note(manifest)``, ``val_samples(spec, count)``, ``metrics(predictions, truths, class_names)``:
+- ``METRICS``, ``metric_note(manifest)``, ``val_samples(spec, count)``, ``metrics(predictions, truths, bundle)``:
   the task metric ``verify`` reports.
 - ``record(prediction)``, ``describe_prediction(prediction)``, ``render(image, prediction)``:
   what ``cvexport run`` writes and prints.

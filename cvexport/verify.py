@@ -111,7 +111,7 @@ def verify_rows(bundle: Bundle | str, backends: Sequence[str] = ("ort",), val_im
         for runner in runners.values():
             runner.close()
 
-    metrics = {name: task.metrics(preds, truths, bundle.class_names) for name, preds in predictions.items()}
+    metrics = {name: task.metrics(preds, truths, bundle) for name, preds in predictions.items()}
     rows = [_row(task, name, metrics[name], metrics[REFERENCE], parity.get(name), tolerance, max_drop)
             for name in runners]
     if log is not None:

@@ -88,7 +88,7 @@ def default_config() -> list[Any]:
     """The recipe that produced the shipped checkpoint.
 
     Phase 1 is the classifier's source pretraining (reused from its run dir when present).
-    Phase 2: 2048 train images (cropped 160 -> 128), 12 epochs of 32 (768 steps), base lr
+    Phase 2: 2048 train images (cropped 160 -> 128), 12 epochs of 16 (1536 steps), base lr
     0.01 for the encoder and 0.1 for the new layers, weight decay 1e-3.
     """
     from cvexport.models.classifier_training import default_config as classifier_config
@@ -96,7 +96,7 @@ def default_config() -> list[Any]:
 
     return [
         classifier_config()[0],
-        TrainConfig(epochs=12, batch_size=32, train_size=2048, lr=0.01, weight_decay=1e-3, warmup_steps=30, seed=0),
+        TrainConfig(epochs=12, batch_size=16, train_size=2048, lr=0.01, weight_decay=1e-3, warmup_steps=30, seed=0),
     ]
 
 

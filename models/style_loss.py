@@ -53,7 +53,7 @@ def uint8_to_tensor(image) -> Tensor:
     """uint8 RGB (H, W, 3) numpy image -> normalized Tensor[1, 3, H, W]."""
     import numpy as np
 
-    return normalize(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0)
+    return normalize(torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255.0)
 
 
 class PerceptualLoss(nn.Module):

@@ -31,6 +31,7 @@ class TrainConfig:
     warmup_steps: int = 50
     seed: int = 0
     max_steps: int | None = None  # stop early (tests and smoke runs)
+    optimizer: str = "sgd"  # "sgd" (momentum) or "adam" (betas 0.9/0.999; momentum unused)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -77,7 +78,7 @@ def fit(
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
     resume: bool = True,
 ) -> dict[str, Any]:
-    """Train ``model`` with SGD; returns the final record (losses and evaluation).
+    """Train ``model`` with SGD or Adam (``config.optimizer``); returns the final record (losses and evaluation).
 
     ``make_batch(indices)`` builds a batch from dataset indices; epoch order is a permutation
     drawn from (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would.
@@ -93,9 +94,14 @@ def fit(
     for group in groups:
         group.setdefault("lr_scale", 1.0)
         group["lr"] = config.lr * group["lr_scale"]
-    optimizer = torch.optim.SGD(
-        groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
+    if config.optimizer == "adam":
+        optimizer = torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+    elif config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(
+            groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    else:
+        raise ValueError(f"unknown optimizer {config.optimizer!r}; use 'sgd' or 'adam'")
     steps_per_epoch = config.train_size // config.batch_size
     # The schedule always spans the whole recipe; max_steps only stops early, so a stopped
     # run resumed later follows exactly the learning rates an uninterrupted one would.
