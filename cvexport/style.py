@@ -36,26 +36,18 @@ def prepare_weights(spec, options, log: Callable[[str], None]) -> Path | None:
     from cvexport.models import style_training
 
     image = load_image(options.style)
-    digest = image_sha256(image)
+    digest = style_training.style_digest(image)
     run_dir = Path("runs") / f"style-{digest[:12]}"
     out = run_dir / "style.safetensors"
-    if out.is_file() and load_checkpoint(out)[1].get("style_image", {}).get("sha256") == digest:
+    if out.is_file() and load_checkpoint(out)[1].get("style_sha256") == digest:
         log(f"using the style network trained earlier for {options.style} ({out}, sha256 {sha256_file(out)[:12]})")
         return out
     log(f"training a style network for {options.style} (a few minutes on 2 CPU cores; resumable in {run_dir})")
     phases = style_training.default_config()
     model, record = style_training.train(run_dir, phases, style_image=image)
-    style_training.save_weights(model, out, record, phases, style_image=image, style_source=str(options.style))
+    style_training.save_weights(model, out, record, phases, style_image=image,
+                                style_source=str(Path(options.style).resolve()))
     return out
-
-
-def image_sha256(image: np.ndarray) -> str:
-    """sha256 of an image's decoded pixels (shape included), so re-encoding a file keeps its identity."""
-    import hashlib
-
-    digest = hashlib.sha256(str(image.shape).encode())
-    digest.update(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
-    return digest.hexdigest()
 
 
 def export_graphs(model, spec, options, int8=None, warn: Callable[[str], None] = print) -> dict[str, Any]:
@@ -103,7 +95,7 @@ def sample_images(spec, split: str, indices, seed: int = 0) -> list[np.ndarray]:
     if split == "val":
         images = style_training.content_val_images(max(indices, default=-1) + 1)
         return [images[i] for i in indices]
-    return [style_training.content_image(int(i), seed=seed) for i in indices]
+    return [style_training.content_image(int(i), seed=seed, size=spec.input_size[0]) for i in indices]
 
 
 def parity_frames(spec, count: int = 8) -> list[np.ndarray]:
