@@ -61,18 +61,14 @@ def describe(options) -> str:
 def export_graphs(model, spec, options, int8=None, warn: Callable[[str], None] = print) -> dict[str, Any]:
     """The complete detection graphs as onnx.ModelProto, keyed by manifest entry (see
     :func:`cvexport.export.precision.precision_graphs`)."""
-    from cvexport.export.precision import precision_graphs
-    from cvexport.export.torch_export import export_module
+    from cvexport.export.precision import export_task_graphs
 
     anchors = model.anchors.detach().cpu().numpy()
     config, nms = build_nms_config(spec, options), options.nms or "onnx"
-    height, width = spec.input_size
     # The exported core is the network alone (class logits, box offsets): precision changes
     # apply to it, while the sections appended after it (class probabilities, decode, NMS) stay FP32.
-    core = export_module(model.eval(), (1, 3, height, width), options.max_batch,
-                         input_name="input", output_names=["class_logits", "box_offsets"])
     finish = lambda c: _append_sections(c, spec, anchors, config, nms, options.input_format)  # noqa: E731
-    return precision_graphs(core, spec, options.precision, finish, int8, warn)
+    return export_task_graphs(model, spec, options, ["class_logits", "box_offsets"], finish, int8, warn)
 
 
 def manifest_entries(spec, options) -> dict[str, Any]:

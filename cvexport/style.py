@@ -51,14 +51,10 @@ def prepare_weights(spec, options, log: Callable[[str], None]) -> Path | None:
 
 
 def export_graphs(model, spec, options, int8=None, warn: Callable[[str], None] = print) -> dict[str, Any]:
-    from cvexport.export.precision import precision_graphs
-    from cvexport.export.torch_export import export_module
+    from cvexport.export.precision import export_task_graphs
 
-    height, width = spec.input_size
-    core = export_module(model.eval(), (1, 3, height, width), options.max_batch, input_name="input",
-                         output_names=["image"])
-    return precision_graphs(core, spec, options.precision, lambda c: _append_sections(c, spec, options.input_format),
-                            int8, warn)
+    finish = lambda core: _append_sections(core, spec, options.input_format)  # noqa: E731
+    return export_task_graphs(model, spec, options, ["image"], finish, int8, warn)
 
 
 def _append_sections(core, spec, input_format: str):

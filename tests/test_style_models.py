@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cvexport.models import style_training
-from cvexport.models.style_loss import STYLE_LAYERS, gram, normalize, tv_loss, uint8_to_tensor
+from cvexport.models.style_loss import gram, normalize, tv_loss, uint8_to_tensor
 from cvexport.models.style_net import StyleNet, build_style_net
 from cvexport.models.vgg_features import extract, vgg19_features
 

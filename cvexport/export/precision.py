@@ -47,3 +47,16 @@ def precision_graphs(core: onnx.ModelProto, spec, precision: str, finish: Callab
             warn(f"warning: {warning}")
         return graphs
     return {"onnx": finish(core)}
+
+
+def export_task_graphs(model, spec, options, output_names: list[str],
+                       finish: Callable[[onnx.ModelProto], onnx.ModelProto], int8: Int8Options | None = None,
+                       warn: Callable[[str], None] = print) -> dict[str, Any]:
+    """Export ``model`` (the network alone, float NCHW ``input``, batch 1..``options.max_batch``)
+    as the core and return :func:`precision_graphs` of it at ``options.precision``."""
+    from cvexport.export.torch_export import export_module
+
+    height, width = spec.input_size
+    core = export_module(model.eval(), (1, 3, height, width), options.max_batch, input_name="input",
+                         output_names=output_names)
+    return precision_graphs(core, spec, options.precision, finish, int8, warn)
