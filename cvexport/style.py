@@ -83,15 +83,22 @@ def reference_outputs(model, array: np.ndarray, manifest: dict[str, Any]) -> dic
     return {"stylized": image.numpy()}
 
 
+# Val content beyond the named photographs: crops drawn with a seed training never uses.
+VAL_CROP_SEED = 1
+
+
 def sample_images(spec, split: str, indices, seed: int = 0) -> list[np.ndarray]:
-    """Content photographs: the val ones verify uses, or training crops."""
+    """Content photographs at the input size: for "val" the named val photographs first, then
+    deterministic crops (seed ``VAL_CROP_SEED``); for "train" the training crops."""
     from cvexport.models import style_training
 
-    indices = list(indices)
-    if split == "val":
-        images = style_training.content_val_images(max(indices, default=-1) + 1)
-        return [images[i] for i in indices]
-    return [style_training.content_image(int(i), seed=seed, size=spec.input_size[0]) for i in indices]
+    size = spec.input_size[0]
+    indices = [int(i) for i in indices]
+    if split != "val":
+        return [style_training.content_image(i, seed=seed, size=size) for i in indices]
+    named = style_training.content_val_images(len(style_training.VAL_PHOTOS), resolution=size)
+    return [named[i] if i < len(named) else style_training.content_image(i, seed=VAL_CROP_SEED, size=size)
+            for i in indices]
 
 
 def parity_frames(spec, count: int = 8) -> list[np.ndarray]:
@@ -114,6 +121,8 @@ def to_predictions(outputs: dict[str, np.ndarray], letterboxes: Sequence, class_
 
 
 # ------------------------------------------------------------------ task metric (verify)
+# Each output costs VGG-19 passes for its losses; a build records the metric on this many.
+BUILD_VERIFY_IMAGES = 16
 METRICS = (Metric("style_loss", "style loss", higher_is_better=False, fraction=False),
            Metric("content_loss", "content loss", higher_is_better=False, fraction=False))
 

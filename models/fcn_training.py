@@ -89,7 +89,10 @@ def default_config() -> list[Any]:
 
     Phase 1 is the classifier's source pretraining (reused from its run dir when present).
     Phase 2: 2048 train images (cropped 160 -> 128), 12 epochs of 16 (1536 steps), base lr
-    0.01 for the encoder and 0.1 for the new layers, weight decay 1e-3.
+    0.01 for the encoder and 0.1 for the new layers, weight decay 1e-3 (val mIoU 0.763).
+    Phases 3 and 4: warm restarts of phase 2 with new shuffling seeds (the loss was still
+    falling and train pixel accuracy equalled val's: under-fitted, not over-fitted); val mIoU
+    0.790 after phase 3.
     """
     from cvexport.models.classifier_training import default_config as classifier_config
     from cvexport.models.training import TrainConfig
@@ -97,6 +100,8 @@ def default_config() -> list[Any]:
     return [
         classifier_config()[0],
         TrainConfig(epochs=12, batch_size=16, train_size=2048, lr=0.01, weight_decay=1e-3, warmup_steps=30, seed=0),
+        TrainConfig(epochs=12, batch_size=16, train_size=2048, lr=0.01, weight_decay=1e-3, warmup_steps=30, seed=1),
+        TrainConfig(epochs=12, batch_size=16, train_size=2048, lr=0.01, weight_decay=1e-3, warmup_steps=30, seed=2),
     ]
 
 

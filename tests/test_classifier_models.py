@@ -111,9 +111,10 @@ def test_shipped_checkpoint_quality():
     assert all(v.dtype == torch.float16 for k, v in tensors.items() if not k.endswith("num_batches_tracked"))
     model = build_classifier(len(TARGET_CLASSES))
     model.load_state_dict(tensors)
-    metrics = classifier_training.evaluate(model, size=128)
-    assert metrics["val_top1"] >= 0.85, metrics
-    # Recorded at training time on 960 val images: 0.914 fine-tuned vs 0.168 from scratch. The
-    # project's target (top-1 >= 0.95) is not reached yet; these floors guard against regressions.
-    assert meta["metrics"]["val_top1"] >= 0.90
-    assert meta["metrics"]["val_top1"] > meta["metrics"]["val_top1_scratch"]
+    metrics = classifier_training.evaluate(model, size=classifier_training.VAL_SIZE)
+    # The project's bar (issue 3): top-1 >= 0.95 on the target val split (0.9625 when trained).
+    assert metrics["val_top1"] >= 0.95, metrics
+    # What training recorded must be what we measure now, and fine-tuning must have paid
+    # (0.381 from scratch for the same budget).
+    assert abs(meta["metrics"]["val_top1"] - metrics["val_top1"]) < 1e-6
+    assert meta["metrics"]["val_top1"] > meta["metrics"]["val_top1_scratch"] + 0.3
