@@ -50,6 +50,15 @@ def prepare_weights(spec, options, log: Callable[[str], None]) -> Path | None:
     return out
 
 
+def int8_keep_float(core) -> list[str]:
+    """INT8 keeps the first and the last convolution in float: they map pixels in and out,
+    where 8-bit steps show directly in the picture."""
+    from cvexport.export.quantize import sensitive_nodes
+
+    convs = [n.name for n in core.graph.node if n.op_type == "Conv"]
+    return sorted({convs[0], *sensitive_nodes(core)})
+
+
 def export_graphs(model, spec, options, int8=None, warn: Callable[[str], None] = print) -> dict[str, Any]:
     from cvexport.export.precision import export_task_graphs
 

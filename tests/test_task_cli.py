@@ -96,3 +96,15 @@ def test_registry_style_size_is_the_networks():
     from cvexport.registry import STYLE_INPUT_SIZE as REGISTERED, get_spec
 
     assert REGISTERED == STYLE_INPUT_SIZE and get_spec("style").input_size == (STYLE_INPUT_SIZE, STYLE_INPUT_SIZE)
+
+
+def test_style_int8_keeps_the_pixel_layers_in_float():
+    """The first and last convolutions map pixels in and out; INT8 leaves them in float."""
+    from cvexport.export.torch_export import export_module
+    from cvexport.registry import get_spec
+    from cvexport.style import int8_keep_float
+
+    spec = get_spec("style")
+    core = export_module(spec.build(), (1, 3, 64, 64), 2, input_name="input", output_names=["image"])
+    convs = [n.name for n in core.graph.node if n.op_type == "Conv"]
+    assert int8_keep_float(core) == sorted({convs[0], convs[-1]}) and len(convs) > 2

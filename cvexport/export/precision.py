@@ -37,12 +37,17 @@ def precision_graphs(core: onnx.ModelProto, spec, precision: str, finish: Callab
 
         from cvexport.export.quantize import calibration_batches, quantize_core
 
+        from cvexport.tasks import get_task
+
         int8 = int8 or Int8Options()
         batches = list(calibration_batches(spec, int8.calib_images))
+        # Layers the task keeps in float (where quantizing them costs measurable accuracy).
+        keep_float = getattr(get_task(spec.task), "int8_keep_float", lambda core: [])(core)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            graphs = {"onnx": finish(quantize_core(core, batches, method=int8.method, form="qdq-trt")),
-                      "onnx_cpu": finish(quantize_core(core, batches, form="qdq-cpu"))}
+            graphs = {"onnx": finish(quantize_core(core, batches, method=int8.method, exclude=keep_float,
+                                                   form="qdq-trt")),
+                      "onnx_cpu": finish(quantize_core(core, batches, exclude=keep_float, form="qdq-cpu"))}
         for warning in {str(w.message) for w in caught if issubclass(w.category, UserWarning)}:
             warn(f"warning: {warning}")
         return graphs
