@@ -1,4 +1,4 @@
-"""High-level inference: images in, typed detections in original-image pixels out."""
+"""High-level inference: images in, results in each original image's pixels out (detections, top classes, label maps, stylized images)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ class Predictor:
         return self.runner.infer(tensors)
 
     def predict(self, images: Sequence[Any]) -> list[list[dict[str, Any]]]:
-        """Detections per image. ``images``: paths, PIL images or uint8/float arrays (grey, RGB, RGBA)."""
+        """One result per image (see the task's ``to_predictions``). ``images``: paths, PIL images or
+        uint8/float arrays (grey, RGB, RGBA)."""
         contract = self.bundle.input
         width, height = contract["width"], contract["height"]
         results: list[list[dict[str, Any]]] = []
