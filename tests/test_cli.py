@@ -52,13 +52,16 @@ def test_console_script_list():
     assert script.is_file(), f"console script not installed at {script}"
     proc = subprocess.run([str(script), "list"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split()[:2] == ["ssd", "detection"]
+    rows = [line.split()[:2] for line in proc.stdout.splitlines()]
+    assert rows == [["classifier", "classification"], ["fcn", "segmentation"], ["ssd", "detection"], ["style", "style"]]
     assert proc.stderr == ""
 
 
 def test_list_in_process(capsys):
+    from cvexport.registry import list_models
+
     assert main(["list"]) == 0
-    assert capsys.readouterr().out.startswith("ssd")
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == list_models()
 
 
 # ------------------------------------------------------------------------------ build

@@ -46,12 +46,14 @@ def test_run_writes_predictions_and_pictures(build_bundle, model, photo_path, tm
     assert "wrote" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("model", MODELS)
-def test_verify_reports_the_task_metric_and_passes(build_bundle, model, tmp_path):
+@pytest.mark.parametrize("model,precision", [(m, p) for m in MODELS for p in ("fp16", "int8")])
+def test_verify_reports_the_task_metric_and_passes(build_bundle, model, precision):
+    """Every model's FP16 and INT8 bundles pass verify: task metric within 1 point / 1 % of
+    PyTorch's and parity within the precision's tolerance."""
     from cvexport.tasks import get_task
     from cvexport.verify import verify_bundle
 
-    bundle = build_bundle(model=model, precision="fp16")
+    bundle = build_bundle(model=model, precision=precision)
     report = verify_bundle(bundle, ["ort"], val_images=8, warn=lambda line: None)
     keys = [m.key for m in get_task(bundle.task).METRICS]
     assert [m["key"] for m in report["metrics"]] == keys

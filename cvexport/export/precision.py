@@ -22,7 +22,8 @@ class Int8Options:
 
 def precision_graphs(core: onnx.ModelProto, spec, precision: str, finish: Callable[[onnx.ModelProto], onnx.ModelProto],
                      int8: Int8Options | None = None, warn: Callable[[str], None] = print) -> dict[str, Any]:
-    """``{"onnx": graph}``, plus ``"onnx_cpu"`` for INT8.
+    """``{"onnx": graph}``, plus ``"onnx_cpu"`` for INT8 (unless the task's ``INT8_CPU_FORM`` says
+    the TensorRT form must serve the CPU too).
 
     ``"onnx"`` is always the TensorRT-ready graph. For INT8, ``"onnx_cpu"`` is the same network
     quantized in the U8S8 form ONNX Runtime's CPU provider fuses (on the SSD: 1.7x faster than
@@ -41,13 +42,16 @@ def precision_graphs(core: onnx.ModelProto, spec, precision: str, finish: Callab
 
         int8 = int8 or Int8Options()
         batches = list(calibration_batches(spec, int8.calib_images))
+        task = get_task(spec.task)
         # Layers the task keeps in float (where quantizing them costs measurable accuracy).
-        keep_float = getattr(get_task(spec.task), "int8_keep_float", lambda core: [])(core)
+        keep_float = getattr(task, "int8_keep_float", lambda core: [])(core)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             graphs = {"onnx": finish(quantize_core(core, batches, method=int8.method, exclude=keep_float,
-                                                   form="qdq-trt")),
-                      "onnx_cpu": finish(quantize_core(core, batches, exclude=keep_float, form="qdq-cpu"))}
+                                                   form="qdq-trt"))}
+            # A task whose accuracy the asymmetric CPU form loses runs the TensorRT form on CPU too.
+            if getattr(task, "INT8_CPU_FORM", "qdq-cpu") == "qdq-cpu":
+                graphs["onnx_cpu"] = finish(quantize_core(core, batches, exclude=keep_float, form="qdq-cpu"))
         for warning in {str(w.message) for w in caught if issubclass(w.category, UserWarning)}:
             warn(f"warning: {warning}")
         return graphs
