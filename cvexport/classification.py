@@ -26,11 +26,11 @@ def describe(options) -> str:
 def export_graphs(model, spec, options, int8=None, warn: Callable[[str], None] = print) -> dict[str, Any]:
     from cvexport.export.precision import export_task_graphs
 
-    finish = lambda core: _append_sections(core, spec, options.input_format)  # noqa: E731
+    finish = lambda core: _append_sections(core, spec)  # noqa: E731
     return export_task_graphs(model, spec, options, ["logits"], finish, int8, warn)
 
 
-def _append_sections(core, spec, input_format: str):
+def _append_sections(core, spec):
     from cvexport.export import sections
     from cvexport.export.graph import FLOAT, GraphEditor
 
@@ -39,8 +39,6 @@ def _append_sections(core, spec, input_format: str):
         sections.class_probabilities(editor, "logits", "probabilities", drop_background=False)
     classes = len(spec.class_names)
     editor.replace_outputs([("logits", FLOAT, ["batch", classes]), ("probabilities", FLOAT, ["batch", classes])])
-    if input_format == "uint8":
-        sections.uint8_input(editor, spec)
     return editor.model
 
 

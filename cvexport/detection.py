@@ -67,7 +67,7 @@ def export_graphs(model, spec, options, int8=None, warn: Callable[[str], None] =
     config, nms = build_nms_config(spec, options), options.nms or "onnx"
     # The exported core is the network alone (class logits, box offsets): precision changes
     # apply to it, while the sections appended after it (class probabilities, decode, NMS) stay FP32.
-    finish = lambda c: _append_sections(c, spec, anchors, config, nms, options.input_format)  # noqa: E731
+    finish = lambda c: _append_sections(c, spec, anchors, config, nms)  # noqa: E731
     return export_task_graphs(model, spec, options, ["class_logits", "box_offsets"], finish, int8, warn)
 
 
@@ -80,8 +80,8 @@ def manifest_entries(spec, options) -> dict[str, Any]:
     }
 
 
-def _append_sections(core, spec, anchors: np.ndarray, config: NmsConfig, nms: str, input_format: str):
-    """Decode + NMS (or the EfficientNMS plugin), the output contract, and uint8 input if asked."""
+def _append_sections(core, spec, anchors: np.ndarray, config: NmsConfig, nms: str):
+    """Class probabilities, decode + NMS (or the EfficientNMS plugin) and the output contract."""
     from cvexport.export import sections
     from cvexport.export.graph import GraphEditor
 
@@ -97,8 +97,6 @@ def _append_sections(core, spec, anchors: np.ndarray, config: NmsConfig, nms: st
         with editor.section("nms"):
             sections.efficient_nms(editor, "box_offsets", scores, anchors, config)
     sections.detection_outputs(editor, config.max_detections)
-    if input_format == "uint8":
-        sections.uint8_input(editor, spec)
     return editor.model
 
 

@@ -68,11 +68,11 @@ def int8_keep_float(core) -> list[str]:
 def export_graphs(model, spec, options, int8=None, warn: Callable[[str], None] = print) -> dict[str, Any]:
     from cvexport.export.precision import export_task_graphs
 
-    finish = lambda core: _append_sections(core, spec, options.input_format)  # noqa: E731
+    finish = lambda core: _append_sections(core, spec)  # noqa: E731
     return export_task_graphs(model, spec, options, ["image"], finish, int8, warn)
 
 
-def _append_sections(core, spec, input_format: str):
+def _append_sections(core, spec):
     from cvexport.export import sections
     from cvexport.export.graph import FLOAT, GraphEditor
 
@@ -81,8 +81,6 @@ def _append_sections(core, spec, input_format: str):
     with editor.section("clip"):
         sections.clip_image(editor, "image", "stylized")
     editor.replace_outputs([("stylized", FLOAT, ["batch", 3, height, width])])
-    if input_format == "uint8":
-        sections.uint8_input(editor, spec)
     return editor.model
 
 

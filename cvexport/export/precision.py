@@ -62,10 +62,24 @@ def export_task_graphs(model, spec, options, output_names: list[str],
                        finish: Callable[[onnx.ModelProto], onnx.ModelProto], int8: Int8Options | None = None,
                        warn: Callable[[str], None] = print) -> dict[str, Any]:
     """Export ``model`` (the network alone, float NCHW ``input``, batch 1..``options.max_batch``)
-    as the core and return :func:`precision_graphs` of it at ``options.precision``."""
+    as the core and return :func:`precision_graphs` of it at ``options.precision``, each graph
+    finished by the task's ``finish`` sections and then the input section of ``options.input_format``."""
     from cvexport.export.torch_export import export_module
 
     height, width = spec.input_size
     core = export_module(model.eval(), (1, 3, height, width), options.max_batch, input_name="input",
                          output_names=output_names)
-    return precision_graphs(core, spec, options.precision, finish, int8, warn)
+    return precision_graphs(core, spec, options.precision, lambda c: _with_input(finish(c), spec, options.input_format),
+                            int8, warn)
+
+
+def _with_input(model: onnx.ModelProto, spec, input_format: str) -> onnx.ModelProto:
+    """``--input uint8``: the graph takes uint8 NHWC frames and normalizes them itself."""
+    if input_format != "uint8":
+        return model
+    from cvexport.export import sections
+    from cvexport.export.graph import GraphEditor
+
+    editor = GraphEditor(model)
+    sections.uint8_input(editor, spec)
+    return editor.model
