@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from cvexport.checkpoint import load_checkpoint
@@ -71,16 +72,22 @@ def test_shipped_checkpoint_quality():
     assert abs(meta["metrics"]["val_map50"] - metrics["val_map50"]) < 1e-6
 
 
-def test_train_command_smoke_writes_loadable_weights(tmp_path, capsys):
-    """`cvexport train ssd` end to end for two steps: resumable run dir, metrics, safetensors out."""
-    from cvexport.cli import main
-    from cvexport.registry import get_spec
+METRIC_KEYS = {"ssd": "val_map50", "classifier": "val_top1", "fcn": "val_miou", "style": "val_style_loss"}
 
-    out = tmp_path / "ssd.safetensors"
-    assert main(["train", "ssd", "--run-dir", str(tmp_path / "run"), "--out", str(out),
+
+@pytest.mark.parametrize("model", sorted(METRIC_KEYS))
+def test_train_command_smoke_writes_loadable_weights(tmp_path, capsys, model):
+    """`cvexport train MODEL` end to end for two steps per phase: resumable run dir, metrics,
+    safetensors out that fit the registered model."""
+    from cvexport.cli import main
+    from cvexport.registry import get_spec, list_models
+
+    assert sorted(METRIC_KEYS) == list_models()
+    out = tmp_path / f"{model}.safetensors"
+    assert main(["train", model, "--run-dir", str(tmp_path / "run"), "--out", str(out),
                  "--max-steps", "2", "--val-images", "4"]) == 0
     tensors, meta = load_checkpoint(out)
-    assert meta["model"] == "ssd" and 0.0 <= meta["metrics"]["val_map50"] <= 1.0
-    get_spec("ssd").load_model(out)  # the written weights fit the registered model
-    assert (tmp_path / "run" / "phase1" / "metrics.jsonl").is_file()
-    assert "cvexport build ssd --weights" in capsys.readouterr().out
+    assert meta["model"] == model and meta["metrics"][METRIC_KEYS[model]] >= 0.0
+    get_spec(model).load_model(out)  # the written weights fit the registered model
+    assert list((tmp_path / "run").glob("phase*/metrics.jsonl"))
+    assert f"cvexport build {model} --weights" in capsys.readouterr().out
