@@ -191,19 +191,25 @@ def train(run_dir: str | Path, phases: list[Any], val_size: int = VAL_SIZE) -> t
     return model, record
 
 
-def save_weights(model: nn.Module, path: str | Path, record: dict[str, Any], config: list[Any]) -> None:
-    """Write the deployable checkpoint: fp16 weights, class names, input contract, recipe, val metrics."""
+def save_fp16_checkpoint(model: nn.Module, path: str | Path, meta: dict[str, Any], input_size: int,
+                         record: dict[str, Any], config: list[Any]) -> None:
+    """Write a deployable ResNet-18-family checkpoint: fp16 weights, ``meta`` plus the input
+    contract, the recipe and the val metrics (shared by the classifier and the FCN)."""
     from cvexport.checkpoint import save_checkpoint
 
     meta = {
-        "model": "classifier",
-        "architecture": "resnet18",
-        "class_names": list(TARGET_CLASSES),
-        "source_class_names": list(SOURCE_CLASSES),
-        "input_size": INPUT_SIZE,
+        **meta,
+        "input_size": input_size,
         "mean": list(UINT8_FRAMES["mean"]),
         "std": list(UINT8_FRAMES["std"]),
         "train_phases": [dataclasses.asdict(phase) for phase in config],
         "metrics": {k: v for k, v in record.items() if k.startswith("val_")},
     }
     save_checkpoint(path, half_precision_state(model), meta)
+
+
+def save_weights(model: nn.Module, path: str | Path, record: dict[str, Any], config: list[Any]) -> None:
+    """Write the deployable checkpoint: fp16 weights, class names, input contract, recipe, val metrics."""
+    save_fp16_checkpoint(model, path, {"model": "classifier", "architecture": "resnet18",
+                                       "class_names": list(TARGET_CLASSES), "source_class_names": list(SOURCE_CLASSES)},
+                         INPUT_SIZE, record, config)

@@ -7,7 +7,6 @@ same checkpoint the classifier fine-tunes), the new 1x1 conv and transposed conv
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,14 @@ from torch import Tensor, nn
 
 from cvexport.models.classifier_training import (
     HEAD_LR_SCALE,
-    half_precision_state,
     load_source,
     pretrain_source,
     round_weights_to_half,
+    save_fp16_checkpoint,
 )
 from cvexport.models.fcn import FCNResNet18
 from cvexport.models.segmentation_data import INPUT_SIZE, SEG_CLASSES, make_sample, random_crop
-from cvexport.models.ssd_training import UINT8_FRAMES, images_to_tensor
+from cvexport.models.ssd_training import images_to_tensor
 
 VAL_SIZE = 256
 
@@ -134,16 +133,5 @@ def train(run_dir: str | Path, phases: list[Any], val_size: int = VAL_SIZE) -> t
 
 def save_weights(model: FCNResNet18, path: str | Path, record: dict[str, Any], config: list[Any]) -> None:
     """Write the deployable checkpoint: fp16 weights, class names, input contract, recipe, val metrics."""
-    from cvexport.checkpoint import save_checkpoint
-
-    meta = {
-        "model": "fcn",
-        "architecture": "FCNResNet18",
-        "class_names": list(SEG_CLASSES),
-        "input_size": INPUT_SIZE,
-        "mean": list(UINT8_FRAMES["mean"]),
-        "std": list(UINT8_FRAMES["std"]),
-        "train_phases": [dataclasses.asdict(phase) for phase in config],
-        "metrics": {k: v for k, v in record.items() if k.startswith("val_")},
-    }
-    save_checkpoint(path, half_precision_state(model), meta)
+    save_fp16_checkpoint(model, path, {"model": "fcn", "architecture": "FCNResNet18", "class_names": list(SEG_CLASSES)},
+                         INPUT_SIZE, record, config)
