@@ -10,6 +10,7 @@ import pytest
 from onnx import TensorProto as TP
 from onnx import helper, numpy_helper
 
+from cvexport.cpu import isa_class
 from cvexport.errors import CvexportError
 from cvexport.export.quantize import (
     CalibrationWarning,
@@ -191,13 +192,32 @@ def test_exclude_unknown_node_is_an_error(core, calib):
 
 
 # ---------------------------------------------------------------------------------------- CPU forms
-@pytest.mark.parametrize("form", ["qdq-cpu", "qoperator"])
+# Full-range u8 x s8 weights are exact only where the CPU sums products in 32 bits (VNNI);
+# without it ORT's kernels saturate 16-bit pair sums, which is why those CPUs get the 7-bit form.
+needs_vnni = pytest.mark.skipif(isa_class() != "vnni", reason="full-range U8S8 kernels saturate without VNNI; "
+                                "this CPU runs the 7-bit form instead (tested below)")
+
+
+@pytest.mark.parametrize("form", [pytest.param("qdq-cpu", marks=needs_vnni), pytest.param("qoperator", marks=needs_vnni),
+                                  "qdq-cpu-7bit"])
 def test_cpu_forms_run_close_to_float(core, calib, form):
     model = quantize_core(core, calib, form=form)
     ops = {n.op_type for n in model.graph.node}
     assert ("QLinearConv" in ops) == (form == "qoperator")
     x = random_batches(1, batch=16, seed=7)[0]
     assert relative_error(run(core, x), run(model, x)) < 0.08
+
+
+@pytest.mark.parametrize("form, low, high", [("qdq-cpu", -127, 127), ("qdq-cpu-7bit", -64, 64)])
+def test_cpu_form_weight_range(core, calib, form, low, high):
+    """The 7-bit form's weights cannot saturate a 16-bit sum of two u8 x s8 products."""
+    model = quantize_core(core, calib, form=form)
+    weights = [numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == TP.INT8 and t.dims]
+    assert weights
+    lowest, highest = min(int(w.min()) for w in weights), max(int(w.max()) for w in weights)
+    assert low <= lowest and highest <= high
+    assert lowest == low or highest == high  # per-channel ranges use the whole grid
+    assert 2 * 255 * max(-lowest, highest) <= 32767 or form == "qdq-cpu"
 
 
 # ---------------------------------------------------------------------------------------- arguments
@@ -288,6 +308,6 @@ def test_entropy_amax_clips_outliers_but_not_the_bulk():
 def test_default_method_depends_on_the_form(core, calib):
     from cvexport.export.quantize import DEFAULT_METHOD
 
-    assert DEFAULT_METHOD == {"qdq-trt": "entropy", "qdq-cpu": "minmax", "qoperator": "minmax"}
+    assert DEFAULT_METHOD == {"qdq-trt": "entropy", "qdq-cpu": "minmax", "qdq-cpu-7bit": "minmax", "qoperator": "minmax"}
     default = quantize_core(core, calib, form="qdq-cpu")
     assert default.SerializeToString() == quantize_core(core, calib, form="qdq-cpu", method="minmax").SerializeToString()

@@ -20,14 +20,47 @@ class Int8Options:
     method: str | None = None  # None: the quantizer's default for each form
 
 
+@dataclass(frozen=True)
+class CpuGraph:
+    """An INT8 graph for ONNX Runtime's CPU provider on one instruction-set class."""
+
+    key: str  # manifest entry
+    file: str
+    form: str  # cvexport.export.quantize form
+    isa_class: str  # cvexport.cpu.isa_class() it is chosen for
+    description: str
+
+
+# ONNX Runtime's x86 u8 x s8 kernels sum pairs of products in 32 bits with VNNI but in 16 bits
+# with saturation without it (vpmaddubsw), so the full-range form loses accuracy there (SSD:
+# mAP@0.5:0.95 down 1.4 points on an AVX2-only EPYC). 7-bit weights cannot saturate.
+INT8_CPU_GRAPHS = (
+    CpuGraph("onnx_cpu", "model.cpu.onnx", "qdq-cpu", "vnni",
+             "int8 QDQ U8S8 for ONNX Runtime on CPUs with VNNI (not for TensorRT)"),
+    CpuGraph("onnx_cpu_avx2", "model.cpu-avx2.onnx", "qdq-cpu-7bit", "avx2",
+             "int8 QDQ U8S8 with 7-bit weights for ONNX Runtime on CPUs without VNNI (not for TensorRT)"),
+)
+
+
+def cpu_graph_for(manifest: dict, isa_class: str) -> str:
+    """The manifest entry ONNX Runtime's CPU provider runs on a CPU of ``isa_class``: the INT8
+    CPU graph made for it, else the TensorRT-ready ``onnx`` graph. A bundle made before the
+    per-CPU graphs has only the VNNI one; on other CPUs its results are off, so ``onnx`` then."""
+    for graph in INT8_CPU_GRAPHS:
+        if graph.isa_class == isa_class and graph.key in manifest:
+            return graph.key
+    return "onnx"
+
+
 def precision_graphs(core: onnx.ModelProto, spec, precision: str, finish: Callable[[onnx.ModelProto], onnx.ModelProto],
                      int8: Int8Options | None = None, warn: Callable[[str], None] = print) -> dict[str, Any]:
-    """``{"onnx": graph}``, plus ``"onnx_cpu"`` for INT8 (unless the task's ``INT8_CPU_FORM`` says
-    the TensorRT form must serve the CPU too).
+    """``{"onnx": graph}``, plus for INT8 one graph per entry of ``INT8_CPU_GRAPHS`` (unless
+    the task's ``INT8_CPU_FORM`` says the TensorRT form must serve the CPU too) and ``"fp32"``,
+    the float graph, which is not part of the bundle but lets the build measure INT8's gain.
 
-    ``"onnx"`` is always the TensorRT-ready graph. For INT8, ``"onnx_cpu"`` is the same network
-    quantized in the U8S8 form ONNX Runtime's CPU provider fuses (on the SSD: 1.7x faster than
-    fp32 there, where the TensorRT QDQ form ran 1.5x slower).
+    ``"onnx"`` is always the TensorRT-ready graph. The CPU graphs are the same network
+    quantized in the U8S8 form ONNX Runtime's CPU provider fuses (on the SSD with VNNI: 1.7x
+    faster than fp32 there, where the TensorRT QDQ form ran 1.5x slower).
     """
     from cvexport.export.torch_export import to_fp16
 
@@ -49,11 +82,13 @@ def precision_graphs(core: onnx.ModelProto, spec, precision: str, finish: Callab
             warnings.simplefilter("always")
             graphs = {"onnx": finish(quantize_core(core, batches, method=int8.method, exclude=keep_float,
                                                    form="qdq-trt"))}
-            # A task whose accuracy the asymmetric CPU form loses runs the TensorRT form on CPU too.
+            # A task whose accuracy the asymmetric CPU forms lose runs the TensorRT form on CPU too.
             if getattr(task, "INT8_CPU_FORM", "qdq-cpu") == "qdq-cpu":
-                graphs["onnx_cpu"] = finish(quantize_core(core, batches, exclude=keep_float, form="qdq-cpu"))
+                for graph in INT8_CPU_GRAPHS:
+                    graphs[graph.key] = finish(quantize_core(core, batches, exclude=keep_float, form=graph.form))
         for warning in {str(w.message) for w in caught if issubclass(w.category, UserWarning)}:
             warn(f"warning: {warning}")
+        graphs["fp32"] = finish(core)
         return graphs
     return {"onnx": finish(core)}
 

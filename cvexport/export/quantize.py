@@ -38,12 +38,12 @@ import onnx
 from cvexport.errors import CvexportError
 
 METHODS = ("minmax", "entropy", "percentile")
-FORMS = ("qdq-trt", "qdq-cpu", "qoperator")
+FORMS = ("qdq-trt", "qdq-cpu", "qdq-cpu-7bit", "qoperator")
 # Calibration used when none is named. Measured on the SSD (mAP@0.5 equal within 0.003 for
 # every method): for qdq-trt, entropy has the smallest score errors (worst |d score| 0.3 vs
 # 0.5 for minmax); for the CPU forms, which also quantize the head outputs (logits), entropy
 # clips the rare confident logits and costs 0.15 mAP@0.5, so minmax.
-DEFAULT_METHOD = {"qdq-trt": "entropy", "qdq-cpu": "minmax", "qoperator": "minmax"}
+DEFAULT_METHOD = {"qdq-trt": "entropy", "qdq-cpu": "minmax", "qdq-cpu-7bit": "minmax", "qoperator": "minmax"}
 
 # Fewer images than this give activation ranges that depend on the particular images drawn.
 MIN_CALIBRATION_IMAGES = 64
@@ -276,13 +276,16 @@ def _form_settings(form: str, per_channel: bool) -> dict[str, Any]:
             },
             "symmetric_ranges": True,  # calibrate symmetric ranges (percentile of |x|)
         }
-    if form in ("qdq-cpu", "qoperator"):
+    if form in ("qdq-cpu", "qdq-cpu-7bit", "qoperator"):
         return {
-            "quant_format": QuantFormat.QDQ if form == "qdq-cpu" else QuantFormat.QOperator,
+            "quant_format": QuantFormat.QOperator if form == "qoperator" else QuantFormat.QDQ,
             "activation_type": QuantType.QUInt8,
             "weight_type": QuantType.QInt8,
             "op_types_to_quantize": list(CPU_OPS),
             "per_channel": per_channel,
+            # 7-bit weights (-64..64): without VNNI, x86 kernels sum pairs of u8 x s8 products in
+            # 16 bits with saturation; 2 * 255 * 64 still fits, 2 * 255 * 127 does not.
+            "reduce_range": form == "qdq-cpu-7bit",
             "extra_options": {
                 "ActivationSymmetric": False,
                 "WeightSymmetric": True,

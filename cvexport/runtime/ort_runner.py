@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from cvexport.bundle import Bundle
+from cvexport.cpu import isa_class
 from cvexport.errors import CvexportError
+from cvexport.export.precision import cpu_graph_for
 from cvexport.runtime.base import Runner
 
 PROVIDERS = {
@@ -47,9 +49,24 @@ def create_session(model_bytes: bytes, providers: list, threads: int | None = No
             "or use --backend ort"
         )
     try:
-        return ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
+        session = ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
     except Exception as exc:  # ORT raises its own exception types for invalid graphs
         raise CvexportError(f"ONNX Runtime could not load the model: {str(exc).splitlines()[0]}") from None
+    check_provider(session, providers)
+    return session
+
+
+def check_provider(session, providers: list) -> None:
+    """The session must run on the first provider asked for: ONNX Runtime only logs a warning
+    when, say, the TensorRT provider fails to start (missing libnvinfer, CUDA mismatch) and
+    silently runs everything on the next one."""
+    wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
+    got = session.get_providers()
+    if wanted not in got:
+        raise CvexportError(
+            f"ONNX Runtime could not start {wanted} (the session fell back to {', '.join(got) or 'nothing'}); "
+            "check that its CUDA / TensorRT libraries are installed and on the library path, or use --backend ort"
+        )
 
 
 def provider_settings(bundle: Bundle, providers: list[str]) -> list:
@@ -81,8 +98,10 @@ class OrtRunner(Runner):
         super().__init__(bundle)
         providers = providers or PROVIDERS["ort"]
         if graph is None:
-            # On the CPU provider an INT8 bundle's CPU form is the fast one; GPUs take the TensorRT-ready graph.
-            graph = "onnx_cpu" if "onnx_cpu" in bundle.manifest and providers == PROVIDERS["ort"] else "onnx"
+            # On the CPU provider an INT8 bundle's CPU graph for this CPU's instruction set is
+            # the fast and accurate one (chosen when the session is made, so a bundle moves
+            # between machines); GPUs take the TensorRT-ready graph.
+            graph = cpu_graph_for(bundle.manifest, isa_class()) if providers == PROVIDERS["ort"] else "onnx"
         self.graph = graph
         path = bundle.verify_file(graph)
         self.session = create_session(path.read_bytes(), provider_settings(bundle, providers), threads)
