@@ -5,8 +5,15 @@ varied sizes to the network input (letterbox + ``to_network_input``), ``runner.i
 then map the detections back to each image (``task.to_predictions``). The three stages are
 timed separately and together; runners that expose ``last_timings`` (TensorRT) add their
 host-to-device, compute and device-to-host split from CUDA events. Warm-up runs are not
-recorded. The result is one JSON-able dict that also records the machine, the thread
-count and the library versions, since a latency without them cannot be compared later.
+recorded. The result is one JSON-able dict that also records the machine (``cpu``: the
+CPU model, its SIMD / int8 dot-product flags and the instruction-set class, from
+:func:`cvexport.cpu.cpu_info`), the thread count and the library versions, since a latency
+without them cannot be compared later.
+
+INT8 bundles on ``ort`` are also timed against fp32: whether INT8 pays depends on the CPU (on
+AVX2-only cores without VNNI it may not), so the bundle's network is exported again as fp32 from
+its own ``weights.safetensors``, timed with the same ONNX Runtime settings and iterations, and the
+record says plainly whether INT8 was faster (``int8_vs_fp32``).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from cvexport.bundle import Bundle, library_versions, load_bundle
+from cvexport.cpu import cpu_info, describe_cpu
 from cvexport.errors import CvexportError
 from cvexport.runtime import BACKENDS, create_runner
 from cvexport.runtime.base import Runner
@@ -35,6 +43,9 @@ DEVICE_STAGES = {"h2d_ms": "h2d", "compute_ms": "compute", "d2h_ms": "d2h"}
 IMAGE_SIZES = ((640, 480), (1280, 720), (480, 640), (1920, 1080), (320, 240), (800, 600), (720, 1280), (256, 256))
 # ONNX Runtime silently falls back to the CPU provider when a GPU provider cannot start.
 _GPU_PROVIDERS = {"ort-cuda": "CUDAExecutionProvider", "ort-trt": "TensorrtExecutionProvider"}
+# INT8 counts as faster than fp32 only from this speed-up on: below it, the difference is within
+# what these shared machines vary from run to run.
+FASTER_MARGIN = 1.05
 
 
 def stderr_warning(line: str) -> None:
@@ -206,12 +217,16 @@ def _effective_threads(backend: str, threads: int | None) -> int | None:
 
 def run_benchmark(bundle: Bundle | str, backends: Sequence[str] = ("ort",), batch: int = 1, warmup: int = 10,
                   iters: int = 100, threads: int | None = None,
-                  warn: Callable[[str], None] = stderr_warning) -> dict[str, Any]:
+                  warn: Callable[[str], None] = stderr_warning, compare_int8: bool = True) -> dict[str, Any]:
     """Benchmark ``bundle`` on each backend; returns the JSON-able record (see the module docstring).
 
     ``results[backend]`` holds ``latency_ms[stage]`` statistics (stages: end_to_end,
     preprocess, inference, postprocess, and h2d / compute / d2h where the runner reports
-    them), the raw ``samples_ms`` and ``throughput_ips`` (images per second, end to end).
+    them), the raw ``samples_ms``, ``throughput_ips`` (images per second, end to end) and, for
+    ONNX Runtime, ``graph`` (the bundle graph the runner chose on this machine). ``cpu`` is
+    :func:`cvexport.cpu.cpu_info`. For an INT8 bundle measured on ``ort`` (and ``compare_int8``),
+    ``int8_vs_fp32`` compares its inference with an fp32 graph of the same weights (see
+    :func:`int8_vs_fp32`), or holds ``error`` when that graph could not be made.
     """
     import torch
 
@@ -238,6 +253,7 @@ def run_benchmark(bundle: Bundle | str, backends: Sequence[str] = ("ort",), batc
         "bundle": bundle_info(bundle),
         "settings": {"backends": names, "batch": batch, "warmup": warmup, "iters": iters, "threads": threads},
         "machine": machine,
+        "cpu": cpu_info(),
         "versions": library_versions(),
         "images": {"count": len(images), "sizes": [list(image.shape[1::-1]) for image in images]},
         "results": {},
@@ -256,6 +272,7 @@ def run_benchmark(bundle: Bundle | str, backends: Sequence[str] = ("ort",), batc
             # Said once, and only once something will be measured, so input errors stay one line.
             warn(f"the machine is busy (load average {load[0]} on {machine['cores_available']} cores); "
                  "timings will be noisy")
+        graph = getattr(runner, "graph", None)  # ONNX Runtime: which of the bundle's graphs runs on this CPU
         try:
             samples = _measure(runner, task, bundle, images, batch, warmup, iters)
             used_threads = _effective_threads(backend, threads)
@@ -267,6 +284,7 @@ def run_benchmark(bundle: Bundle | str, backends: Sequence[str] = ("ort",), batc
         record["results"][backend] = {
             "backend": backend,
             "threads": used_threads,
+            **({"graph": graph} if isinstance(graph, str) else {}),
             "setup_seconds": round(setup, 3),
             "throughput_ips": round(batch * iters / total_seconds, 3),
             "inference_throughput_ips": round(batch * iters / (sum(samples["inference"]) / 1e3), 3),
@@ -275,7 +293,97 @@ def run_benchmark(bundle: Bundle | str, backends: Sequence[str] = ("ort",), batc
         }
     if not record["results"]:
         raise CvexportError(f"none of the backends {', '.join(names)} can run here (see the warnings above)")
+    if compare_int8 and bundle.precision == "int8" and "ort" in record["results"]:
+        record["int8_vs_fp32"] = _compare_with_fp32(bundle, task, images, batch, warmup, iters, threads, record, warn)
     return record
+
+
+# ------------------------------------------------------------------------------ INT8 vs fp32
+def int8_vs_fp32(fp32_ms: float, int8_ms: float, cpu: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The comparison record from two inference times (p50, ms) measured alike on one CPU:
+    ``speedup`` = fp32 / int8, ``faster`` when that is at least ``FASTER_MARGIN``, and the CPU."""
+    if fp32_ms <= 0 or int8_ms <= 0:
+        raise ValueError(f"inference times must be positive, got fp32 {fp32_ms} ms and int8 {int8_ms} ms")
+    speedup = round(fp32_ms / int8_ms, 2)
+    return {"fp32_inference_ms_p50": round(float(fp32_ms), 4), "int8_inference_ms_p50": round(float(int8_ms), 4),
+            "speedup": speedup, "faster": speedup >= FASTER_MARGIN, "cpu": cpu if cpu is not None else cpu_info()}
+
+
+def int8_statement(comparison: dict[str, Any]) -> str:
+    """One plain line from :func:`int8_vs_fp32`'s record, e.g. ``INT8 on this CPU (AMD EPYC, ...):
+    inference 17.00 ms vs fp32 16.50 ms: not faster (0.97x)``."""
+    speedup = comparison["speedup"]
+    if comparison["faster"]:
+        verdict = f"{speedup:.2f}x faster"
+    elif speedup >= 1.0:
+        verdict = (f"not clearly faster ({speedup:.2f}x, within the {FASTER_MARGIN - 1:.0%} that runs vary on "
+                   "this machine)")
+    else:
+        verdict = f"not faster ({speedup:.2f}x)"
+    return (f"INT8 on this CPU ({describe_cpu(comparison['cpu'])}): inference "
+            f"{_ms(comparison['int8_inference_ms_p50'])} ms vs fp32 {_ms(comparison['fp32_inference_ms_p50'])} ms: "
+            f"{verdict}")
+
+
+def fp32_graph(bundle: Bundle, warn: Callable[[str], None] = stderr_warning):
+    """The fp32 ONNX graph of an INT8 bundle's network (onnx.ModelProto), exported again from the
+    bundle's own weights through the build's export path, with the same input contract, batch
+    range and task sections (detection: the same NMS and thresholds)."""
+    from cvexport.build import BuildOptions
+    from cvexport.registry import get_spec
+    from cvexport.tasks import get_task
+
+    spec = get_spec(bundle.manifest["model"])
+    post = bundle.manifest.get("postprocess", {}) if spec.task == "detection" else {}
+    options = BuildOptions(
+        model=spec.name, precision="fp32", max_batch=bundle.max_batch,
+        input_format="uint8" if bundle.input["dtype"] == "uint8" else "float",
+        **{key: post.get(key) for key in ("nms", "score_threshold", "iou_threshold", "max_detections")
+           if post.get(key) is not None},
+    )
+    model = spec.load_model(bundle.verify_file("weights"))
+    return get_task(spec.task).export_graphs(model, spec, options, int8=None, warn=warn)["onnx"]
+
+
+class _GraphRunner(Runner):
+    """ONNX Runtime on the CPU provider over a graph held in memory, with the bundle's contract."""
+
+    name = "ort"
+
+    def __init__(self, bundle: Bundle, model_bytes: bytes, threads: int | None):
+        from cvexport.runtime.ort_runner import create_session
+
+        super().__init__(bundle)
+        self.session = create_session(model_bytes, ["CPUExecutionProvider"], threads)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _infer(self, array: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: array})))
+
+    def close(self) -> None:
+        self.session = None
+
+
+def _compare_with_fp32(bundle: Bundle, task, images: list[np.ndarray], batch: int, warmup: int, iters: int,
+                       threads: int | None, record: dict[str, Any], warn: Callable[[str], None]) -> dict[str, Any]:
+    """Time an fp32 graph of the bundle's weights as the ``ort`` result was timed; the comparison."""
+    cpu = record["cpu"]
+    try:
+        runner = _GraphRunner(bundle, fp32_graph(bundle, warn).SerializeToString(), threads)
+    except Exception as exc:  # noqa: BLE001 - the INT8 numbers stand without it; say why it is missing
+        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        warn(f"could not time fp32 beside INT8 (is INT8 faster on this CPU? not measured): {reason}")
+        return {"error": reason, "cpu": cpu}
+    try:
+        samples = _measure(runner, task, bundle, images, batch, warmup, iters)
+    finally:
+        runner.close()
+    ort = record["results"]["ort"]
+    comparison = int8_vs_fp32(latency_stats(samples["inference"])["p50"], ort["latency_ms"]["inference"]["p50"], cpu)
+    comparison["int8_graph"] = ort.get("graph")
+    comparison["fp32_graph"] = f"exported from {bundle.manifest['weights']['file']} at fp32 for this comparison"
+    comparison["statement"] = int8_statement(comparison)
+    return comparison
 
 
 # ------------------------------------------------------------------------------ reporting
@@ -289,20 +397,29 @@ def _ms(value: float) -> str:
 
 def results_table(record: dict[str, Any]):
     """A rich Table, narrow enough for 80 columns: per backend, an end-to-end row with the
-    throughput, then one row per stage; latency per batch in ms."""
+    throughput, then one row per stage; latency per batch in ms. The caption names the CPU
+    (:func:`cvexport.cpu.describe_cpu`) and, for INT8, says whether it was faster than fp32."""
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     info, machine, settings = record["bundle"], record["machine"], record["settings"]
     load = machine["load_average"][0] if machine["load_average"] else "?"
     skipped = f"; skipped (cannot run here): {', '.join(record['skipped'])}" if record["skipped"] else ""
+    cpu = describe_cpu(record["cpu"]) if "cpu" in record else machine["cpu"]
+    caption = Text(f"measured on CPU {cpu}; {machine['cores_available']} of {machine['cores']} cores available, "
+                   f"threads {machine['threads'] or 'backend default'}, GPU {machine['gpu'] or 'none'}, "
+                   f"load average {load}{skipped}", style="dim")
+    comparison = record.get("int8_vs_fp32")
+    if comparison:
+        line = comparison.get("statement") or (
+            f"INT8 vs fp32 on this CPU: not measured ({comparison.get('error', 'unknown reason')})")
+        caption.append("\n" + line, style="bold")
     table = Table(
         box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0),
         title=f"{info['model']} {info['precision']} (NMS {info['nms']}), batch {settings['batch']}, "
               f"{settings['iters']} iterations after {settings['warmup']} warm-up; ms per batch",
-        caption=(f"CPU {machine['cpu']} ({machine['cores_available']} of {machine['cores']} cores), threads "
-                 f"{machine['threads'] or 'backend default'}, GPU {machine['gpu'] or 'none'}, "
-                 f"load average {load}{skipped}"),
+        caption=caption, caption_justify="left",
     )
     table.add_column("stage", no_wrap=True, min_width=10)
     for name in ("min", "mean", "p50", "p90", "p95", "p99", "max"):
@@ -351,7 +468,8 @@ def write_plot(record: dict[str, Any], path: str | Path) -> None:
         left += means
     split.set_xlabel("mean time per batch (ms)")
     split.legend(loc="best", fontsize="small")
+    cpu = describe_cpu(record["cpu"]) if "cpu" in record else record["machine"]["cpu"]
     figure.suptitle(f"{info['model']} {info['precision']} (NMS {info['nms']}), batch {settings['batch']}, "
-                    f"{record['machine']['cpu']}", fontsize="medium")
+                    f"{cpu}", fontsize="medium")
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=110)
