@@ -1,23 +1,28 @@
 """TensorRT on a real GPU: engine build, TrtRunner parity with ONNX Runtime (CPU) and PyTorch.
 
-Skipped cleanly where TensorRT or a CUDA GPU is missing: ``tensorrt`` is imported only inside
-the fixtures (``pytest.importorskip``), never at collection time.
+The matrix is per task (tests/gpu_matrix.py): every registered model with the build variants
+its task module declares in ``GPU_BUILD_VARIANTS`` (detection: both NMS flavors; every task:
+fp32/fp16/int8, and uint8 input at fp32), compared with the task's own ``compare`` at the
+task's own ``TOLERANCES[precision]``. tests/test_gpu_matrix.py checks that matrix on CPU.
+
+Skipped cleanly where TensorRT or a CUDA GPU is missing (the ``gpu``/``trt`` markers, see
+conftest.py): ``tensorrt`` is imported only inside the fixtures and tests
+(``pytest.importorskip``), never at collection time.
 """
 
 from __future__ import annotations
-
-import threading
 
 import numpy as np
 import pytest
 
 from cvexport.build import PARITY_BATCHES
-from cvexport.compare import TOLERANCES
-from cvexport.detection import compare
 from cvexport.preprocess import to_network_input
-from cvexport.registry import list_models
+from gpu_matrix import find_case, gpu_matrix, run_in_threads
 
 pytestmark = [pytest.mark.trt, pytest.mark.gpu]
+
+MATRIX = gpu_matrix()
+THREADS = 3
 
 
 @pytest.fixture(scope="module")
@@ -42,46 +47,48 @@ def _feeds(bundle, frames, batch):
         yield {bundle.input["name"]: to_network_input(frames[start:start + batch], bundle.input)}
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
-@pytest.mark.parametrize("nms", ["onnx", "efficient"])
-@pytest.mark.parametrize("model", list_models())
-def test_trt_matches_ort_and_torch(gpu, build_bundle, tmp_path, model, nms, precision):
+@pytest.mark.parametrize("case", MATRIX, ids=[case.id for case in MATRIX])
+def test_trt_matches_ort_and_torch(gpu, build_bundle, tmp_path, case):
     from cvexport.runtime import create_runner
+    from cvexport.runtime.ort_runner import OrtRunner
     from cvexport.runtime.trt_runner import TrtRunner
 
-    bundle = build_bundle(model=model, precision=precision, nms=nms)
-    lines: list[str] = []
-    trt_runner = TrtRunner(bundle, cache_dir=tmp_path / "engines", log=lines.append)
+    bundle = build_bundle(**case.kwargs)
+    task, precision, tolerance = case.task_module, case.precision, case.tolerance
+    assert (bundle.task, bundle.precision) == (case.task, precision)
+    trt_runner = TrtRunner(bundle, cache_dir=tmp_path / "engines", log=lambda line: None)
     assert trt_runner.engine_path.is_file() and trt_runner.engine_metadata.precision == precision
     torch_runner = create_runner(bundle, "torch")
-    ort_runner = create_runner(bundle, "ort")
+    # The very graph TensorRT built its engine from (for INT8 the QDQ graph, not the CPU form).
+    ort_runner = OrtRunner(bundle, graph="onnx")
     frames = _frames(bundle)
-    tolerance = TOLERANCES[precision]
     with trt_runner:
         for batch in PARITY_BATCHES:
             if batch > bundle.max_batch:
                 continue
-            vs_torch = vs_ort = None
-            for feed in _feeds(bundle, frames, batch):
+            feeds = list(_feeds(bundle, frames, batch))
+            assert feeds, f"{len(frames)} parity frames give no batch of {batch}"
+            vs_torch, vs_ort = task.new_parity(), task.new_parity()
+            for feed in feeds:
                 got = trt_runner.infer(feed)
                 assert set(got) == {o["name"] for o in bundle.manifest["outputs"]}
                 for spec in bundle.manifest["outputs"]:
                     assert got[spec["name"]].dtype == np.dtype(spec["dtype"]), spec["name"]
                     assert got[spec["name"]].shape[0] == batch
-                vs_torch = compare(torch_runner.infer(feed), got, precision, vs_torch)
-                vs_ort = compare(ort_runner.infer(feed), got, precision, vs_ort)
+                task.compare(torch_runner.infer(feed), got, precision, vs_torch)
+                task.compare(ort_runner.infer(feed), got, precision, vs_ort)
                 timings = trt_runner.last_timings
                 assert set(timings) == {"h2d_ms", "compute_ms", "d2h_ms", "total_ms"}
                 assert all(v >= 0 for v in timings.values())
-            assert vs_torch.passed(tolerance), f"batch {batch} vs torch: {vs_torch.to_dict()}"
-            assert vs_ort.passed(tolerance), f"batch {batch} vs ort: {vs_ort.to_dict()}"
+            assert vs_torch.passed(tolerance), f"batch {batch} vs torch: {vs_torch.summary()}"
+            assert vs_ort.passed(tolerance), f"batch {batch} vs ort: {vs_ort.summary()}"
 
 
 def test_engine_is_reused_and_cuda_graph_matches(gpu, build_bundle, tmp_path):
     from cvexport.runtime.trt_runner import TrtRunner
     from cvexport.trt.builder import ensure_engine
 
-    bundle = build_bundle(model="ssd", precision="fp16", nms="efficient")
+    bundle = build_bundle(**find_case("ssd", nms="efficient", precision="fp16", input_format="float").kwargs)
     lines: list[str] = []
     first = ensure_engine(bundle, log=lines.append, cache_dir=tmp_path)
     lines.clear()
@@ -98,25 +105,27 @@ def test_engine_is_reused_and_cuda_graph_matches(gpu, build_bundle, tmp_path):
                 np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def test_threads_get_their_own_contexts(gpu, build_bundle, tmp_path):
+# One fp32 float-input case per model: threading is the runner's, but each task has its own outputs.
+THREAD_CASES = [next(c for c in MATRIX if c.model == model and c.precision == "fp32"
+                     and dict(c.options).get("input_format", "float") == "float")
+                for model in dict.fromkeys(c.model for c in MATRIX)]
+
+
+@pytest.mark.parametrize("case", THREAD_CASES, ids=[case.model for case in THREAD_CASES])
+def test_threads_get_their_own_contexts(gpu, build_bundle, tmp_path, case):
     from cvexport.runtime.trt_runner import TrtRunner
 
-    bundle = build_bundle(model="ssd", precision="fp32", nms="onnx")
-    frames = _frames(bundle)
-    feeds = list(_feeds(bundle, frames, 1))
+    bundle = build_bundle(**case.kwargs)
+    feeds = list(_feeds(bundle, _frames(bundle), 1))
     with TrtRunner(bundle, cache_dir=tmp_path, log=lambda line: None) as runner:
         expected = [runner.infer(feed) for feed in feeds]
-        results: dict[int, list] = {}
-
-        def work(index):
-            results[index] = [runner.infer(feed) for feed in feeds]
-
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        for outputs in results.values():
-            for got, want in zip(outputs, expected):
-                for name in want:
-                    np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
+        # A worker's exception (or a hung worker) fails the test via WorkerThreadError.
+        results = run_in_threads(lambda index: [runner.infer(feed) for feed in feeds], THREADS)
+        assert len(runner._states) == 1 + THREADS, "each thread must get its own execution context"
+    assert len(results) == THREADS
+    for outputs in results:
+        assert len(outputs) == len(expected)
+        for got, want in zip(outputs, expected):
+            assert set(got) == set(want)
+            for name in want:
+                np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)

@@ -1,21 +1,17 @@
 """The TensorRT layer without TensorRT: version dispatch, engine cache, metadata, clean errors,
-and the builder's plumbing driven by a small fake ``tensorrt`` module that records calls."""
+and the builder's plumbing driven by the fake ``tensorrt`` module of ``test_trt_fake`` (held to
+NVIDIA's real Python names per version) that records calls."""
 
 from __future__ import annotations
 
-import enum
 import json
 import sys
-import types
 from dataclasses import replace
 from pathlib import Path
 
-import onnx
 import pytest
-from onnx import TensorProto, helper
+from test_trt_fake import FakeTensorRT, fake_installer, make_bundle
 
-from cvexport.bundle import BUNDLE_FORMAT, MANIFEST, load_bundle
-from cvexport.checkpoint import sha256_file
 from cvexport.errors import CvexportError
 from cvexport.trt import builder as trt_builder
 from cvexport.trt import cache
@@ -40,6 +36,12 @@ from cvexport.trt.settings import (
 )
 
 INSTALL = "pip install 'cvexport[trt]'"
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    """``fake_trt(version, **kwargs)``: install the fake ``tensorrt`` of test_trt_fake."""
+    return fake_installer(monkeypatch)
 
 
 def _options(precision="fp32", **overrides):
@@ -178,32 +180,7 @@ def test_parse_version_and_detect_jetson(tmp_path):
 # --- tiny bundles ----------------------------------------------------------------------
 
 
-def _make_bundle(root: Path, precision="fp16", with_plugin=False, layout="NCHW", max_batch=4):
-    root.mkdir(parents=True, exist_ok=True)
-    shape = ["batch", 3, 8, 8] if layout == "NCHW" else ["batch", 8, 8, 3]
-    nodes = [helper.make_node("Relu", ["input"], ["y"])]
-    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)]
-    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)]
-    if with_plugin:
-        from cvexport.trt_plugins import EFFICIENT_NMS
-
-        nms_out = ["num_detections", "detection_boxes", "detection_scores", "detection_classes"]
-        nodes.append(EFFICIENT_NMS.make_node(["boxes", "scores"], nms_out, name="nms", score_threshold=0.25,
-                                             iou_threshold=0.5, max_output_boxes=10, background_class=-1,
-                                             score_activation=0, box_coding=0))
-        inputs += [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["batch", 10, 4]),
-                   helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 10, 2])]
-    model = helper.make_model(helper.make_graph(nodes, "tiny", inputs, outputs))
-    onnx.save(model, str(root / "model.onnx"))
-    manifest = {
-        "format": BUNDLE_FORMAT, "model": "tiny", "task": "detection", "precision": precision,
-        "onnx": {"file": "model.onnx", "sha256": sha256_file(root / "model.onnx"), "opset": 17},
-        "input": {"name": "input", "layout": layout, "dtype": "float32", "height": 8, "width": 8,
-                  "max_batch": max_batch},
-        "outputs": [{"name": "y", "dtype": "float32", "shape": shape}],
-    }
-    (root / MANIFEST).write_text(json.dumps(manifest))
-    return load_bundle(root)
+_make_bundle = make_bundle
 
 
 def test_options_from_bundle(tmp_path):
@@ -358,144 +335,25 @@ def test_clean_errors_without_tensorrt(tmp_path, monkeypatch):
 # --- the builder's plumbing, against a fake tensorrt -----------------------------------
 
 
-class FakeTensorRT(types.ModuleType):
-    """Just enough of the tensorrt namespace for build_engine; records what was called.
-
-    Enum members exist per version as in the real bindings: FP16/INT8 builder flags and
-    EXPLICIT_BATCH only before 11.0. It checks our calls, not TensorRT's behaviour.
-    """
-
-    def __init__(self, version, creators=("EfficientNMS_TRT",), parse_errors=()):
-        super().__init__("tensorrt")
-        self.__version__ = version
-        self.calls = []
-        major = int(version.split(".")[0])
-        flags = ["GPU_FALLBACK", "TF32", "VERSION_COMPATIBLE"] + (["FP16", "INT8"] if major < 11 else [])
-        self.BuilderFlag = enum.IntEnum("BuilderFlag", flags, start=0)
-        net = (["EXPLICIT_BATCH"] if major < 11 else []) + ["STRONGLY_TYPED"]
-        self.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", net, start=0)
-        self.MemoryPoolType = enum.IntEnum("MemoryPoolType", ["WORKSPACE"], start=0)
-        self.HardwareCompatibilityLevel = enum.IntEnum("HardwareCompatibilityLevel", ["NONE", "AMPERE_PLUS"], start=0)
-        self.DeviceType = enum.IntEnum("DeviceType", ["GPU", "DLA"], start=0)
-        record, fake = self.calls.append, self
-
-        class Logger:
-            WARNING = 2
-
-            def __init__(self, severity):
-                pass
-
-        class Registry:
-            def get_creator(self, name, version, namespace):
-                record(("get_creator", name, version))
-                return object() if name in creators else None
-
-        class Profile:
-            def set_shape(self, name, lo, opt, hi):
-                record(("set_shape", name, tuple(lo), tuple(opt), tuple(hi)))
-
-        class TimingCache:
-            def serialize(self):
-                return b"timing"
-
-        class Config:
-            builder_optimization_level = 3  # a property on the real IBuilderConfig
-
-            def set_flag(self, flag):
-                record(("set_flag", flag.name))
-
-            def clear_flag(self, flag):
-                record(("clear_flag", flag.name))
-
-            def set_memory_pool_limit(self, pool, size):
-                record(("set_memory_pool_limit", pool.name, size))
-
-            def __setattr__(self, name, value):
-                record(("config." + name, value))
-
-            def add_optimization_profile(self, profile):
-                record(("add_optimization_profile",))
-
-            def create_timing_cache(self, blob):
-                record(("create_timing_cache", bytes(blob)))
-                return TimingCache()
-
-            def set_timing_cache(self, cache, ignore_mismatch):
-                return True
-
-        class Network:
-            num_inputs = 1
-
-            def get_input(self, index):
-                return types.SimpleNamespace(name="input")
-
-        class Builder:
-            num_DLA_cores = 0
-
-            def __init__(self, logger):
-                pass
-
-            def create_network(self, flags):
-                record(("create_network", flags))
-                return Network()
-
-            def create_builder_config(self):
-                return Config()
-
-            def create_optimization_profile(self):
-                return Profile()
-
-            def build_serialized_network(self, network, config):
-                record(("build_serialized_network",))
-                return b"serialized engine"
-
-        class OnnxParser:
-            def __init__(self, network, logger):
-                self.num_errors = len(parse_errors)
-
-            def parse_from_file(self, path):
-                record(("parse_from_file", Path(path).name))
-                return not parse_errors
-
-            def get_error(self, index):
-                return parse_errors[index]
-
-        self.Logger, self.Builder, self.OnnxParser = Logger, Builder, OnnxParser
-        self.init_libnvinfer_plugins = lambda logger, namespace: record(("init_libnvinfer_plugins", namespace))
-        self.get_plugin_registry = lambda: Registry()
-        assert fake is self
-
-    def names(self, kind):
-        return [call[1] for call in self.calls if call[0] == kind]
-
-
-@pytest.fixture
-def fake_trt(monkeypatch):
-    monkeypatch.setattr(trt_builder, "gpu_identity", lambda device=None: ("Fake GPU", "8.6"))
-    monkeypatch.setattr(trt_builder, "detect_jetson", lambda: False)
-
-    def install(version, **kwargs):
-        fake = FakeTensorRT(version, **kwargs)
-        monkeypatch.setitem(sys.modules, "tensorrt", fake)
-        return fake
-
-    return install
-
-
 def test_fake_trt10_fp16_sets_fp16_and_writes_engine(tmp_path, fake_trt):
     fake = fake_trt("10.8.0")
     bundle = _make_bundle(tmp_path / "b", "fp16")
     lines = []
     path = trt_builder.build_engine(bundle, log=lines.append)
-    assert fake.names("set_flag") == ["FP16"]
-    assert ("create_network", 0) in fake.calls
-    assert ("set_shape", "input", (1, 3, 8, 8), (4, 3, 8, 8), (4, 3, 8, 8)) in fake.calls
-    assert ("config.builder_optimization_level", 3) in fake.calls
-    assert path.parent == bundle.path / "engines" and path.read_bytes() == b"serialized engine"
+    assert fake._names("set_flag") == ["FP16"]
+    assert ("create_network", 0) in fake._calls
+    assert ("set_shape", "input", (1, 3, 8, 8), (4, 3, 8, 8), (4, 3, 8, 8)) in fake._calls
+    assert ("config.builder_optimization_level", 3) in fake._calls
+    assert path.parent == bundle.path / "engines"
+    plan = json.loads(path.read_bytes())  # the fake's serialized "plan"
+    assert (plan["fake_engine"], plan["flags"], plan["inputs"]) == ("10.8.0", ["FP16"], [["input", [1, 3, 8, 8],
+                                                                                          [4, 3, 8, 8]]])
     meta = read_metadata(path)
     assert (meta.trt_version, meta.gpu_name, meta.precision, meta.model) == ("10.8.0", "Fake GPU", "fp16", "tiny")
-    assert (bundle.path / "engines" / "timing-10.8.0-fake-gpu.cache").read_bytes() == b"timing"
+    timing = json.loads((bundle.path / "engines" / "timing-10.8.0-fake-gpu.cache").read_bytes())
+    assert timing == {"timing_cache": {"trt": "10.8.0", "gpu": "Fake GPU"}}
     assert any("building TensorRT engine" in line for line in lines)
+    assert not any("timing cache" in line for line in lines)  # none yet: a new one, nothing to say
 
 
 def test_fake_trt11_fp16_builds_strongly_typed_without_fp16_flag(tmp_path, fake_trt):
@@ -503,8 +361,8 @@ def test_fake_trt11_fp16_builds_strongly_typed_without_fp16_flag(tmp_path, fake_
     bundle = _make_bundle(tmp_path / "b", "fp16")
     lines = []
     trt_builder.build_engine(bundle, log=lines.append)
-    assert "FP16" not in fake.names("set_flag")
-    assert ("create_network", 0) in fake.calls  # no EXPLICIT_BATCH; strong typing is implicit
+    assert "FP16" not in fake._names("set_flag")
+    assert ("create_network", 0) in fake._calls  # no EXPLICIT_BATCH; strong typing is implicit
     assert any("precision comes from the graph" in line for line in lines)
     assert read_metadata(next((bundle.path / "engines").glob("*.engine"))).builder_options["strongly_typed"]
 
@@ -513,8 +371,8 @@ def test_fake_fp32_clears_tf32_and_applies_workspace(tmp_path, fake_trt):
     fake = fake_trt("10.3.0")
     bundle = _make_bundle(tmp_path / "b", "fp32")
     trt_builder.build_engine(bundle, EngineOptions.from_bundle(bundle, workspace_mb=256), log=lambda line: None)
-    assert fake.names("clear_flag") == ["TF32"] and fake.names("set_flag") == []
-    assert ("set_memory_pool_limit", "WORKSPACE", 256 << 20) in fake.calls
+    assert fake._names("clear_flag") == ["TF32"] and fake._names("set_flag") == []
+    assert ("set_memory_pool_limit", "WORKSPACE", 256 << 20) in fake._calls
 
 
 def test_fake_reuses_cached_engine_and_explains_rebuilds(tmp_path, fake_trt):
@@ -524,11 +382,11 @@ def test_fake_reuses_cached_engine_and_explains_rebuilds(tmp_path, fake_trt):
     lines = []
     assert trt_builder.ensure_engine(bundle, log=lines.append) == first
     assert any(line.startswith("reusing engine") for line in lines)
-    assert fake.calls.count(("build_serialized_network",)) == 1
+    assert fake._calls.count(("build_serialized_network",)) == 1
     lines.clear()
     options = EngineOptions.from_bundle(bundle, optimization_level=5)
     second = trt_builder.ensure_engine(bundle, options, log=lines.append)
-    assert second != first and fake.calls.count(("build_serialized_network",)) == 2
+    assert second != first and fake._calls.count(("build_serialized_network",)) == 2
     assert any("optimization_level: 3 -> 5" in line for line in lines)
     assert trt_builder.find_engine(bundle, options)[0] == second
 
@@ -554,8 +412,8 @@ def test_fake_missing_plugin_is_named(tmp_path, fake_trt):
         trt_builder.build_engine(bundle, log=lambda line: None)
     fake = fake_trt("10.8.0")
     trt_builder.build_engine(bundle, log=lambda line: None)
-    assert ("get_creator", "EfficientNMS_TRT", "1") in fake.calls
-    assert fake.calls.index(("init_libnvinfer_plugins", "")) < fake.calls.index(("create_network", 0))
+    assert ("get_creator", "EfficientNMS_TRT", "1") in fake._calls
+    assert fake._calls.index(("init_libnvinfer_plugins", "")) < fake._calls.index(("create_network", 0))
 
 
 def test_fake_parse_errors_are_listed(tmp_path, fake_trt):
@@ -586,3 +444,133 @@ def test_precision_must_match_the_bundle(tmp_path, fake_trt):
     bundle = _make_bundle(tmp_path / "b", "fp32")
     with pytest.raises(CvexportError, match="precision"):
         trt_builder.build_engine(bundle, replace(EngineOptions.from_bundle(bundle), precision="fp16"))
+
+
+def test_plugin_graph_with_three_inputs_is_refused_before_building(tmp_path, fake_trt):
+    """The network has every graph input; boxes/scores as inputs do not match the one-input contract."""
+    fake = fake_trt("10.8.0")
+    bundle = _make_bundle(tmp_path / "b", "fp16", extra_inputs=True)
+    with pytest.raises(CvexportError, match=r"inputs \['input', 'boxes', 'scores'\] do not match .*\['input'\]"):
+        trt_builder.build_engine(bundle, log=lambda line: None)
+    assert ("build_serialized_network",) not in fake._calls
+
+
+def test_plugin_graph_fed_by_the_input_builds(tmp_path, fake_trt):
+    fake = fake_trt("11.1.0")
+    bundle = _make_bundle(tmp_path / "b", "fp16", with_plugin=True)
+    path = trt_builder.build_engine(bundle, log=lambda line: None)
+    assert json.loads(path.read_bytes())["inputs"] == [["input", [1, 3, 8, 8], [4, 3, 8, 8]]]
+    assert ("get_creator", "EfficientNMS_TRT", "1") in fake._calls
+
+
+def _timing_lines(lines):
+    return [line for line in lines if "timing cache" in line]
+
+
+@pytest.mark.parametrize("case", ["other GPU", "other TensorRT", "not a cache"])
+def test_timing_cache_from_elsewhere_starts_a_new_one(tmp_path, fake_trt, case):
+    bundle = _make_bundle(tmp_path / "b", "fp16")
+    cache_file = tmp_path / "given.cache"
+    if case == "not a cache":
+        cache_file.write_bytes(b"\x00\x01 not a timing cache")
+    else:
+        maker = FakeTensorRT("10.9.0" if case == "other TensorRT" else "10.8.0",
+                             gpu="Other GPU" if case == "other GPU" else "Fake GPU")
+        cache_file.write_bytes(maker.Builder(None).create_builder_config().create_timing_cache(b"").serialize())
+    fake = fake_trt("10.8.0")
+    lines = []
+    trt_builder.build_engine(bundle, EngineOptions.from_bundle(bundle, timing_cache=str(cache_file)), log=lines.append)
+    (line,) = _timing_lines(lines)
+    reason = {"other GPU": "was made for another GPU or TensorRT version",
+              "other TensorRT": "could not be read by this TensorRT", "not a cache": "could not be read"}[case]
+    assert line.startswith(f"timing cache {cache_file} {reason}") and "starting a new empty one" in line
+    assert ("create_timing_cache", b"") in fake._calls  # the fresh one ...
+    assert fake._calls.count(("set_timing_cache", True)) == 1  # ... is what the build used
+    assert json.loads(cache_file.read_bytes()) == {"timing_cache": {"trt": "10.8.0", "gpu": "Fake GPU"}}
+    lines.clear()
+    trt_builder.build_engine(bundle, EngineOptions.from_bundle(bundle, timing_cache=str(cache_file)), log=lines.append,
+                             force=True)
+    assert _timing_lines(lines) == [f"using timing cache {cache_file}"]
+
+
+def test_timing_cache_that_cannot_be_started_builds_without_one(tmp_path, fake_trt, monkeypatch):
+    fake = fake_trt("10.8.0")
+    monkeypatch.setattr(fake.IBuilderConfig, "create_timing_cache", lambda self, blob: None)
+    bundle = _make_bundle(tmp_path / "b", "fp16")
+    lines = []
+    trt_builder.build_engine(bundle, log=lines.append)
+    assert any("building without one" in line for line in lines)
+    assert not list((bundle.path / "engines").glob("timing-*"))
+
+
+def test_progress_monitor_logs_top_level_phases(tmp_path, fake_trt):
+    fake_trt("10.8.0", build_phases=(("Building engine", 2), ("Serializing", 1)))
+    bundle = _make_bundle(tmp_path / "b", "fp16")
+    lines = []
+    trt_builder.build_engine(bundle, log=lines.append)
+    phases = [line.strip() for line in lines if line.startswith("  ")]
+    assert phases[0::2] == ["Building engine (2 steps)", "Serializing (1 steps)"]
+    assert phases[1].startswith("Building engine done in ") and phases[3].startswith("Serializing done in ")
+
+
+@pytest.mark.parametrize("version", ["10.8.0", "11.1.0"])
+def test_version_compatible_plan_serializes_the_parsers_plugin_libraries(tmp_path, fake_trt, version):
+    libraries = ["/opt/tensorrt/lib/libnvinfer_vc_plugin.so"]
+    fake = fake_trt(version, vc_plugin_libraries=libraries)
+    bundle = _make_bundle(tmp_path / "b", "fp16", with_plugin=True)
+    lines = []
+    path = trt_builder.build_engine(bundle, EngineOptions.from_bundle(bundle, version_compatible=True),
+                                    log=lines.append)
+    assert "VERSION_COMPATIBLE" in fake._names("set_flag")
+    assert ("config.plugins_to_serialize", libraries) in fake._calls
+    assert json.loads(path.read_bytes())["plugins_to_serialize"] == libraries
+    assert any("version-compatible plan with plugin nodes" in line for line in lines)
+    plain = trt_builder.build_engine(_make_bundle(tmp_path / "c", "fp16"),
+                                     EngineOptions.from_bundle(bundle, version_compatible=True), log=lambda line: None)
+    assert json.loads(plain.read_bytes())["plugins_to_serialize"] == []  # no plugin nodes, nothing to embed
+
+
+@pytest.mark.parametrize("version", ["10.9.0", "10.16.0", "11.1.0"])
+def test_same_compute_capability_level_is_set_where_it_exists(tmp_path, fake_trt, version):
+    fake = fake_trt(version)
+    bundle = _make_bundle(tmp_path / "b", "fp16")
+    options = EngineOptions.from_bundle(bundle, hardware_compatibility="same_compute_capability")
+    trt_builder.build_engine(bundle, options, log=lambda line: None)
+    assert ("config.hardware_compatibility_level", fake.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY) \
+        in fake._calls
+
+
+def test_dla_settings_reach_the_config(tmp_path, fake_trt, monkeypatch):
+    fake = fake_trt("10.3.0", dla_cores=2)
+    monkeypatch.setattr(trt_builder, "detect_jetson", lambda: True)
+    bundle = _make_bundle(tmp_path / "b", "fp16", max_batch=1)
+    trt_builder.build_engine(bundle, EngineOptions.from_bundle(bundle, dla_core=1), log=lambda line: None)
+    assert ("config.default_device_type", fake.DeviceType.DLA) in fake._calls
+    assert ("config.DLA_core", 1) in fake._calls
+    assert {"FP16", "GPU_FALLBACK"} <= set(fake._names("set_flag"))
+
+
+def test_builder_and_plugins_share_one_logger(tmp_path, fake_trt):
+    fake = fake_trt("10.8.0")
+    trt_builder.build_engine(_make_bundle(tmp_path / "b", "fp16", with_plugin=True), log=lambda line: None)
+    trt_builder.build_engine(_make_bundle(tmp_path / "c", "fp32"), log=lambda line: None)
+    logger = trt_builder.trt_logger(fake)
+    assert isinstance(logger, fake.Logger) and logger.min_severity == fake.Logger.WARNING
+    assert fake._plugin_logger is logger
+    assert fake._names("Builder") == [logger, logger]
+    assert fake._names("init_libnvinfer_plugins") == [""]  # once per process
+    other = FakeTensorRT("10.8.0")
+    assert trt_builder.trt_logger(other) is not logger and trt_builder.trt_logger(fake) is logger
+
+
+def test_trt_extra_stays_on_tensorrt_10():
+    """``pip install 'cvexport[trt]'`` must not pull TensorRT 11: ONNX Runtime's TensorRT
+    execution provider (``--backend ort-trt``) supports 11.x only from onnxruntime 1.27."""
+    tomllib = pytest.importorskip("tomllib")
+    from packaging.requirements import Requirement
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    (requirement,) = [Requirement(r) for r in extras["trt"] if Requirement(r).name == "tensorrt"]
+    assert requirement.specifier.contains("10.3.0") and requirement.specifier.contains("10.16.1")
+    assert not requirement.specifier.contains("10.2.0") and not requirement.specifier.contains("11.0.0")

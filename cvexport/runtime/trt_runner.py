@@ -14,9 +14,16 @@ be a CUDA build (on Jetson, NVIDIA's torch wheels for JetPack).
 
 Per thread: one execution context, one CUDA stream and four timing events. Per thread and
 input shape: device buffers for every I/O tensor and pinned host buffers, allocated on
-first use and reused. With ``cuda_graph=True`` a shape's second call captures
-``execute_async_v3`` into a CUDA graph (TensorRT asks for one plain run before capture)
-and later calls replay it; a capture that fails falls back to plain execution.
+first use and reused. With ``cuda_graph=True`` a shape's second call in a row captures
+``execute_async_v3`` into a CUDA graph (TensorRT asks for one plain run after a shape
+change before capture) and later calls replay it; a capture that fails falls back to plain
+execution. A graph holds the input shape and the execution context's state as they were at
+capture, so it is only replayed while the context has run nothing else: when the thread's
+context switches to another input shape, the graph of the shape it leaves is dropped and
+that shape is captured again (after one plain run) when it comes back.
+
+The TensorRT logger is the process-wide one of ``cvexport.trt.builder.trt_logger`` (the
+plugin library keeps a pointer to it).
 
 ``last_timings`` (per thread) holds the last call's H2D, compute and D2H times in ms,
 measured with CUDA events on the runner's stream.
@@ -35,6 +42,13 @@ import numpy as np
 from cvexport.bundle import Bundle
 from cvexport.errors import CvexportError
 from cvexport.runtime.base import Runner
+
+
+def _import_torch():
+    """torch (a seam for the CPU tests, which hand the runner a fake CUDA namespace)."""
+    import torch
+
+    return torch
 
 
 def _stderr(line: str) -> None:
@@ -56,8 +70,9 @@ class _ShapeBuffers:
     host_in_np: np.ndarray
     outputs: dict[str, _Output]
     runs: int = 0
-    graph: Any = None
+    graph: Any = None  # valid only while this shape is the context's current one
     graph_failed: bool = False
+    captures: int = 0
 
 
 @dataclass
@@ -66,7 +81,8 @@ class _ThreadState:
     stream: Any
     events: list
     buffers: dict[tuple[int, ...], _ShapeBuffers] = field(default_factory=dict)
-    bound: _ShapeBuffers | None = None
+    bound: _ShapeBuffers | None = None  # buffers whose shape and addresses the context holds
+    runs_since_bind: int = 0  # runs of the context since it was last set to ``bound``
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -95,7 +111,7 @@ class TrtRunner(Runner):
         self._log = log or _stderr
         trt = import_tensorrt()
         gpu_name, capability = gpu_identity(device)  # CvexportError when CUDA is unavailable
-        import torch
+        torch = _import_torch()
 
         self._trt = trt
         self._torch = torch
@@ -153,10 +169,11 @@ class TrtRunner(Runner):
         return metadata
 
     def _load(self, path: Path):
+        from cvexport.trt.builder import init_plugins, trt_logger
+
         trt = self._trt
-        logger = trt.Logger(trt.Logger.WARNING)
-        trt.init_libnvinfer_plugins(logger, "")  # EfficientNMS_TRT and the other built-in plugins
-        runtime = trt.Runtime(logger)
+        init_plugins(trt)  # EfficientNMS_TRT and the other built-in plugins, with the shared logger
+        runtime = trt.Runtime(trt_logger(trt))
         if self.engine_metadata.version_compatible and hasattr(runtime, "engine_host_code_allowed"):
             runtime.engine_host_code_allowed = True  # version-compatible plans embed the lean runtime
         with self._torch.cuda.device(self._device):
@@ -216,12 +233,21 @@ class TrtRunner(Runner):
     def _torch_dtype(self, dtype: np.dtype):
         return self._torch.from_numpy(np.empty(0, dtype=dtype)).dtype
 
+    @staticmethod
+    def _leave_bound_shape(state: _ThreadState) -> None:
+        """The context is about to take another shape: the graph captured for the current one
+        would replay against state that is no longer there, so drop it."""
+        if state.bound is not None:
+            state.bound.graph = None
+        state.bound = None
+        state.runs_since_bind = 0
+
     def _allocate(self, state: _ThreadState, shape: tuple[int, ...]) -> _ShapeBuffers:
         torch, context = self._torch, state.context
+        self._leave_bound_shape(state)
         if not context.set_input_shape(self.input_name, shape):
             raise CvexportError(f"TensorRT rejected input shape {list(shape)} for this engine; rebuild the engine "
                                 "for this batch range")
-        state.bound = None
         device = torch.device("cuda", self._device)
         in_dtype = self._torch_dtype(self._input_dtype)
         host_in = torch.empty(shape, dtype=in_dtype, pin_memory=True)
@@ -243,6 +269,7 @@ class TrtRunner(Runner):
     def _bind(self, state: _ThreadState, buffers: _ShapeBuffers) -> None:
         if state.bound is buffers:
             return
+        self._leave_bound_shape(state)
         context = state.context
         if not context.set_input_shape(self.input_name, buffers.shape):
             raise CvexportError(f"TensorRT rejected input shape {list(buffers.shape)}")
@@ -260,7 +287,9 @@ class TrtRunner(Runner):
                 if not state.context.execute_async_v3(state.stream.cuda_stream):
                     raise RuntimeError("execute_async_v3 returned False during capture")
             buffers.graph = graph
-            self._log(f"captured a CUDA graph for input shape {list(buffers.shape)}")
+            buffers.captures += 1
+            if buffers.captures == 1:  # recaptures after a shape switch are routine; say it once
+                self._log(f"captured a CUDA graph for input shape {list(buffers.shape)}")
         except Exception as exc:  # torch / CUDA raise various types; plain execution still works
             buffers.graph_failed = True
             self._log(f"warning: CUDA graph capture failed for shape {list(buffers.shape)} "
@@ -278,7 +307,7 @@ class TrtRunner(Runner):
         with torch.cuda.device(self._device):
             buffers = state.buffers.get(shape) or self._allocate(state, shape)
             self._bind(state, buffers)
-            if self.cuda_graph and buffers.graph is None and not buffers.graph_failed and buffers.runs >= 1:
+            if self.cuda_graph and buffers.graph is None and not buffers.graph_failed and state.runs_since_bind >= 1:
                 self._capture(state, buffers)
             np.copyto(buffers.host_in_np, array)
             stream = state.stream
@@ -297,6 +326,7 @@ class TrtRunner(Runner):
                 copied_out.record(stream)
             copied_out.synchronize()
             buffers.runs += 1
+            state.runs_since_bind += 1
             state.timings = {
                 "h2d_ms": start.elapsed_time(copied_in),
                 "compute_ms": copied_in.elapsed_time(computed),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,40 @@ def import_tensorrt():
     except OSError as exc:  # a missing libnvinfer.so and the like
         raise CvexportError(f"TensorRT is installed but failed to load ({_first_line(exc)}); {INSTALL_HINT}") from None
     return trt
+
+
+# One TensorRT logger for the process. ``init_libnvinfer_plugins`` keeps a raw pointer to the
+# logger it is given (the plugin library logs through it for as long as the process lives), so
+# that logger must never be freed: NVIDIA's samples keep one global logger for the same reason.
+# Builder, Runtime and the plugin library all get this one. A logger made for another
+# ``tensorrt`` module object (only tests swap modules) is kept referenced, never freed.
+_LOGGER_LOCK = threading.Lock()
+_LOGGERS: list[tuple[Any, Any]] = []  # (tensorrt module, its logger); keeps both alive, so ids stay unique
+_PLUGIN_NAMESPACES: set[tuple[int, str]] = set()  # (id of the module, namespace) already initialised
+
+
+def trt_logger(trt=None):
+    """The process's TensorRT logger (``trt.Logger(WARNING)``), created on first use."""
+    trt = trt if trt is not None else import_tensorrt()
+    with _LOGGER_LOCK:
+        for module, logger in reversed(_LOGGERS):
+            if module is trt:
+                return logger
+        logger = trt.Logger(trt.Logger.WARNING)
+        _LOGGERS.append((trt, logger))
+        return logger
+
+
+def init_plugins(trt, namespace: str = "") -> None:
+    """Register TensorRT's built-in plugins (EfficientNMS_TRT, ...) once per process and namespace,
+    with the shared logger."""
+    logger = trt_logger(trt)
+    with _LOGGER_LOCK:
+        key = (id(trt), namespace)
+        if key in _PLUGIN_NAMESPACES:
+            return
+        trt.init_libnvinfer_plugins(logger, namespace)
+        _PLUGIN_NAMESPACES.add(key)
 
 
 def tensorrt_available() -> bool:
@@ -262,8 +297,8 @@ def build_engine(bundle, options: EngineOptions | None = None, log: Log = print,
 
     for warning in plan.warnings:
         log(f"warning: {warning}")
-    logger = trt.Logger(trt.Logger.WARNING)
-    check_plugins(trt, logger, facts.plugins)
+    logger = trt_logger(trt)
+    check_plugins(trt, facts.plugins)
 
     builder = trt.Builder(logger)
     network = builder.create_network(_network_flags(trt, plan))
@@ -302,11 +337,11 @@ def build_engine(bundle, options: EngineOptions | None = None, log: Log = print,
     return path
 
 
-def check_plugins(trt, logger, plugins, namespace: str = "") -> None:
+def check_plugins(trt, plugins, namespace: str = "") -> None:
     """Register TensorRT's plugin library and make sure every plugin the graph uses exists."""
     from cvexport.trt_plugins import PLUGINS
 
-    trt.init_libnvinfer_plugins(logger, namespace)
+    init_plugins(trt, namespace)
     if not plugins:
         return
     registry = trt.get_plugin_registry()
@@ -394,17 +429,35 @@ def apply_plan(trt, builder, config, plan: BuilderPlan, timing_path: Path | None
 
 
 def _attach_timing_cache(config, path: Path, log: Log):
+    """Attach the timing cache at ``path`` to ``config``; returns the attached cache or None.
+
+    A cache from another TensorRT version or GPU is not used: ``create_timing_cache`` returns
+    None for a blob it cannot read, and ``set_timing_cache(..., ignore_mismatch=False)`` returns
+    False for one made on another device. Either way a new empty cache is started (one log
+    line), and it replaces the file after the build.
+    """
     blob = b""
-    if path.is_file():
-        blob = path.read_bytes()
-    cache = config.create_timing_cache(blob)
-    if config.set_timing_cache(cache, ignore_mismatch=False):
-        if blob:
+    problem = None
+    try:
+        if path.is_file():
+            blob = path.read_bytes()
+    except OSError as exc:
+        problem = f"could not be read ({exc.__class__.__name__})"
+    if blob:
+        cache = config.create_timing_cache(blob)
+        if cache is None:
+            problem = "could not be read by this TensorRT (another version, or damaged)"
+        elif config.set_timing_cache(cache, ignore_mismatch=False):
             log(f"using timing cache {path}")
-        return cache
-    log(f"timing cache {path} was made for another GPU or TensorRT; starting a new one")
+            return cache
+        else:
+            problem = "was made for another GPU or TensorRT version"
+    if problem:
+        log(f"timing cache {path} {problem}; starting a new empty one (it replaces the file after the build)")
     cache = config.create_timing_cache(b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        log("warning: TensorRT could not start an empty timing cache; building without one")
+        return None
     return cache
 
 
