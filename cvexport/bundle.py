@@ -5,8 +5,10 @@
     manifest.json       contracts, thresholds, precision, hashes, versions
     parity.json         the build's parity report
 
-Loading checks the manifest and the hashes, so a corrupt or mismatched bundle is a
-one-line error instead of wrong answers.
+Loading checks the manifest against its schema and against the graphs it describes
+(cvexport/manifest_schema.py), so a corrupt or mismatched bundle is a one-line error instead
+of a traceback or wrong answers; the files' hashes are checked where a file is used
+(:meth:`Bundle.verify_file`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from cvexport.checkpoint import sha256_file
 from cvexport.errors import CvexportError
+from cvexport.manifest_schema import check_graphs, check_manifest, rebuild_hint
 
 BUNDLE_FORMAT = "cvexport-bundle/1"
 MANIFEST = "manifest.json"
@@ -38,6 +41,8 @@ class Bundle:
 
     @property
     def weights_path(self) -> Path:
+        if "weights" not in self.manifest:
+            raise CvexportError(f"bundle {self.path} records no weights file; {rebuild_hint(self.manifest)}")
         return self.path / self.manifest["weights"]["file"]
 
     @property
@@ -76,7 +81,9 @@ class Bundle:
 
 
 def load_bundle(path: str | Path) -> Bundle:
-    """Open a bundle directory (or a manifest.json inside one) with one-line errors for bad input."""
+    """Open a bundle directory (or a manifest.json inside one) with one-line errors for bad input:
+    a manifest that breaks its schema or disagrees with its graphs is refused here (see
+    :mod:`cvexport.manifest_schema`)."""
     path = Path(path)
     if path.name == MANIFEST:
         path = path.parent
@@ -91,11 +98,19 @@ def load_bundle(path: str | Path) -> Bundle:
         manifest = json.loads(manifest_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CvexportError(f"{manifest_path} is corrupt or truncated ({exc.__class__.__name__}); rebuild the bundle") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-        raise CvexportError(f"{manifest_path} is not a {BUNDLE_FORMAT} manifest; rebuild the bundle with this cvexport")
+    if not isinstance(manifest, dict):
+        raise CvexportError(f"bundle {path}: {MANIFEST} holds a JSON {type(manifest).__name__}, expected a "
+                            f"{BUNDLE_FORMAT} manifest object; {rebuild_hint(manifest)}")
+    if manifest.get("format") != BUNDLE_FORMAT:
+        found = json.dumps(manifest["format"]) if "format" in manifest else "missing"
+        raise CvexportError(f"bundle {path}: manifest field 'format' is {found[:80]}, expected \"{BUNDLE_FORMAT}\" "
+                            f"(not a manifest this cvexport reads); {rebuild_hint(manifest)} with this cvexport")
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
-        raise CvexportError(f"{manifest_path} lacks {', '.join(missing)}; rebuild the bundle")
+        raise CvexportError(f"bundle {path}: {MANIFEST} lacks {', '.join(repr(k) for k in missing)}, expected "
+                            f"every one of {', '.join(REQUIRED_KEYS)}; {rebuild_hint(manifest)}")
+    check_manifest(manifest, path)
+    check_graphs(manifest, path)
     return Bundle(path=path, manifest=manifest)
 
 

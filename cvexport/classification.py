@@ -15,6 +15,15 @@ from cvexport.compare import CLASSIFICATION_TOLERANCES as TOLERANCES
 from cvexport.compare import ClassificationParity, compare_classifications
 from cvexport.metrics import Metric
 
+# Build variants of the TensorRT GPU matrix (tests/gpu_matrix.py): BuildOptions fields per bundle.
+# Every precision; uint8 input (in-graph normalization) once, at fp32.
+GPU_BUILD_VARIANTS = (
+    {"precision": "fp32", "input_format": "float"},
+    {"precision": "fp16", "input_format": "float"},
+    {"precision": "int8", "input_format": "float"},
+    {"precision": "fp32", "input_format": "uint8"},
+)
+
 TOP_K = 5
 PARITY_IMAGES = 32  # 99.5 % agreement needs more than a handful of images to mean anything
 
@@ -111,7 +120,8 @@ def record(prediction: dict[str, Any]) -> dict[str, Any]:
     return {"classification": prediction}
 
 
-def describe_prediction(prediction: dict[str, Any]) -> str:
+def describe_prediction(prediction: dict[str, Any], class_names=None) -> str:
+    """The top class and the runners-up (the names are already in the prediction)."""
     runners_up = ", ".join(f"{t['class_name']} {t['score']:.3f}" for t in prediction["top"][1:3])
     return f"{prediction['class_name']} {prediction['score']:.3f}" + (f" (then {runners_up})" if runners_up else "")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def _add_build(sub) -> None:
     precision.add_argument("--fp32", action="store_const", const="fp32", dest="precision", help="FP32 graph (default)")
     precision.add_argument("--int8", action="store_const", const="int8", dest="precision",
                            help="post-training INT8: a TensorRT-ready QDQ graph plus a faster CPU form for ONNX Runtime")
-    p.add_argument("--calib-images", type=_positive_int, default=128,
+    p.add_argument("--calib-images", type=_positive_int, default=None,
                    help="INT8 calibration images from the model's train split (default 128)")
     p.add_argument("--calib-method", help="INT8 calibration: minmax, entropy or percentile "
                    "(default entropy for the TensorRT graph, minmax for the CPU form)")
@@ -49,6 +50,8 @@ def _add_build(sub) -> None:
     p.add_argument("--style", metavar="IMAGE", help="style model only: train (minutes) or reuse a network for this "
                    "style image instead of the shipped one")
     p.add_argument("--out", help="bundle directory (default bundles/MODEL-PRECISION[-FLAVOR])")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out even when it is a directory of other files (they are deleted)")
     p.add_argument("--backend", default="auto", choices=("auto", "trt", "ort"),
                    help="auto (default): also build a TensorRT engine when TensorRT and a GPU are usable; "
                    "trt: require it; ort: ONNX bundle only")
@@ -62,7 +65,7 @@ def _cmd_build(args) -> int:
         model=args.model, precision=args.precision, nms=args.nms, max_batch=args.max_batch,
         input_format=args.input_format, score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
         max_detections=args.max_detections, weights=args.weights, out=args.out,
-        calib_images=args.calib_images, calib_method=args.calib_method, style=args.style,
+        calib_images=args.calib_images, calib_method=args.calib_method, style=args.style, force=args.force,
     )
     log = lambda line: print(line, flush=True)  # noqa: E731
     if args.backend == "trt":
@@ -106,17 +109,19 @@ def _add_run(sub) -> None:
 
 
 def _cmd_run(args) -> int:
-    from cvexport.atomic import atomic_path, write_text_atomic
+    from cvexport.atomic import atomic_path, check_file_target, write_text_atomic
     from cvexport.images import load_image
     from cvexport.runtime.predictor import Predictor
 
-    images = [load_image(path) for path in args.images]  # every file checked before any work
-    predictor = Predictor(args.bundle, backend=args.backend, threads=args.threads)
-    results = predictor.predict(images)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CvexportError(f"--out {out} is a file; pass a directory")
+    check_file_target(out / "predictions.json", "--out")
+    images = [load_image(path) for path in args.images]  # every file checked before any work
+    predictor = Predictor(args.bundle, backend=args.backend, threads=args.threads)
+    results = predictor.predict(images)
     out.mkdir(parents=True, exist_ok=True)
+    _remove_previous_pictures(out)
     records = []
     task = predictor.task
     for index, (path, image, prediction) in enumerate(zip(args.images, images, results)):
@@ -129,13 +134,29 @@ def _cmd_run(args) -> int:
             written[suffix] = name
         records.append({"image": str(path), "width": int(image.shape[1]), "height": int(image.shape[0]),
                         **written, **task.record(prediction)})
-        print(f"{path}: {task.describe_prediction(prediction)}")
+        print(f"{path}: {task.describe_prediction(prediction, predictor.bundle.class_names)}")
     payload = {"bundle": str(args.bundle), "backend": args.backend, "model": predictor.bundle.manifest["model"],
                "precision": predictor.bundle.precision,
                "class_names": predictor.bundle.class_names, "images": records}
     write_text_atomic(out / "predictions.json", json.dumps(payload, indent=2) + "\n")
     print(f"wrote {out / 'predictions.json'} and the pictures of {len(records)} images")
     return 0
+
+
+def _remove_previous_pictures(out: Path) -> None:
+    """A re-run into the same --out replaces the pictures the previous run listed in its
+    predictions.json (and nothing else), so no stale picture sits beside the new results."""
+    try:
+        previous = json.loads((out / "predictions.json").read_text())
+        # Only names of the form this command writes (0003-photo.annotated.png), never the input paths.
+        names = {value for record in previous.get("images", []) for key, value in record.items()
+                 if key != "image" and isinstance(value, str) and re.fullmatch(r"\d{4}-[^/\\]+\.\w+\.png", value)}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return  # no previous run here (or not one of ours): touch nothing
+    for name in names:
+        path = out / name
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
 
 
 def _add_train(sub) -> None:
@@ -151,12 +172,15 @@ def _add_train(sub) -> None:
 
 
 def _cmd_train(args) -> int:
+    from cvexport.atomic import check_file_target
     from cvexport.registry import get_spec
     from cvexport.models.training import train_model
 
     spec = get_spec(args.model)
     run_dir = Path(args.run_dir or Path("runs") / spec.name)
-    out = Path(args.out) if args.out else run_dir / f"{spec.name}.safetensors"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CvexportError(f"--run-dir {run_dir} is a file, where the run's directory is expected; choose another path")
+    out = check_file_target(args.out if args.out else run_dir / f"{spec.name}.safetensors", "--out")
     record = train_model(spec, run_dir, out, epochs=args.epochs, max_steps=args.max_steps,
                          val_images=args.val_images, resume=not args.fresh)
     print(json.dumps(record, indent=2))
@@ -179,13 +203,16 @@ def _add_stylize(sub) -> None:
 def _cmd_stylize(args) -> int:
     from PIL import Image
 
-    from cvexport.atomic import atomic_path, write_text_atomic
+    from cvexport.atomic import atomic_path, check_file_target, write_text_atomic
     from cvexport.images import load_image
 
     content, style = load_image(args.content), load_image(args.style)  # both checked before any work
-    out = Path(args.out)
+    out = check_file_target(args.out, "--out")
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise CvexportError(f"--out {out}: use a .png or .jpg file name")
+    check_file_target(out.with_suffix(".losses.json"), "--out")
+    if args.plot:
+        check_file_target(args.plot, "--plot")
     from cvexport.stylize import save_loss_plot, stylize
 
     options = {k: v for k, v in (("steps", args.steps), ("size", args.size)) if v is not None}
@@ -211,10 +238,12 @@ def _add_inspect(sub) -> None:
 
 
 def _cmd_inspect(args) -> int:
-    from cvexport.atomic import write_text_atomic
+    from cvexport.atomic import check_file_target, write_text_atomic
     from cvexport.bundle import load_bundle
     from cvexport.trt_compat import check_path
 
+    if args.json:
+        check_file_target(args.json, "--json")
     target = Path(args.target)
     onnx_path = load_bundle(target).verify_file("onnx") if target.is_dir() else target
     report = check_path(onnx_path)
@@ -262,9 +291,12 @@ def _add_bench(sub) -> None:
 def _cmd_bench(args) -> int:
     from rich.console import Console
 
-    from cvexport.atomic import write_text_atomic
+    from cvexport.atomic import check_file_target, write_text_atomic
     from cvexport.bench import results_table, run_benchmark, write_plot
 
+    for option, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            check_file_target(path, option)  # before minutes of measuring
     record = run_benchmark(args.bundle, _backend_names(args.backend), batch=args.batch, warmup=args.warmup,
                            iters=args.iters, threads=args.threads)
     Console().print(results_table(record))
@@ -295,9 +327,11 @@ def _add_verify(sub) -> None:
 def _cmd_verify(args) -> int:
     from rich.console import Console
 
-    from cvexport.atomic import write_text_atomic
+    from cvexport.atomic import check_file_target, write_text_atomic
     from cvexport.verify import verify_bundle, verify_table
 
+    if args.json:
+        check_file_target(args.json, "--json")
     report = verify_bundle(args.bundle, _backend_names(args.backend), val_images=args.val_images,
                            max_drop=args.max_drop)
     Console().print(verify_table(report))
@@ -316,7 +350,13 @@ def _cmd_verify(args) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
     parser = argparse.ArgumentParser(prog="cvexport", description="PyTorch vision models to ONNX / TensorRT bundles, verified.")
+    try:
+        parser.add_argument("--version", action="version", version=f"cvexport {version('cvexport')}")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        parser.add_argument("--version", action="version", version="cvexport (not installed)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_build, _add_run, _add_inspect, _add_train, _add_list, _add_bench, _add_verify, _add_stylize):
         add(sub)

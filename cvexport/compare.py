@@ -4,7 +4,10 @@ Used by the tests, ``cvexport build`` (the parity report) and ``verify``. Every 
 accumulates over batches and answers ``passed(tolerance)``, ``to_dict()`` and ``summary()``.
 
 - detections: matched as sets by class and IoU, never by position (equal scores may order
-  differently across backends); a mismatch is reported, never skipped.
+  differently across backends); a mismatch is reported, never skipped. Missing detections
+  lower the match fraction, and an image where the reference fills every max_detections slot
+  but the test returns fewer is a failure at every precision (numeric noise cannot empty
+  slots the reference filled; a pre-NMS candidate cap such as EfficientNMS_TRT's can).
 - classification: top-1 agreement and max |delta probability|.
 - segmentation: pixel agreement of the label maps.
 - images (style transfer): PSNR against the reference output.
@@ -40,9 +43,24 @@ TOLERANCES = {
 }
 
 
+# What usually empties detection slots that the reference fills: said in the failure message.
+SHORT_OUTPUT_HINT = (
+    "with --nms efficient this is TensorRT's EfficientNMS_TRT, which runs NMS on only its top 5000 "
+    "score candidates (2000 on Jetson TX1/TX2); raise --score-threshold, lower --max-detections or use --nms onnx"
+)
+_FAILURES_SHOWN = 3
+# Detection scores are probabilities; float rounding may step this far outside [0, 1].
+SCORE_SLACK = 1e-5
+
+
 @dataclass
 class DetectionParity:
-    """Matching statistics over a set of images."""
+    """Matching statistics over a set of images.
+
+    ``missing``: reference detections no test detection matched; ``extra``: the reverse.
+    ``short_images``: images where the reference filled all max_detections slots and the test
+    returned fewer detections; each is also a failure.
+    """
 
     reference_detections: int = 0
     test_detections: int = 0
@@ -51,6 +69,9 @@ class DetectionParity:
     max_score_delta: float = 0.0
     score_delta_sum: float = 0.0
     images: int = 0
+    missing: int = 0
+    extra: int = 0
+    short_images: int = 0
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -72,8 +93,14 @@ class DetectionParity:
         return out
 
     def summary(self) -> str:
-        return (f"{self.matched}/{max(self.reference_detections, self.test_detections)} detections matched over "
+        text = (f"{self.matched}/{max(self.reference_detections, self.test_detections)} detections matched over "
                 f"{self.images} images, min IoU {self.min_iou:.4f}, max |dscore| {self.max_score_delta:.2e}")
+        if self.missing or self.extra:
+            text += f" ({self.missing} missing, {self.extra} extra)"
+        if self.failures:
+            more = len(self.failures) - _FAILURES_SHOWN
+            text += "; " + "; ".join(self.failures[:_FAILURES_SHOWN]) + (f"; ... ({more} more)" if more > 0 else "")
+        return text
 
 
 def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -105,37 +132,63 @@ def compare_detections(
     """Match every image's detections of ``test`` against ``reference`` (both in the output contract).
 
     Greedy matching, highest IoU first, within each class. Accumulates into ``parity`` if given.
+    Images are numbered in the order they reach ``parity`` (0 first), in failure messages.
     """
     parity = parity if parity is not None else DetectionParity()
     batch = np.asarray(reference["num_detections"]).shape[0]
     if np.asarray(test["num_detections"]).shape[0] != batch:
         parity.failures.append(f"batch size differs: {batch} vs {np.asarray(test['num_detections']).shape[0]}")
         return parity
+    slots = np.asarray(reference["detection_scores"]).shape[1]  # max_detections of the reference
     for i in range(batch):
         ref_boxes, ref_scores, ref_classes = valid_detections(reference, i)
         test_boxes, test_scores, test_classes = valid_detections(test, i)
+        image = parity.images
         parity.images += 1
         parity.reference_detections += len(ref_scores)
         parity.test_detections += len(test_scores)
-        for cls in np.union1d(ref_classes, test_classes):
-            r = np.flatnonzero(ref_classes == cls)
-            t = np.flatnonzero(test_classes == cls)
-            if len(r) == 0 or len(t) == 0:
-                continue
-            iou = _iou_matrix(ref_boxes[r], test_boxes[t])
-            while iou.size and iou.max() >= tolerance.min_iou:
-                ri, ti = np.unravel_index(int(np.argmax(iou)), iou.shape)
-                delta = abs(ref_scores[r[ri]] - test_scores[t[ti]])
-                iou_value = float(iou[ri, ti])
-                iou[ri, :] = -1
-                iou[:, ti] = -1
-                if tolerance.max_score_delta is not None and delta > tolerance.max_score_delta:
-                    continue
-                parity.matched += 1
-                parity.min_iou = min(parity.min_iou, iou_value)
-                parity.max_score_delta = max(parity.max_score_delta, float(delta))
-                parity.score_delta_sum += float(delta)
+        matched_before = parity.matched
+        _match_image(parity, tolerance, (ref_boxes, ref_scores, ref_classes), (test_boxes, test_scores, test_classes))
+        matched = parity.matched - matched_before
+        parity.missing += len(ref_scores) - matched
+        parity.extra += len(test_scores) - matched
+        if len(ref_scores) == slots and len(test_scores) < slots:
+            parity.short_images += 1
+            parity.failures.append(
+                f"image {image}: {len(test_scores)} detections where the reference fills all {slots} slots "
+                f"({slots - len(test_scores)} missing; {SHORT_OUTPUT_HINT})"
+            )
+        outside = (test_scores < -SCORE_SLACK) | (test_scores > 1.0 + SCORE_SLACK)
+        if outside.any():
+            parity.failures.append(
+                f"image {image}: {int(outside.sum())} test detections score outside [0, 1] "
+                f"(range {float(test_scores.min()):.4g}..{float(test_scores.max()):.4g}); scores are probabilities"
+            )
     return parity
+
+
+def _match_image(parity: DetectionParity, tolerance: DetectionTolerance, ref: tuple, test: tuple) -> None:
+    """Greedy matching of one image's detections, highest IoU first, within each class."""
+    ref_boxes, ref_scores, ref_classes = ref
+    test_boxes, test_scores, test_classes = test
+    for cls in np.union1d(ref_classes, test_classes):
+        r = np.flatnonzero(ref_classes == cls)
+        t = np.flatnonzero(test_classes == cls)
+        if len(r) == 0 or len(t) == 0:
+            continue
+        iou = _iou_matrix(ref_boxes[r], test_boxes[t])
+        while iou.size and iou.max() >= tolerance.min_iou:
+            ri, ti = np.unravel_index(int(np.argmax(iou)), iou.shape)
+            delta = abs(ref_scores[r[ri]] - test_scores[t[ti]])
+            iou_value = float(iou[ri, ti])
+            iou[ri, :] = -1
+            iou[:, ti] = -1
+            if tolerance.max_score_delta is not None and delta > tolerance.max_score_delta:
+                continue
+            parity.matched += 1
+            parity.min_iou = min(parity.min_iou, iou_value)
+            parity.max_score_delta = max(parity.max_score_delta, float(delta))
+            parity.score_delta_sum += float(delta)
 
 
 # --------------------------------------------------------------------------- classification

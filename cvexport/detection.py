@@ -19,6 +19,14 @@ from cvexport.errors import CvexportError
 from cvexport.metrics import Metric
 from cvexport.ops.detection import NmsConfig
 
+# Build variants of the TensorRT GPU matrix (tests/gpu_matrix.py): BuildOptions fields per bundle.
+# Both NMS flavors at every precision; uint8 input (in-graph normalization) once per flavor, at fp32.
+GPU_BUILD_VARIANTS = (
+    *({"nms": nms, "precision": precision, "input_format": "float"}
+      for nms in ("onnx", "efficient") for precision in ("fp32", "fp16", "int8")),
+    *({"nms": nms, "precision": "fp32", "input_format": "uint8"} for nms in ("onnx", "efficient")),
+)
+
 NMS_FLAVORS = ("onnx", "efficient")
 
 
@@ -52,6 +60,14 @@ def check_options(spec, options) -> None:
         raise CvexportError(f"--score-threshold {config.score_threshold} must be in [0, 1)")
     if not 0.0 < config.iou_threshold <= 1.0:
         raise CvexportError(f"--iou-threshold {config.iou_threshold} must be in (0, 1]")
+    from cvexport.trt_plugins.efficient_nms import DENSE_PATH_THRESHOLD
+
+    if nms == "efficient" and config.score_threshold < DENSE_PATH_THRESHOLD:
+        # Below it the plugin's dense path can put rejected candidates (score -32768) in the output.
+        raise CvexportError(
+            f"--score-threshold {config.score_threshold} is below {DENSE_PATH_THRESHOLD}, where EfficientNMS_TRT "
+            "switches to a dense path that can return rejected boxes; raise it or use --nms onnx"
+        )
 
 
 def describe(options) -> str:
@@ -221,7 +237,8 @@ def record(prediction: list[dict[str, Any]]) -> dict[str, Any]:
     return {"detections": prediction}
 
 
-def describe_prediction(prediction: list[dict[str, Any]]) -> str:
+def describe_prediction(prediction: list[dict[str, Any]], class_names=None) -> str:
+    """One line per detection (the names are already in the prediction)."""
     return f"{len(prediction)} detections" + "".join(
         f"\n  {d['class_name']:<10} {d['score']:.3f}  box {d['box']}" for d in prediction)
 

@@ -16,7 +16,11 @@ LETTERBOX_FILL = 114  # neutral grey, as most detector pipelines pad
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """Read an image file as uint8 RGB (H, W, 3); grey, palette and RGBA images are converted."""
+    """Read an image file as uint8 RGB (H, W, 3), upright and flattened.
+
+    The one reader of image files: every input goes through :func:`as_rgb_array`'s rules
+    (EXIF orientation applied; 16-bit data scaled to 8 bits; transparency composited on white).
+    """
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -27,42 +31,149 @@ def load_image(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()  # decodes fully, so truncated files fail here and not later
-            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-                # Composite on white: dropping alpha would expose arbitrary colours under transparent pixels.
-                rgba = image.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(background, rgba)
-            rgb = image.convert("RGB")
+            array = _pil_to_rgb(image, str(path))
     except Image.DecompressionBombError:
         raise CvexportError(f"{path} has too many pixels to decode safely; downscale it first") from None
     except UnidentifiedImageError:
         raise CvexportError(f"{path} is not a readable image (unknown or corrupt format)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise CvexportError(f"{path} is corrupt or truncated ({exc}); re-export or re-copy the file") from None
-    array = np.asarray(rgb, dtype=np.uint8)
     if array.shape[0] < 2 or array.shape[1] < 2:
         raise CvexportError(f"{path} is only {array.shape[1]}x{array.shape[0]} pixels; pass a real image")
     return array
 
 
-def as_rgb_array(image) -> np.ndarray:
-    """Accept a path, a PIL image or an array ((H, W), (H, W, 1|3|4), uint8 or float in 0..1) -> uint8 RGB."""
-    if isinstance(image, (str, Path)):
+def as_rgb_array(image, name: str = "image") -> np.ndarray:
+    """Any single image -> uint8 RGB (H, W, 3), C-contiguous. The same rules for every kind of input,
+    so a file, the PIL image opened from it and its pixels as an array give identical results:
+
+    * a path (``str`` or ``os.PathLike``): read by :func:`load_image`;
+    * a PIL image: its EXIF orientation is applied (as for files; applying it twice is harmless,
+      Pillow drops the tag once it is applied); modes ``I;16*`` and ``I`` are 16-bit data, ``F`` is
+      float data (the rules below);
+    * an array (H, W), (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA, whose dtype sets the scale:
+      uint8 as is; uint16 is 16-bit (0..65535) and becomes its high byte (so an 8-bit image
+      multiplied by 257 or 256 gives that image back, as Pillow reads 16-bit colour PNGs);
+      bool is 0 / 255; other integers must hold 0..255; floats must hold 0..1 (the
+      scikit-image / matplotlib / torchvision convention) and are rounded from x 255. Values out of
+      range, NaN, 2 or 5 channels and empty arrays are refused with a :class:`CvexportError`
+      rather than guessed at or clipped: convert 0..255 floats with ``.astype(np.uint8)``.
+
+    Transparency (RGBA, LA, PA, palette or grey with a transparent colour) is composited on
+    white, for every kind of input: pixels under full transparency hold arbitrary colours
+    (often black) that dropping alpha would show to the network, and white is what viewers and
+    documents show behind a transparent picture, so results match what the user sees; the
+    rendered pictures (annotations, overlays) show the same white.
+
+    ``name`` says which input an error is about (e.g. ``images[3]``); paths name themselves.
+    """
+    import os
+
+    if isinstance(image, (str, os.PathLike)):
         return load_image(image)
-    if hasattr(image, "convert") and hasattr(image, "size"):  # PIL image
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    array = np.asarray(image)
+    if _is_pil_image(image):
+        return _pil_to_rgb(image, name)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        raise CvexportError(f"{name} is {type(image).__name__}, not a path, PIL image or array; "
+                            f"save the encoded bytes to a file, or decode them first (PIL.Image.open(io.BytesIO(data)))")
+    if not isinstance(image, np.ndarray) and not hasattr(image, "__array__"):
+        raise CvexportError(f"{name} is a {type(image).__name__}; pass a path, a PIL image or an "
+                            "(H, W), (H, W, 3) or (H, W, 4) array")
+    try:
+        array = np.asarray(image)
+    except Exception as exc:  # an object whose __array__ fails
+        raise CvexportError(f"{name} ({type(image).__name__}) cannot be read as an array ({exc}); "
+                            "pass a numpy array") from None
+    return _array_to_rgb(array, name)
+
+
+def _is_pil_image(image) -> bool:
+    from PIL import Image
+
+    return isinstance(image, Image.Image)
+
+
+def _pil_to_rgb(image, name: str) -> np.ndarray:
+    """A PIL image (any mode) -> uint8 RGB, upright, 16-bit scaled, transparency on white."""
+    from PIL import Image, ImageOps
+
+    if image.width == 0 or image.height == 0:
+        raise CvexportError(f"{name} is empty ({image.width}x{image.height} pixels); pass a real image")
+    try:
+        upright = ImageOps.exif_transpose(image)
+    except Exception as exc:  # a broken EXIF block must not become a traceback
+        raise CvexportError(f"{name} has unreadable EXIF data ({exc}); re-save the image without it") from None
+    image = upright if upright is not None else image
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image)
+        if image.mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
+            raise CvexportError(f"{name} is a 32-bit integer image with values {values.min()}..{values.max()}; "
+                                "only 16-bit (0..65535) integer images are read; convert it to 8 or 16 bits")
+        return _array_to_rgb(values.astype(np.uint16), name)
+    if image.mode == "F":
+        return _array_to_rgb(np.asarray(image, dtype=np.float32), name)
+    try:
+        if image.mode == "La":  # premultiplied; Pillow converts it to LA only
+            image = image.convert("LA")
+        if image.mode in ("RGBA", "LA", "PA", "RGBa") or (
+            image.mode in ("P", "L", "RGB") and "transparency" in image.info
+        ):
+            rgba = image.convert("RGBA")
+            image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+        rgb = image.convert("RGB")
+    except ValueError as exc:  # a mode Pillow cannot convert
+        raise CvexportError(f"{name} has image mode {image.mode}, which cannot be converted to RGB ({exc}); "
+                            "convert it to RGB first") from None
+    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+
+
+def _array_to_rgb(array: np.ndarray, name: str) -> np.ndarray:
+    """An image array (see :func:`as_rgb_array`) -> uint8 RGB."""
+    from PIL import Image
+
+    shape = tuple(array.shape)
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
-        raise CvexportError(f"image array has shape {array.shape}; expected (H, W), (H, W, 3) or (H, W, 4)")
-    if array.dtype != np.uint8:
-        if np.issubdtype(array.dtype, np.floating) and array.size and array.max() <= 1.0:
-            array = array * 255.0
-        array = np.clip(array, 0, 255).astype(np.uint8)
+        hint = ""
+        if array.ndim == 3 and array.shape[0] in (1, 3, 4):
+            hint = " (channels first? use array.transpose(1, 2, 0))"
+        raise CvexportError(f"{name} array has shape {shape}; expected (H, W), (H, W, 1), (H, W, 3) RGB "
+                            f"or (H, W, 4) RGBA{hint}")
+    if array.size == 0:
+        raise CvexportError(f"{name} array has shape {shape}, it is empty; pass an image with pixels")
+    array = _to_uint8(array, name)
     if array.shape[-1] == 1:
-        array = np.repeat(array, 3, axis=-1)
-    return np.ascontiguousarray(array[..., :3])
+        return np.ascontiguousarray(np.repeat(array, 3, axis=-1))
+    if array.shape[-1] == 4:  # the same compositing as for files and PIL images
+        return _pil_to_rgb(Image.fromarray(np.ascontiguousarray(array), mode="RGBA"), name)
+    return np.ascontiguousarray(array)
+
+
+def _to_uint8(array: np.ndarray, name: str) -> np.ndarray:
+    dtype = array.dtype
+    if dtype == np.uint8:
+        return array
+    if dtype == np.uint16:
+        return (array >> 8).astype(np.uint8)
+    if dtype == np.bool_:
+        return array.astype(np.uint8) * np.uint8(255)
+    if np.issubdtype(dtype, np.integer):
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high > 255:
+            raise CvexportError(f"{name} array is {dtype} with values {low}..{high}; integer images must hold "
+                                "0..255 (or be uint16 for 16-bit data): convert with .astype(np.uint8) or rescale")
+        return array.astype(np.uint8)
+    if np.issubdtype(dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise CvexportError(f"{name} array ({dtype}) holds NaN or infinite values; pass finite pixel values")
+        low, high = float(array.min()), float(array.max())
+        if low < 0.0 or high > 1.0:
+            raise CvexportError(f"{name} array is {dtype} with values {low:g}..{high:g}; float images must hold "
+                                "0..1; for 0..255 data pass uint8 (.astype(np.uint8))")
+        return np.rint(array.astype(np.float64) * 255.0).astype(np.uint8)
+    kind = "complex" if np.issubdtype(dtype, np.complexfloating) else f"dtype {dtype}"
+    raise CvexportError(f"{name} array has {kind} values; pass uint8 (0..255), uint16 (0..65535) or float (0..1) pixels")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,15 @@ from cvexport.compare import SEGMENTATION_TOLERANCES as TOLERANCES
 from cvexport.compare import SegmentationParity, compare_label_maps
 from cvexport.metrics import Metric
 
+# Build variants of the TensorRT GPU matrix (tests/gpu_matrix.py): BuildOptions fields per bundle.
+# Every precision; uint8 input (in-graph normalization) once, at fp32.
+GPU_BUILD_VARIANTS = (
+    {"precision": "fp32", "input_format": "float"},
+    {"precision": "fp16", "input_format": "float"},
+    {"precision": "int8", "input_format": "float"},
+    {"precision": "fp32", "input_format": "uint8"},
+)
+
 # Background black, then distinct colours per class (colorized masks and overlays).
 PALETTE = np.array([(0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
                     (70, 240, 240), (240, 50, 230)], dtype=np.uint8)
@@ -111,9 +120,11 @@ def record(prediction: np.ndarray) -> dict[str, Any]:
     return {"class_pixel_fraction": {int(i): round(float(c) / prediction.size, 6) for i, c in zip(ids, counts)}}
 
 
-def describe_prediction(prediction: np.ndarray) -> str:
+def describe_prediction(prediction: np.ndarray, class_names=None) -> str:
+    """Share of the picture per class present, by the bundle's class names where given."""
     fractions = record(prediction)["class_pixel_fraction"]
-    return ", ".join(f"class {i}: {f:.1%}" for i, f in fractions.items())
+    name = lambda i: class_names[i] if class_names and i < len(class_names) else f"class {i}"  # noqa: E731
+    return ", ".join(f"{name(i)}: {f:.1%}" for i, f in fractions.items())
 
 
 def colorize(labels: np.ndarray) -> np.ndarray:

@@ -21,6 +21,15 @@ from cvexport.compare import ImageParity, compare_images
 from cvexport.errors import CvexportError
 from cvexport.metrics import Metric
 
+# Build variants of the TensorRT GPU matrix (tests/gpu_matrix.py): BuildOptions fields per bundle.
+# Every precision; uint8 input (in-graph normalization) once, at fp32.
+GPU_BUILD_VARIANTS = (
+    {"precision": "fp32", "input_format": "float"},
+    {"precision": "fp16", "input_format": "float"},
+    {"precision": "int8", "input_format": "float"},
+    {"precision": "fp32", "input_format": "uint8"},
+)
+
 
 def describe(options) -> str:
     return f", style {options.style}" if getattr(options, "style", None) else ""
@@ -184,7 +193,7 @@ def record(prediction: np.ndarray) -> dict[str, Any]:
     return {}
 
 
-def describe_prediction(prediction: np.ndarray) -> str:
+def describe_prediction(prediction: np.ndarray, class_names=None) -> str:
     return f"stylized {prediction.shape[1]}x{prediction.shape[0]}"
 
 

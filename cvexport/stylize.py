@@ -106,5 +106,8 @@ def save_loss_plot(history: list[dict[str, float]], path: str | Path) -> None:
     ax.set_ylabel("weighted loss")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    from cvexport.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)

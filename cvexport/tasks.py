@@ -13,7 +13,7 @@ runners and ``cvexport run`` never branch on the task:
 - ``to_predictions(outputs, letterboxes, class_names, width, height)``: results per original image.
 - ``METRICS``, ``metric_note(manifest)``, ``val_samples(spec, count)``, ``metrics(predictions, truths, bundle)``:
   the task metric ``verify`` reports.
-- ``record(prediction)``, ``describe_prediction(prediction)``, ``render(image, prediction)``:
+- ``record(prediction)``, ``describe_prediction(prediction, class_names)``, ``render(image, prediction)``:
   what ``cvexport run`` writes and prints.
 """
 

@@ -11,6 +11,9 @@ Each rule is one small function that yields ``Finding`` objects. Rule ids:
 ====================== =============================================================
 rule                   what it flags
 ====================== =============================================================
+onnx-checker           the graph fails ``onnx.checker`` with full shape inference
+dangling-input         a node reads a tensor that nothing produces (no graph input,
+                       initializer or node output), or a graph output nothing produces
 unsupported-op         default-domain op not in the TensorRT 10 support table
 topk-k                 TopK K above TensorRT's limit (or not a constant)
 reduce-axes            Reduce* op whose ``axes`` input is not a constant
@@ -44,6 +47,7 @@ from cvexport.errors import CvexportError
 Severity = Literal["error", "warning", "info"]
 RULE_IDS: frozenset[str] = frozenset(
     """
+    onnx-checker dangling-input
     unsupported-op topk-k reduce-axes constant-input quantization resize-mode int64
     unsupported-construct plugin custom-domain dynamic-dim opset external-data shape-inference
     """.split()
@@ -440,6 +444,47 @@ def _short_list(names: Iterable[str]) -> str:
 # --------------------------------------------------------------------------------------
 # Rules. Each takes the indexed graph and yields findings.
 # --------------------------------------------------------------------------------------
+def _rule_dangling_inputs(g: _Graph) -> Iterator[Finding]:
+    """Rule dangling-input: every node input must be a graph input, an initializer or some
+    node's output (an enclosing graph's, for subgraphs); ONNX Runtime refuses to load a graph
+    where one is not, and TensorRT's parser fails on it. Graph outputs are held to the same."""
+    nodes = iter(g.nodes)  # g.nodes is in _walk_graphs order, which the walk below follows
+    yield from _dangling_in(g, g.model.graph, frozenset(), nodes, top=True)
+
+
+def _dangling_in(
+    g: _Graph, graph: onnx.GraphProto, outer: frozenset[str], nodes: Iterator[onnx.NodeProto], top: bool
+) -> Iterator[Finding]:
+    known = set(outer)
+    known.update(vi.name for vi in graph.input)
+    known.update(t.name for t in graph.initializer)
+    known.update(t.values.name for t in graph.sparse_initializer)
+    own = [next(nodes) for _ in graph.node]
+    for node in own:
+        known.update(name for name in node.output if name)
+    visible = frozenset(known)
+    for node in own:
+        label = g.label(node)
+        for name in node.input:
+            if name and name not in visible:  # "" is an omitted optional input
+                yield Finding(
+                    "dangling-input", "error", label,
+                    f"{node.op_type} node '{label}' reads tensor '{name}', which is no graph input, "
+                    f"initializer or node output",
+                )
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else (
+                    attr.graphs if attr.type == onnx.AttributeProto.GRAPHS else []):
+                yield from _dangling_in(g, sub, visible, nodes, top=False)
+    for vi in graph.output:
+        if vi.name not in visible:
+            where = "graph" if top else f"subgraph '{graph.name}'"
+            yield Finding(
+                "dangling-input", "error", vi.name,
+                f"{where} output '{vi.name}' is no graph input, initializer or node output",
+            )
+
+
 def _rule_unsupported_ops(g: _Graph) -> Iterator[Finding]:
     """Rule unsupported-op: default-domain ops the parser has no importer for."""
     for node in g.nodes:
@@ -852,6 +897,7 @@ def _all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
 
 
 RULES: tuple[Callable[[_Graph], Iterable[Finding]], ...] = (
+    _rule_dangling_inputs,
     _rule_unsupported_ops,
     _rule_topk,
     _rule_constant_inputs,
@@ -872,16 +918,26 @@ RULES: tuple[Callable[[_Graph], Iterable[Finding]], ...] = (
 def check_model(model: onnx.ModelProto, plugins: dict | None = None) -> CompatReport:
     """Check an ONNX model against TensorRT's ONNX parser; never modifies ``model``.
 
+    First ``onnx.checker.check_model(model, full_check=True)`` (the graph must be valid
+    ONNX at all, with strict shape inference); its failure is an ``onnx-checker`` error.
+
     ``plugins`` maps op_type -> contract object with ``check_node(node, value_info)``
     returning a list of problem strings; ``value_info`` is a dict of tensor name ->
     ``onnx.TypeProto`` (after shape inference, initializers included). Defaults to
     ``cvexport.trt_plugins.PLUGINS``.
     """
+    return _check(model, plugins, path=None)
+
+
+def _check(model: onnx.ModelProto, plugins: dict | None, path: str | None) -> CompatReport:
     findings: list[Finding] = []
     if plugins is None:
         plugins, note = _default_plugins()
         if note:
             findings.append(note)
+    checker_problem = _run_onnx_checker(model, plugins, path)
+    if checker_problem:
+        findings.append(checker_problem)
     model = _inline_local_functions(model, plugins)
     model, inference_problem = _infer_shapes(model)
     if inference_problem:
@@ -921,7 +977,7 @@ def check_path(path: str | os.PathLike) -> CompatReport:
         raise ModelLoadError(
             f"{path} references missing external data file(s): {_short_list(missing)}"
         )
-    return check_model(model)
+    return _check(model, None, path)
 
 
 def _missing_external_files(model: onnx.ModelProto, base_dir: str) -> list[str]:
@@ -938,6 +994,63 @@ def _missing_external_files(model: onnx.ModelProto, base_dir: str) -> list[str]:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+# Past this the checker cannot serialize an in-memory model (protobuf's 2 GiB limit).
+_CHECKER_MAX_BYTES = 2**31 - 1
+_MESSAGE_CHARS = 300
+
+
+def _whole_one_line(exc: BaseException) -> str:
+    """The whole message of ``exc`` on one line (the checker's context lines name the node)."""
+    text = " ".join(str(exc).replace("==> Context:", "; context:").split())
+    text = text.replace(" ;", ";") or type(exc).__name__
+    return text if len(text) <= _MESSAGE_CHARS else text[: _MESSAGE_CHARS - 3] + "..."
+
+
+def _checker_view(model: onnx.ModelProto, plugins: dict) -> onnx.ModelProto:
+    """What ``onnx.checker`` should see of ``model``: a copy in which
+
+    - plugin nodes written in the default domain (TensorRT's parser accepts them there)
+      move to their plugin's domain, so the checker does not ask for an ONNX schema;
+    - initializers whose data lives in external files become typed graph inputs: those
+      files are checked by ``check_path``, and a checker given a ModelProto would look
+      for them relative to the working directory.
+    """
+    view = onnx.ModelProto()
+    view.CopyFrom(model)
+    domains = {imp.domain for imp in view.opset_import}
+    for node in _walk_nodes(view.graph):
+        contract = plugins.get(node.op_type)
+        if contract is not None and node.domain in _DEFAULT_DOMAINS:
+            node.domain = str(getattr(contract, "domain", None) or "trt.plugins")
+            if node.domain not in domains:
+                view.opset_import.append(onnx.helper.make_opsetid(node.domain, 1))
+                domains.add(node.domain)
+    for graph in _walk_graphs(view.graph):
+        external = [t for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+        for tensor in external:
+            graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+            graph.initializer.remove(tensor)
+    return view
+
+
+def _run_onnx_checker(model: onnx.ModelProto, plugins: dict, path: str | None) -> Finding | None:
+    """Rule onnx-checker: ``onnx.checker.check_model(..., full_check=True)``; a failure is an error."""
+    view = _checker_view(model, plugins)
+    target: onnx.ModelProto | str = view
+    if view.ByteSize() > _CHECKER_MAX_BYTES:
+        if path is None:
+            return Finding(
+                "onnx-checker", "info", None,
+                "ONNX checker skipped: the model is over 2 GiB in memory; check the file instead",
+            )
+        target = path  # the file as saved (default-domain plugin nodes would be flagged)
+    try:
+        onnx.checker.check_model(target, full_check=True)
+    except Exception as exc:  # ValidationError, InferenceError, or a protobuf error
+        return Finding("onnx-checker", "error", None, f"ONNX checker failed: {_whole_one_line(exc)}")
+    return None
 
 
 def _default_plugins() -> tuple[dict, Finding | None]:

@@ -80,6 +80,9 @@ def verify_rows(bundle: Bundle | str, backends: Sequence[str] = ("ort",), val_im
     if not max_drop >= 0:  # also rejects NaN
         raise CvexportError(f"--max-drop {max_drop} must be 0 or more")
     names = [n for n in check_backends(backends) if n != REFERENCE]
+    if not names:
+        raise CvexportError(f"{REFERENCE} is the reference every backend is compared with; name a backend to verify "
+                            "against it, e.g. --backend ort")
     task = get_task(bundle.task)
     tolerance, tolerance_note = tolerance_for(task, bundle.precision)
     contract = bundle.input

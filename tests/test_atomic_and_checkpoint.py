@@ -35,9 +35,13 @@ def test_atomic_file_appears_complete(tmp_path):
     assert _entries(tmp_path) == ["out.txt"]
 
 
+# A directory target names what owns it; these tests own every directory they make.
+OURS = {"ours": lambda path: True, "what": "test directory"}
+
+
 def test_atomic_directory_appears_complete(tmp_path):
     final = tmp_path / "bundle"
-    with atomic_path(final) as tmp:
+    with atomic_path(final, **OURS) as tmp:
         tmp.mkdir()
         (tmp / "a.txt").write_text("a")
         (tmp / "sub").mkdir()
@@ -58,7 +62,7 @@ def test_atomic_creates_missing_parents(tmp_path):
 def test_atomic_failure_leaves_nothing(tmp_path, kind):
     final = tmp_path / "target"
     with pytest.raises(Boom):
-        with atomic_path(final) as tmp:
+        with atomic_path(final, **(OURS if kind == "dir" else {})) as tmp:
             if kind == "dir":
                 tmp.mkdir()
                 (tmp / "partial.txt").write_text("half")
@@ -81,7 +85,7 @@ def test_atomic_failure_keeps_existing_good_one(tmp_path, kind):
         final.write_text("good")
     before = _tree(final) if kind == "dir" else final.read_bytes()
     with pytest.raises(Boom):
-        with atomic_path(final) as tmp:
+        with atomic_path(final, **(OURS if kind == "dir" else {})) as tmp:
             if kind == "dir":
                 tmp.mkdir()
                 (tmp / "bad.txt").write_text("bad")
@@ -106,7 +110,7 @@ def test_atomic_replaces_existing_directory(tmp_path):
     final.mkdir()
     (final / "old_only.txt").write_text("old")
     (final / "shared.txt").write_text("old")
-    with atomic_path(final) as tmp:
+    with atomic_path(final, **OURS) as tmp:
         tmp.mkdir()
         (tmp / "shared.txt").write_text("new")
         (tmp / "new_only.txt").write_text("new")

@@ -1,4 +1,7 @@
-"""Bundle loading and integrity checks (cvexport/bundle.py), on a real fp32 bundle."""
+"""Bundle loading and integrity checks (cvexport/bundle.py), on a real fp32 bundle.
+
+The manifest's schema and its agreement with the graphs are tested case by case in
+tests/test_manifest_validation.py."""
 
 from __future__ import annotations
 
@@ -109,18 +112,26 @@ def test_manifest_not_utf8(bundle_copy):
     assert "corrupt" in _error(bundle_copy)
 
 
+def _names_bundle_and_remedy(message: str, path) -> None:
+    assert str(path) in message and "cvexport build" in message, message
+
+
 @pytest.mark.parametrize("value", ["cvexport-bundle/0", "cvexport-bundle/2", "", None, 1])
 def test_wrong_format_string(bundle_copy, value):
     manifest = _manifest(bundle_copy)
     manifest["format"] = value
     _write_manifest(bundle_copy, manifest)
-    assert BUNDLE_FORMAT in _error(bundle_copy)
+    message = _error(bundle_copy)
+    assert BUNDLE_FORMAT in message and "'format'" in message
+    _names_bundle_and_remedy(message, bundle_copy)
 
 
 @pytest.mark.parametrize("content", ["[1, 2, 3]", '"a string"', "null", "42"])
 def test_manifest_not_an_object(bundle_copy, content):
     (bundle_copy / MANIFEST).write_text(content)
-    assert BUNDLE_FORMAT in _error(bundle_copy)
+    message = _error(bundle_copy)
+    assert BUNDLE_FORMAT in message
+    _names_bundle_and_remedy(message, bundle_copy)
 
 
 @pytest.mark.parametrize("key", [k for k in REQUIRED_KEYS if k != "format"])
@@ -129,14 +140,27 @@ def test_missing_required_key(bundle_copy, key):
     del manifest[key]
     _write_manifest(bundle_copy, manifest)
     message = _error(bundle_copy)
-    assert "lacks" in message and key in message
+    assert "lacks" in message and f"'{key}'" in message
+    _names_bundle_and_remedy(message, bundle_copy)
 
 
 def test_missing_format_key(bundle_copy):
     manifest = _manifest(bundle_copy)
     del manifest["format"]
     _write_manifest(bundle_copy, manifest)
-    assert BUNDLE_FORMAT in _error(bundle_copy)
+    message = _error(bundle_copy)
+    assert BUNDLE_FORMAT in message and "missing" in message
+    _names_bundle_and_remedy(message, bundle_copy)
+
+
+def test_weights_path_without_weights_entry(bundle_copy):
+    manifest = _manifest(bundle_copy)
+    del manifest["weights"]  # optional: an ONNX-only bundle still loads
+    _write_manifest(bundle_copy, manifest)
+    copy = load_bundle(bundle_copy)
+    with pytest.raises(CvexportError, match="records no weights"):
+        copy.weights_path
+    assert "records no weights" in _verify_error(copy, "weights")
 
 
 # --------------------------------------------------------------------------- verify_file

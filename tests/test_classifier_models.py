@@ -103,6 +103,7 @@ def test_load_source_rejects_a_checkpoint_from_another_recipe(tmp_path):
     assert classifier_training.load_source(tmp_path / "missing.safetensors", config) is None
 
 
+@pytest.mark.slow
 def test_shipped_checkpoint_quality():
     """Top-1 of the shipped fp16 weights on a target val subset, and its recorded metrics."""
     tensors, meta = load_checkpoint(WEIGHTS)

@@ -199,3 +199,64 @@ def test_custom_tolerance_is_data():
     lenient = DetectionTolerance(min_iou=0.5, max_score_delta=None, min_match_fraction=0.5)
     parity = compare_detections(outputs([IMAGE_A]), outputs([_shifted(0.05)[:2]]), lenient)
     assert parity.matched == 2 and parity.passed(lenient)
+
+
+# ----------------------------------------------- missing detections where the reference is full
+def _full_images(count: int, k: int = K) -> list:
+    """``count`` images whose reference fills all ``k`` slots (disjoint boxes)."""
+    return [grid_detections(k) for _ in range(count)]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_short_output_where_reference_fills_every_slot_fails_at_every_precision(precision):
+    # EfficientNMS_TRT's pre-NMS candidate cap: 196 of 200 on one image. Diluted over 8 full
+    # images the match fraction stays above the fp16/int8 tolerances; the count gap must not.
+    images = _full_images(8)
+    short = [dets[: K - 4] for dets in images[:1]] + images[1:]
+    tolerance = TOLERANCES[precision]
+    parity = compare_detections(outputs(images), outputs(short), tolerance)
+    assert parity.match_fraction > TOLERANCES["fp16"].min_match_fraction  # the tolerance alone would pass
+    assert not parity.passed(tolerance)
+    assert parity.short_images == 1 and parity.missing == 4 and parity.extra == 0
+    (failure,) = parity.failures
+    assert failure.startswith(f"image 0: {K - 4} detections where the reference fills all {K} slots")
+    assert "EfficientNMS_TRT" in failure and "\n" not in failure
+    assert failure in parity.summary()
+
+
+def test_short_output_is_numbered_across_batches():
+    parity = compare_detections(outputs(_full_images(2)), outputs(_full_images(2)), FP16)
+    images = _full_images(2)
+    compare_detections(outputs(images), outputs([images[0], images[1][:-1]]), FP16, parity)
+    assert [f.split(":")[0] for f in parity.failures] == ["image 3"]
+
+
+def test_fewer_detections_below_a_full_reference_are_left_to_the_tolerance():
+    # Not every slot filled: a detection near the score threshold may come and go at fp16.
+    ref_dets = grid_detections(50)
+    parity = compare_detections(outputs([ref_dets]), outputs([ref_dets[:-1]]), FP16)
+    assert parity.short_images == 0 and parity.failures == [] and parity.missing == 1
+    assert parity.passed(FP16)
+
+
+def test_test_output_full_where_reference_is_not_is_extra_not_short():
+    ref_dets = grid_detections(K)
+    parity = compare_detections(outputs([ref_dets[:-1]]), outputs([ref_dets]), FP16)
+    assert parity.short_images == 0 and parity.extra == 1 and parity.missing == 0
+
+
+def test_missing_and_extra_in_summary_and_dict():
+    ref, test = outputs([IMAGE_A]), outputs([IMAGE_A[:2] + [([0.6, 0.0, 0.7, 0.1], 0.5, 0)]])
+    parity = compare_detections(ref, test, FP32)
+    assert (parity.missing, parity.extra) == (1, 1)
+    assert "(1 missing, 1 extra)" in parity.summary()
+    assert parity.to_dict()["missing"] == 1 and parity.to_dict()["extra"] == 1
+
+
+def test_scores_outside_unit_interval_fail():
+    # EfficientNMS_TRT's dense path (score threshold < 0.007) can output rejected candidates
+    # with score -32768 when too few real ones survive: not probabilities.
+    test = outputs([IMAGE_A[:2] + [(IMAGE_A[2][0], -32768.0, IMAGE_A[2][2])]])
+    parity = compare_detections(outputs([IMAGE_A]), test, TOLERANCES["int8"])
+    assert not parity.passed(TOLERANCES["int8"])
+    assert len(parity.failures) == 1 and "outside [0, 1]" in parity.failures[0]

@@ -183,3 +183,92 @@ def test_offsets_are_decoded_per_image():
     torch.testing.assert_close(boxes0, ANCHORS[[2]], atol=1e-6, rtol=0)
     # anchor 2: centre (0.75, 0.75), size 0.3 -> centre x 0.78, width 0.6
     torch.testing.assert_close(boxes1, torch.tensor([[0.48, 0.60, 1.08, 0.90]]), atol=1e-5, rtol=0)
+
+
+# --- the PyTorch answer vs TensorRT's EfficientNMS_TRT (its CPU reference kernel) ----------
+
+def _plugin_outputs(boxes, scores, config: NmsConfig, **kwargs) -> dict:
+    """EfficientNMS_TRT reference kernel on corner boxes [B, N, 4] and probabilities [B, N, C]."""
+    import numpy as np
+
+    from cvexport.trt_plugins import efficient_nms_reference
+
+    names = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
+    out = efficient_nms_reference(
+        np.asarray(boxes, np.float32), np.asarray(scores, np.float32), score_threshold=config.score_threshold,
+        iou_threshold=config.iou_threshold, max_output_boxes=config.max_detections, **kwargs)
+    return dict(zip(names, out))
+
+
+def _candidate_cap_case():
+    """5000 near-identical class-0 boxes outscore 40 disjoint class-1 boxes: NMS over all of
+    them keeps 1 + 40, but EfficientNMS_TRT only lets its top 5000 candidates into NMS."""
+    from cvexport.trt_plugins import CANDIDATE_LIMIT
+
+    crowd = CANDIDATE_LIMIT
+    shift = torch.arange(crowd, dtype=torch.float32)[:, None] * 1e-6
+    crowd_boxes = torch.tensor([0.1, 0.1, 0.5, 0.5]) + shift
+    grid = torch.arange(40, dtype=torch.float32)
+    left, top = (grid % 8) / 8, (grid // 8) / 8
+    spread_boxes = torch.stack((left, top, left + 0.1, top + 0.1), dim=-1)
+    anchors = torch.cat((crowd_boxes, spread_boxes))
+    scores = torch.zeros(1, len(anchors), 2)
+    scores[0, :crowd, 0] = torch.linspace(0.95, 0.6, crowd)
+    scores[0, crowd:, 1] = torch.linspace(0.55, 0.3, len(spread_boxes))  # distinct: no tie order
+    return anchors, scores
+
+
+def test_efficient_nms_candidate_cap_drops_detections_pytorch_keeps():
+    from cvexport.compare import TOLERANCES, compare_detections
+    from cvexport.ops.detection import postprocess_scores
+
+    anchors, scores = _candidate_cap_case()
+    config = NmsConfig(score_threshold=0.25, iou_threshold=0.45, max_detections=20)
+    offsets = torch.zeros(1, len(anchors), 4)  # the boxes are the anchors themselves
+    reference = {k: v.numpy() for k, v in postprocess_scores(scores, offsets, anchors, config).items()}
+    assert int(reference["num_detections"][0, 0]) == 20  # every slot filled
+    plugin = _plugin_outputs(anchors[None], scores, config)
+    assert int(plugin["num_detections"][0, 0]) == 1  # the documented pre-NMS top-5000: the difference is real
+    uncapped = _plugin_outputs(anchors[None], scores, config, candidate_limit=len(anchors))
+    assert int(uncapped["num_detections"][0, 0]) == 20 and compare_detections(
+        reference, uncapped, TOLERANCES["fp32"]).passed(TOLERANCES["fp32"])
+    for precision, tolerance in TOLERANCES.items():
+        parity = compare_detections(reference, plugin, tolerance)
+        assert not parity.passed(tolerance), precision
+        assert parity.short_images == 1 and "EfficientNMS_TRT" in parity.failures[0]
+
+
+@pytest.mark.slow
+def test_shipped_ssd_val_1175_efficient_nms_returns_196_of_200():
+    """The issue's settings (--score-threshold 0.01 --max-detections 200) on the val image where
+    the shipped SSD's 200th detection is candidate 5037 by score: the plugin returns 196."""
+    import numpy as np
+
+    from cvexport.compare import TOLERANCES, compare_detections
+    from cvexport.models.detection_data import make_sample
+    from cvexport.ops.boxes import CENTER_VARIANCE, SIZE_VARIANCE
+    from cvexport.preprocess import to_network_input
+    from cvexport.registry import get_spec
+    from cvexport.trt_plugins import CANDIDATE_LIMIT, candidates_needed, efficient_nms_reference
+
+    spec = get_spec("ssd")
+    model = spec.load_model()
+    contract = {"dtype": "float32", "mean": list(spec.mean), "std": list(spec.std)}
+    x = torch.from_numpy(to_network_input([make_sample("val", 1175).image], contract))
+    config = NmsConfig(score_threshold=0.01, iou_threshold=0.45, max_detections=200)
+    with torch.no_grad():
+        cls_logits, offsets = model(x)
+        reference = {k: v.numpy() for k, v in postprocess(cls_logits, offsets, model.anchors, config).items()}
+        scores = class_scores(cls_logits).numpy()
+    # What the exported section feeds the plugin (cvexport/export/sections.py efficient_nms).
+    a = model.anchors.numpy()
+    anchors_cs = np.concatenate(((a[:, :2] + a[:, 2:]) / 2, a[:, 2:] - a[:, :2]), axis=-1)[None]
+    deltas = offsets.numpy() * np.float32([CENTER_VARIANCE, CENTER_VARIANCE, SIZE_VARIANCE, SIZE_VARIANCE])
+    kwargs = dict(score_threshold=0.01, iou_threshold=0.45, max_output_boxes=200, box_coding=1)
+    names = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
+    plugin = dict(zip(names, efficient_nms_reference(deltas, scores, anchors_cs, **kwargs)))
+    assert int(reference["num_detections"][0, 0]) == 200
+    assert int(plugin["num_detections"][0, 0]) == 196
+    assert candidates_needed(deltas, scores, anchors_cs, **kwargs)[0] > CANDIDATE_LIMIT
+    for precision, tolerance in TOLERANCES.items():
+        assert not compare_detections(reference, plugin, tolerance).passed(tolerance), precision

@@ -107,6 +107,7 @@ def test_loss_goes_down_on_a_fixed_batch():
     assert losses[-1] < 0.7 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_shipped_checkpoint_quality():
     """mIoU and pixel accuracy of the shipped fp16 weights on a val subset (torchmetrics)."""
     tensors, meta = load_checkpoint(WEIGHTS)

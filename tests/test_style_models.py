@@ -84,6 +84,7 @@ def test_stylize_reduces_the_total_loss():
     assert history[-1]["total"] < 0.5 * history[0]["total"]
 
 
+@pytest.mark.slow
 def test_shipped_checkpoint_stylizes(loss):
     model, meta = style_training.load_style_net(WEIGHTS)
     assert meta["style_name"] == style_training.DEFAULT_STYLE

@@ -59,6 +59,7 @@ def test_loss_goes_down_on_a_fixed_batch():
     assert float(loss) < 0.6 * first
 
 
+@pytest.mark.slow
 def test_shipped_checkpoint_quality():
     """mAP@0.5 of the shipped weights on a val subset, with the library-computed metric."""
     from cvexport.registry import get_spec
@@ -75,6 +76,7 @@ def test_shipped_checkpoint_quality():
 METRIC_KEYS = {"ssd": "val_map50", "classifier": "val_top1", "fcn": "val_miou", "style": "val_style_loss"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", sorted(METRIC_KEYS))
 def test_train_command_smoke_writes_loadable_weights(tmp_path, capsys, model):
     """`cvexport train MODEL` end to end for two steps per phase: resumable run dir, metrics,

@@ -99,7 +99,8 @@ def clean_detector() -> onnx.ModelProto:
         init("g_idx", [0, 1, 2], np.int64),
     ]
     inputs = [vi("x", FLOAT, ["N", 3, 32, 32]), vi("boxes", FLOAT, ["N", 1024, 4])]
-    outputs = [vi("picked", FLOAT, None), vi("sel32", TP.INT32, None)]
+    # Ranks only: the ONNX checker wants a shape on top-level outputs; inference fills the dims.
+    outputs = [vi("picked", FLOAT, [None, None]), vi("sel32", TP.INT32, [None, None])]
     return make(nodes, inputs, outputs, inits, opset=18)
 
 
@@ -136,7 +137,7 @@ def test_initializers_listed_as_inputs_are_not_reported_as_inputs():
 def test_report_serialises_and_formats():
     model = make(
         [helper.make_node("Unique", ["x"], ["y"], name="uniq")], [vi("x", FLOAT, [4])],
-        [vi("y", FLOAT, None)],
+        [vi("y", FLOAT, [None])],
     )
     report = check(model)
     data = json.loads(json.dumps(report.to_dict()))
@@ -534,7 +535,7 @@ def test_model_local_function_is_inlined():
         opset_imports=[helper.make_opsetid("", 17)],
     )
     node = helper.make_node("MyAct", ["x"], ["y"], domain="local")
-    model = make([node], [vi("x", FLOAT, [2])], [vi("y")], domains=["local"])
+    model = make([node], [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])], domains=["local"])
     model.functions.append(fn)
     report = check(model)
     assert report.ok and report.op_histogram == {"Relu": 1}
@@ -606,7 +607,7 @@ def test_shape_inference_failure_is_warning():
 def _external_data_model(tmp_path):
     node = helper.make_node("Add", ["x", "w"], ["y"])
     weights = init("w", np.ones(4096), np.float32)
-    model = make([node], [vi("x", FLOAT, [4096])], [vi("y")], [weights])
+    model = make([node], [vi("x", FLOAT, [4096])], [vi("y", FLOAT, [4096])], [weights])
     path = tmp_path / "m.onnx"
     onnx.save(model, path, save_as_external_data=True, location="m.data", size_threshold=0)
     return path
@@ -645,3 +646,85 @@ def test_check_path_bad_files_raise_one_line_value_error(tmp_path, content):
         check_path(path)
     message = str(excinfo.value)
     assert "broken.onnx" in message and "\n" not in message
+
+
+# ------------------------------------------------------- onnx checker and dangling inputs
+def _dangling_model():
+    """Add reads 'ghost', which no node, graph input or initializer provides."""
+    node = helper.make_node("Add", ["x", "ghost"], ["y"], name="add_ghost")
+    return make([node], [vi("x", FLOAT, [1, 4])], [vi("y", FLOAT, [1, 4])])
+
+
+def test_dangling_input_is_an_error_naming_node_and_tensor():
+    report = check(_dangling_model())
+    assert not report.ok
+    (found,) = hits(report, "dangling-input")
+    assert found.severity == "error" and found.node == "add_ghost"
+    assert "'ghost'" in found.message and "add_ghost" in found.message
+    assert "NOT COMPATIBLE" in report.format_text().splitlines()[0]
+
+
+def test_onnx_checker_failure_is_a_one_line_error_naming_the_tensor():
+    (found,) = hits(check(_dangling_model()), "onnx-checker")
+    assert found.severity == "error"
+    assert "ghost" in found.message and "\n" not in found.message
+    assert found.message.startswith("ONNX checker failed: ")
+
+
+def test_check_path_reports_dangling_input(tmp_path):
+    path = tmp_path / "broken.onnx"
+    onnx.save(_dangling_model(), path)
+    report = check_path(path)
+    assert not report.ok
+    assert {f.rule for f in report.by_severity("error")} >= {"onnx-checker", "dangling-input"}
+
+
+def test_dangling_graph_output_is_an_error():
+    node = helper.make_node("Relu", ["x"], ["y"], name="relu")
+    model = make([node], [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2]), vi("nowhere", FLOAT, [2])])
+    found = hits(check(model), "dangling-input", "error")
+    assert [f.node for f in found] == ["nowhere"] and "'nowhere'" in found[0].message
+
+
+def _if_model(branch_reads: str):
+    """An If whose then-branch reads ``branch_reads``; 'x' is an outer-scope graph input."""
+    then_graph = helper.make_graph(
+        [helper.make_node("Relu", [branch_reads], ["t"], name="then_relu")], "then_g", [], [vi("t", FLOAT, [2])])
+    else_graph = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["e"], name="else_neg")], "else_g", [], [vi("e", FLOAT, [2])])
+    node = helper.make_node("If", ["cond"], ["y"], name="branch", then_branch=then_graph, else_branch=else_graph)
+    return make([node], [vi("cond", TP.BOOL, []), vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])])
+
+
+def test_subgraph_may_read_outer_scope_but_not_nothing():
+    assert check(_if_model("x")).ok  # outer-scope reads are legal
+    report = check(_if_model("ghost"))
+    found = hits(report, "dangling-input", "error")
+    assert [f.node for f in found] == ["then_relu"] and "'ghost'" in found[0].message
+    assert hits(report, "onnx-checker", "error")
+
+
+def test_omitted_optional_input_is_not_dangling():
+    node = helper.make_node("Clip", ["x", "", "hi"], ["y"], name="clip")
+    model = make([node], [vi("x", FLOAT, [2])], [vi("y", FLOAT, [2])], [init("hi", 6.0, np.float32)])
+    report = check(model)
+    assert report.ok and hits(report, "dangling-input") == [] and hits(report, "onnx-checker") == []
+
+
+def test_type_error_fails_the_onnx_checker():
+    node = helper.make_node("Add", ["a", "b"], ["c"], name="mixed")  # float + int: ORT refuses it
+    model = make([node], [vi("a", FLOAT, [2]), vi("b", TP.INT32, [2])], [vi("c", FLOAT, [2])])
+    report = check(model)
+    assert not report.ok and [f.severity for f in hits(report, "onnx-checker")] == ["error"]
+
+
+def test_plugin_node_in_default_domain_passes_the_onnx_checker():
+    # TensorRT's parser accepts plugin nodes in the default domain; onnx.checker would ask for
+    # an ONNX schema, so the checker sees them in their plugin's domain.
+    report = check(_plugin_model(domain=""), plugins={"FakeNMS_TRT": FakeContract()})
+    assert report.ok and hits(report, "onnx-checker") == []
+
+
+def test_exported_efficient_nms_graph_passes_the_onnx_checker():
+    report = check_model(_efficient_nms_model())
+    assert hits(report, "onnx-checker") == [] and hits(report, "dangling-input") == []

@@ -9,7 +9,13 @@ import torch
 import torchvision
 from onnx import TensorProto, helper, numpy_helper
 
-from cvexport.trt_plugins import CANDIDATE_LIMIT, EFFICIENT_NMS, PLUGINS, efficient_nms_reference
+from cvexport.trt_plugins import (
+    CANDIDATE_LIMIT,
+    EFFICIENT_NMS,
+    PLUGINS,
+    candidates_needed,
+    efficient_nms_reference,
+)
 
 GOOD_ATTRS = dict(
     score_threshold=0.25,
@@ -254,6 +260,22 @@ def test_only_candidate_limit_boxes_enter_nms():
     assert num == CANDIDATE_LIMIT == 5000
     assert out_scores[num - 1] == scores[CANDIDATE_LIMIT - 1, 0]
     assert _nms(boxes[:5], scores[:5], max_output_boxes=5, candidate_limit=2)[0] == 2
+
+
+def test_candidates_needed_counts_sorted_candidates_up_to_the_last_kept_box():
+    # Candidates by score: A (0.9), A' (0.8, suppressed by A), B (0.7), C (0.6), D (0.1, below threshold).
+    boxes = [[0, 0, 1, 1], [0, 0, 1, 1.01], [2, 2, 3, 3], [4, 4, 5, 5], [6, 6, 7, 7]]
+    scores = [[0.9], [0.8], [0.7], [0.6], [0.1]]
+    args = (np.float32(boxes)[None], np.float32(scores)[None])
+    kwargs = dict(score_threshold=0.25, iou_threshold=0.5)
+    assert candidates_needed(*args, max_output_boxes=2, **kwargs).tolist() == [3]
+    assert candidates_needed(*args, max_output_boxes=3, **kwargs).tolist() == [4]
+    # Fewer survivors than max_output_boxes: every candidate is visited.
+    assert candidates_needed(*args, max_output_boxes=9, **kwargs).tolist() == [4]
+    # The plugin gives the uncapped answer exactly when its limit covers that many candidates.
+    full = _nms(boxes, scores, max_output_boxes=3, **kwargs)
+    assert _nms(boxes, scores, max_output_boxes=3, candidate_limit=4, **kwargs)[0] == full[0] == 3
+    assert _nms(boxes, scores, max_output_boxes=3, candidate_limit=3, **kwargs)[0] == 2
 
 
 def test_dense_path_below_0_007_outputs_rejected_candidates():

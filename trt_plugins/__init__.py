@@ -5,7 +5,13 @@ Importing this package loads only numpy and onnx. ONNX Runtime support lives in
 """
 
 from .contracts import AttributeSpec, PluginContract, TensorSpec
-from .efficient_nms import CANDIDATE_LIMIT, EFFICIENT_NMS, efficient_nms_reference
+from .efficient_nms import (
+    CANDIDATE_LIMIT,
+    EFFICIENT_NMS,
+    JETSON_TX_CANDIDATE_LIMIT,
+    candidates_needed,
+    efficient_nms_reference,
+)
 
 # op_type -> contract, for every plugin our exports may emit.
 PLUGINS: dict[str, PluginContract] = {contract.op_type: contract for contract in (EFFICIENT_NMS,)}
@@ -14,8 +20,10 @@ __all__ = [
     "AttributeSpec",
     "CANDIDATE_LIMIT",
     "EFFICIENT_NMS",
+    "JETSON_TX_CANDIDATE_LIMIT",
     "PLUGINS",
     "PluginContract",
     "TensorSpec",
+    "candidates_needed",
     "efficient_nms_reference",
 ]

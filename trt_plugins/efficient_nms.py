@@ -53,10 +53,19 @@ EFFICIENT_NMS = PluginContract(
     ),
 )
 
-# Candidates that enter the NMS kernel per image: EfficientNMSPlugin::initialize() sets
-# numSelectedBoxes = 5000 on every GPU with >= 64K registers per block (2000 on Jetson
-# TX1/TX2). The README's "4096" is the unused struct default in efficientNMSParameters.h.
+# Candidates that enter the NMS kernel per image (a pre-NMS top-k with no attribute to set
+# it). README, "Process Description": "After sorting, the highest 4096 scores are processed
+# by the EfficientNMS CUDA kernel" (https://github.com/NVIDIA/TensorRT/blob/main/plugin/
+# efficientNMSPlugin/README.md). The code: EfficientNMSPlugin::initialize() sets
+# numSelectedBoxes = 5000 on every GPU with >= 64K registers per block, 2000 on Jetson
+# TX1/TX2 (4096 is the struct default in efficientNMSParameters.h, which older releases
+# kept); the EfficientNMS kernel visits min(candidates, numSelectedBoxes) boxes. NVIDIA
+# calls it a hard-coded limitation (NVIDIA/TensorRT issues #2206, #3000). Consequence: when
+# more than this many scores pass score_threshold and NMS suppresses enough of the top
+# ones, fewer than max_output_boxes come out although an uncapped NMS (PyTorch, ONNX
+# NonMaxSuppression) would fill every slot. See candidates_needed().
 CANDIDATE_LIMIT = 5000
+JETSON_TX_CANDIDATE_LIMIT = 2000
 # EfficientNMSFilterLauncher: below this threshold the "dense" path sorts every score and
 # replaces rejected ones by DENSE_REJECTED_SCORE instead of dropping them.
 DENSE_PATH_THRESHOLD = 0.007
@@ -294,7 +303,10 @@ def efficient_nms_reference(
       3. stable sort by descending score, ties by ascending flat index anchor * C + class
          (cub's radix sort is stable; the dense path feeds indices in this order, the
          filter path in atomicAdd order, so on GPU ties there are unordered);
-      4. only the top ``candidate_limit`` (5000) candidates are decoded and enter NMS;
+      4. only the top ``candidate_limit`` (5000) candidates are decoded and enter NMS
+         (see CANDIDATE_LIMIT: with more candidates than that, fewer than max_output_boxes
+         may come out where an uncapped NMS fills every slot; that is the plugin's
+         behaviour, mirrored on purpose);
       5. greedy NMS: a kept box suppresses later boxes of its class (all classes if
          class_agnostic) with IoU >= iou_threshold (note: >=, unlike torchvision's >);
          IoU on reordered copies of the boxes, in float32;
@@ -346,6 +358,49 @@ def efficient_nms_reference(
         out_scores[b, :n] = _sigmoid(keys[keep]) if score_activation else keys[keep]
         out_classes[b, :n] = class_idx[keep]
     return num_detections, out_boxes, out_scores, out_classes
+
+
+def candidates_needed(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    anchors: np.ndarray | None = None,
+    *,
+    score_threshold: float,
+    iou_threshold: float,
+    max_output_boxes: int,
+    background_class: int = -1,
+    score_activation: bool = False,
+    class_agnostic: bool = False,
+    box_coding: int = 0,
+) -> np.ndarray:
+    """Per image, how many sorted score candidates an uncapped NMS visits to keep
+    ``max_output_boxes`` boxes (all of them when fewer survive).
+
+    EfficientNMS_TRT gives the uncapped answer exactly when this is <= its candidate limit
+    (CANDIDATE_LIMIT, JETSON_TX_CANDIDATE_LIMIT on Jetson TX1/TX2); above it, it returns
+    fewer or other boxes. Same arguments as :func:`efficient_nms_reference`.
+
+    Returns:
+        ndarray[B] int64.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32)
+    scores = np.asarray(scores, dtype=np.float32)
+    anchors = None if anchors is None else np.asarray(anchors, dtype=np.float32)
+    _check_shapes(boxes, scores, anchors)
+    batch, num_boxes, num_classes = scores.shape
+    per_class_boxes = boxes.ndim == 4 and boxes.shape[2] > 1
+    threshold, dense_switch = _comparison_thresholds(score_threshold, bool(score_activation))
+    dense = bool(threshold < dense_switch)
+    needed = np.zeros(batch, dtype=np.int64)
+    for b in range(batch):
+        index, _ = _sorted_candidates(scores[b], threshold, dense, background_class, num_boxes * num_classes)
+        anchor_idx, class_idx = np.divmod(index, num_classes)
+        raw = boxes[b, anchor_idx, class_idx] if per_class_boxes else boxes[b].reshape(-1, 4)[anchor_idx]
+        anchor = None if anchors is None else anchors[0 if anchors.shape[0] == 1 else b, anchor_idx]
+        decoded = decode_boxes(raw, anchor, box_coding)
+        keep = _greedy_nms(decoded, class_idx, np.float32(iou_threshold), max_output_boxes, bool(class_agnostic))
+        needed[b] = keep[-1] + 1 if len(keep) == max_output_boxes else len(index)
+    return needed
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

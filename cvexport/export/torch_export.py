@@ -29,8 +29,20 @@ def export_module(module, example_shape: Sequence[int], max_batch: int, *, input
             dynamic_shapes=({0: batch},), external_data=False, optimize=True, verify=False,
         )
     model = program.model_proto
+    strip_exporter_metadata(model)
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def strip_exporter_metadata(model: onnx.ModelProto) -> None:
+    """Drop the per-node metadata the exporter and its optimizer write (``pkg.torch.onnx.stack_trace``
+    and friends): it carries absolute paths of the checkout and of site-packages, so the same
+    weights built in two directories would give two different files. cvexport's own tags
+    (``cvexport.section``) are added later and kept."""
+    for node in [*model.graph.node, *(n for f in model.functions for n in f.node)]:
+        keep = [p for p in node.metadata_props if p.key.startswith("cvexport.")]
+        del node.metadata_props[:]
+        node.metadata_props.extend(keep)
 
 
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import os
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 from cvexport.bundle import Bundle, load_bundle
+from cvexport.errors import CvexportError
 from cvexport.images import as_rgb_array, letterbox
 from cvexport.preprocess import to_network_input
 from cvexport.runtime import create_runner
@@ -37,13 +40,27 @@ class Predictor:
         """Raw outputs for network inputs that already follow the bundle's input contract."""
         return self.runner.infer(tensors)
 
-    def predict(self, images: Sequence[Any]) -> list[list[dict[str, Any]]]:
-        """One result per image (see the task's ``to_predictions``). ``images``: paths, PIL images or
-        uint8/float arrays (grey, RGB, RGBA)."""
+    def predict(self, images: Any) -> list[Any]:
+        """Results for ``images``, always as a list with one result per image, in order (each result
+        as the task's ``to_predictions`` gives it: detections, top classes, a label map or a picture).
+
+        ``images`` is either one image or several:
+
+        * one image: a path (``str`` or ``os.PathLike``), a PIL image, or one (H, W) / (H, W, C)
+          array; the result is a list of one (``predict(x)[0]`` is its result);
+        * several: a list, tuple or other iterable of such images, or one (N, H, W, C) array
+          (N images); an empty list gives an empty list.
+
+        Each image follows :func:`cvexport.images.as_rgb_array`'s rules (EXIF orientation applied,
+        16-bit data scaled to 8 bits, transparency composited on white, floats in 0..1). Every image
+        is read and checked before any inference; anything unusable (a missing file, an empty
+        or 2/5-channel array, an object that is no image) raises a one-line :class:`CvexportError`
+        naming it.
+        """
         contract = self.bundle.input
         width, height = contract["width"], contract["height"]
-        results: list[list[dict[str, Any]]] = []
-        arrays = [as_rgb_array(image) for image in images]
+        arrays = _as_image_arrays(images)
+        results: list[Any] = []
         for start in range(0, len(arrays), self.bundle.max_batch):
             chunk = arrays[start : start + self.bundle.max_batch]
             fitted = [letterbox(image, width, height) for image in chunk]
@@ -52,3 +69,29 @@ class Predictor:
             results.extend(self.task.to_predictions(outputs, [f[1] for f in fitted], self.bundle.class_names,
                                                     width, height))
         return results
+
+
+def _as_image_arrays(images: Any) -> list[np.ndarray]:
+    """``predict``'s argument -> uint8 RGB arrays, one per image (see ``Predictor.predict``)."""
+    if not isinstance(images, (list, tuple, np.ndarray)) and hasattr(images, "__array__"):
+        images = np.asarray(images)  # a tensor or other array-like: one image or a batch, by its shape
+    if _is_single_image(images):
+        return [as_rgb_array(images)]
+    if isinstance(images, np.ndarray):
+        if images.ndim != 4:
+            raise CvexportError(f"image array has shape {images.shape} ({images.ndim}-D); pass one image as "
+                                "(H, W) or (H, W, C), several as (N, H, W, C) or a list")
+        if len(images) == 0:
+            raise CvexportError(f"image batch has shape {images.shape}, it is empty; pass at least one image")
+    elif isinstance(images, (dict, bytes, bytearray, memoryview)) or not isinstance(images, Iterable):
+        raise CvexportError(f"images is a {type(images).__name__}; pass a path, a PIL image or an image array, "
+                            "or a list of them")
+    return [as_rgb_array(image, name=f"images[{index}]") for index, image in enumerate(images)]
+
+
+def _is_single_image(images: Any) -> bool:
+    from PIL import Image
+
+    if isinstance(images, (str, os.PathLike, Image.Image)):
+        return True
+    return isinstance(images, np.ndarray) and images.ndim in (2, 3)

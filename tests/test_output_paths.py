@@ -1,0 +1,225 @@
+"""No command replaces or deletes anything but its own artifacts.
+
+Every command that writes is pointed at a directory where a file is expected (and, for
+``build``, at a file or a foreign directory where a bundle is expected), with a canary file
+inside and beside the target: the command must refuse in one line, before doing the work,
+and both canaries must survive.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cli_helpers import one_line_stderr
+from cvexport.atomic import OutputPathError, atomic_path, write_text_atomic
+from cvexport.cli import main
+
+
+@pytest.fixture(scope="module")
+def bundle(build_bundle):
+    return build_bundle(model="classifier", precision="fp32")
+
+
+@pytest.fixture
+def guarded(tmp_path):
+    """A directory holding a user's file, with another user's file beside it."""
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "inside.txt").write_text("keep me")
+    (tmp_path / "beside.txt").write_text("keep me too")
+
+    def intact():
+        assert (target / "inside.txt").read_text() == "keep me"
+        assert (tmp_path / "beside.txt").read_text() == "keep me too"
+        assert sorted(p.name for p in target.iterdir()) == ["inside.txt"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["beside.txt", "mine"]  # no temp left behind
+
+    return target, intact
+
+
+@pytest.fixture
+def image(tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "photo.png"
+    Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(path)
+    return path
+
+
+def _commands(bundle, image, target):
+    """Each command that writes a file, with ``target`` (a directory) where that file goes."""
+    b = str(bundle.path)
+    return {
+        "bench --json": ["bench", b, "--iters", "1", "--warmup", "0", "--json", str(target)],
+        "bench --plot": ["bench", b, "--iters", "1", "--warmup", "0", "--plot", str(target)],
+        "verify --json": ["verify", b, "--val-images", "1", "--json", str(target)],
+        "inspect --json": ["inspect", b, "--json", str(target)],
+        "train --out": ["train", "classifier", "--max-steps", "1", "--run-dir", str(target.parent / "run"),
+                        "--out", str(target)],
+        "stylize --out": ["stylize", str(image), str(image), "--steps", "1", "--out", str(target)],
+        "stylize --plot": ["stylize", str(image), str(image), "--steps", "1", "--out",
+                           str(target.parent / "styled.png"), "--plot", str(target)],
+    }
+
+
+COMMANDS = ["bench --json", "bench --plot", "verify --json", "inspect --json", "train --out", "stylize --out",
+            "stylize --plot"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_directory_is_never_replaced_by_a_file(bundle, image, guarded, capsys, command):
+    target, intact = guarded
+    code = main(_commands(bundle, image, target)[command])
+    assert code != 0
+    err = one_line_stderr(capsys)
+    assert "is a directory, where a file is expected" in err and str(target) in err
+    intact()
+
+
+def test_build_refuses_a_directory_of_other_files(guarded, capsys):
+    target, intact = guarded
+    assert main(["build", "classifier", "--out", str(target)]) != 0
+    err = one_line_stderr(capsys)
+    assert "holds files that are not a cvexport bundle" in err and "--force" in err
+    intact()
+
+
+def test_build_refuses_a_file(tmp_path, capsys):
+    target = tmp_path / "bundle"
+    target.write_text("a user's file")
+    assert main(["build", "classifier", "--out", str(target)]) != 0
+    assert "is a file, where a cvexport bundle directory is expected" in one_line_stderr(capsys)
+    assert target.read_text() == "a user's file"
+
+
+@pytest.mark.slow
+def test_build_replaces_a_bundle_and_force_replaces_anything(bundle, tmp_path):
+    """A bundle is ours to replace; --force makes any directory ours (its files go)."""
+    from cvexport.build import BuildOptions, build, is_bundle_dir
+
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(bundle.path, old)
+    (old / "stale-engine.plan").write_text("x")
+    build(BuildOptions(model="classifier", out=str(old), verify_images=0), log=lambda line: None)
+    assert is_bundle_dir(old) and not (old / "stale-engine.plan").exists()
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("x")
+    build(BuildOptions(model="classifier", out=str(foreign), verify_images=0, force=True), log=lambda line: None)
+    assert is_bundle_dir(foreign) and not (foreign / "notes.txt").exists()
+
+
+@pytest.mark.slow
+def test_build_into_an_empty_directory(tmp_path):
+    from cvexport.build import BuildOptions, build, is_bundle_dir
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    build(BuildOptions(model="classifier", out=str(empty), verify_images=0), log=lambda line: None)
+    assert is_bundle_dir(empty)
+
+
+def test_run_out_file_refused_and_rerun_replaces_only_its_own_pictures(bundle, image, tmp_path, capsys):
+    out = tmp_path / "preds"
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    assert main(["run", str(bundle.path), str(image), "--out", str(not_a_dir)]) != 0
+    assert "is a file" in one_line_stderr(capsys)
+    assert not_a_dir.read_text() == "x"
+
+    out.mkdir()
+    (out / "user.png").write_bytes(b"not ours")
+    other = out / "0000-other.input.png"  # an input inside --out, named like our pictures: never removed
+    Image.fromarray(np.full((30, 30, 3), 200, np.uint8)).save(other)
+    assert main(["run", str(bundle.path), str(image), "--out", str(out)]) == 0
+    first = set(p.name for p in out.iterdir())
+    assert main(["run", str(bundle.path), str(other), "--out", str(out)]) == 0
+    second = set(p.name for p in out.iterdir())
+    listed = {v for r in json.loads((out / "predictions.json").read_text())["images"] for k, v in r.items()
+              if k != "image" and isinstance(v, str) and v.endswith(".png")}
+    assert listed and listed <= second
+    assert not any("photo" in name for name in second), "the first run's pictures were left behind"
+    assert any("photo" in name for name in first)
+    assert (out / "user.png").read_bytes() == b"not ours"
+    assert main(["run", str(bundle.path), str(image), "--out", str(out)]) == 0
+    assert other.exists(), "an input image listed in predictions.json was deleted"
+
+
+def test_atomic_file_write_never_replaces_a_directory(guarded):
+    target, intact = guarded
+    with pytest.raises(OutputPathError, match="is a directory"):
+        write_text_atomic(target, "{}")
+    intact()
+
+
+def test_atomic_file_write_refuses_late_when_a_directory_appears(tmp_path):
+    """The target is checked again when the result is moved into place."""
+    final = tmp_path / "result.json"
+    with pytest.raises(OutputPathError, match="is a directory"):
+        with atomic_path(final) as tmp:
+            tmp.write_text("{}")
+            final.mkdir()
+            (final / "theirs.txt").write_text("keep")
+    assert (final / "theirs.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]
+
+
+def test_a_file_in_the_way_of_a_parent_directory(tmp_path, bundle, capsys):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    assert main(["inspect", str(bundle.path), "--json", str(blocker / "report.json")]) != 0
+    assert "is a file" in one_line_stderr(capsys)
+    assert blocker.read_text() == "x"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["build", "classifier", "--calib-images", "64"], "--calib-images apply only to --int8"),
+    (["build", "classifier", "--calib-method", "entropy"], "--calib-method apply only to --int8"),
+])
+def test_int8_only_options_refused_without_int8(tmp_path, capsys, args, needle):
+    assert main(args + ["--out", str(tmp_path / "b")]) != 0
+    assert needle in one_line_stderr(capsys)
+    assert not (tmp_path / "b").exists()
+
+
+def test_verify_with_only_the_reference_is_refused(bundle, capsys):
+    assert main(["verify", str(bundle.path), "--backend", "torch", "--val-images", "1"]) != 0
+    assert "name a backend to verify against it" in one_line_stderr(capsys)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("cvexport ")
+
+
+@pytest.mark.slow
+def test_bundles_are_reproducible_and_carry_no_build_paths(bundle, tmp_path):
+    """Same weights and options -> byte-identical model.onnx; no node metadata but cvexport's
+    own tags, and no absolute path of this checkout anywhere in the graph or the manifest."""
+    import onnx
+
+    from cvexport.build import BuildOptions, build
+
+    again = tmp_path / "again"
+    build(BuildOptions(model="classifier", out=str(again), verify_images=0), log=lambda line: None)
+    assert (again / "model.onnx").read_bytes() == (bundle.path / "model.onnx").read_bytes()
+    model = onnx.load(str(again / "model.onnx"))
+    keys = {p.key for n in model.graph.node for p in n.metadata_props}
+    assert keys and all(k.startswith("cvexport.") for k in keys), keys
+    checkout = str(Path(__file__).resolve().parents[1])
+    assert checkout.encode() not in (again / "model.onnx").read_bytes()
+    assert checkout not in (again / "manifest.json").read_text()
+
+
+def test_efficient_nms_refuses_the_dense_path_threshold(tmp_path, capsys):
+    assert main(["build", "ssd", "--nms", "efficient", "--score-threshold", "0.005", "--out", str(tmp_path / "b")]) != 0
+    assert "below 0.007" in one_line_stderr(capsys)
+    assert not (tmp_path / "b").exists()
