@@ -15,10 +15,10 @@ from cvexport.checkpoint import sha256_file
 from cvexport.cpu import cpu_info, describe_cpu
 from cvexport.errors import CvexportError
 from cvexport.export.precision import INT8_CPU_GRAPHS
+from cvexport.precisions import PRECISIONS
 from cvexport.registry import get_spec
 from cvexport.trt_compat import TRT_VERSION, check_model
 
-PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 INPUT_FORMATS = ("float", "uint8")
 PARITY_BATCHES = (1, 4)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import torch
 
 from cvexport.atomic import atomic_path
+from cvexport.digest import sha256_file  # noqa: F401 - part of this module's API (bundles, tests)
 from cvexport.errors import CvexportError
 
 _META_KEY = "cvexport"
@@ -44,9 +44,3 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     return tensors, meta
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

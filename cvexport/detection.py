@@ -1,10 +1,10 @@
 """The detection task: how an SSD-style model is exported, checked and read back.
 
-- ``export_graph``: torch export of the network, optional FP16, then the decode and NMS
-  sections (standard ONNX or the EfficientNMS_TRT plugin) and the fixed output contract.
+- ``export_graphs``: torch export of the network at the build's precision, then the decode and
+  NMS sections (standard ONNX or the EfficientNMS_TRT plugin) and the fixed output contract.
 - ``reference_outputs``: the PyTorch answer in that same contract.
-- ``parity_batches`` / ``compare``: the parity check ``build`` and the tests run.
-- ``to_predictions`` / ``annotate``: typed detections in pixels of each original image.
+- ``parity_frames`` / ``compare``: the parity check ``build`` and the tests run.
+- ``to_predictions`` / ``render``: typed detections in pixels of each original image.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def build_nms_config(spec, options) -> NmsConfig:
 
 def check_options(spec, options) -> None:
     """One-line errors for detection build options that cannot work."""
-    from cvexport.export.sections import TRT_MAX_TOPK
+    from cvexport.trt_compat import TOPK_MAX_K as TRT_MAX_TOPK
 
     config, nms = build_nms_config(spec, options), options.nms or "onnx"
     num_anchors, num_classes = spec.build().anchors.shape[0], len(spec.class_names)

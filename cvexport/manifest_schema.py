@@ -29,10 +29,10 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, NoReturn
 
 from cvexport.errors import CvexportError
+from cvexport.precisions import PRECISIONS
 
 # The enums, as cvexport.build, cvexport.detection and cvexport.tasks define them (a test keeps
 # them in step; importing those modules here would import torch on every load).
-PRECISIONS = ("fp32", "fp16", "int8")
 NMS_FLAVORS = ("onnx", "efficient")
 # input dtype -> the layout that dtype comes in (cvexport.build.input_contract, cvexport.preprocess)
 INPUT_LAYOUTS = {"float32": "NCHW", "uint8": "NHWC"}

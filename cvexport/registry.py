@@ -151,7 +151,7 @@ def _build_style_net():
 
 
 # models.style_net.STYLE_INPUT_SIZE, written out so listing models does not import torch
-# (tests/test_style_task.py checks the two agree).
+# (tests/test_task_cli.py::test_registry_style_size_is_the_networks checks the two agree).
 STYLE_INPUT_SIZE = 256
 
 register_model(

@@ -352,6 +352,7 @@ def _walk_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
 
 
 def _walk_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node of ``graph`` and of its subgraphs (If / Loop / Scan bodies), outer first."""
     for g in _walk_graphs(graph):
         yield from g.node
 

@@ -333,12 +333,11 @@ def test_missing_graph_is_left_to_the_file_check(built, tmp_path):
 
 def test_schema_enums_follow_the_code_they_describe():
     from cvexport import manifest_schema
-    from cvexport.build import INPUT_FORMATS, PRECISIONS
+    from cvexport.build import INPUT_FORMATS
     from cvexport.detection import NMS_FLAVORS
     from cvexport.export.precision import INT8_CPU_GRAPHS
     from cvexport.tasks import _TASK_MODULES
 
-    assert manifest_schema.PRECISIONS == PRECISIONS
     assert manifest_schema.NMS_FLAVORS == NMS_FLAVORS
     assert set(manifest_schema.TASK_OUTPUTS) == set(_TASK_MODULES)
     assert manifest_schema.cpu_graph_keys() == tuple(g.key for g in INT8_CPU_GRAPHS)

@@ -21,7 +21,8 @@ returns a quantized ``onnx.ModelProto`` in one of these forms:
 ``sensitive_nodes`` names the detection heads (the last weighted layers before the outputs),
 so they can be passed as ``exclude`` to keep them in float. ``calibration_batches`` draws
 calibration images from a model's own training split, prepared exactly as the runtime does.
-``postprocess_scores`` and ``evaluate_core_map`` measure what quantization does to mAP.
+``postprocess_scores`` turns a core's outputs into the detection contract, to measure what
+quantization does to detections.
 """
 
 from __future__ import annotations
@@ -495,8 +496,7 @@ class _quiet_ort:
 
 
 # --------------------------------------------------------------------------------------
-# Measuring the effect: detections from (scores, box_offsets), mAP of a core run in ORT
-# (the core ends in class_logits: the class-probability section comes after it)
+# Measuring the effect: detections from (scores, box_offsets)
 # --------------------------------------------------------------------------------------
 def postprocess_scores(scores, box_offsets, anchors, config) -> dict[str, np.ndarray]:
     """The detection contract (numpy) from a core's outputs (class probabilities, offsets):
@@ -515,42 +515,3 @@ def ort_session(model: onnx.ModelProto, threads: int | None = None):
     from cvexport.runtime.ort_runner import create_session
 
     return create_session(model.SerializeToString(), ["CPUExecutionProvider"], threads)
-
-
-def evaluate_core_map(core: onnx.ModelProto | Any, spec, anchors, *, size: int = 256,
-                      batch_size: int = 32, seed: int = 0, config=None,
-                      threads: int | None = None) -> dict[str, float]:
-    """mAP@0.5 and mAP@0.5:0.95 of ``core`` (a ModelProto or an InferenceSession) run in ONNX
-    Runtime on the first ``size`` val images, with the evaluation settings of training
-    (``ssd_training.EVAL_NMS``). Comparable with ``ssd_training.evaluate_map`` of the torch model.
-    """
-    import torch
-
-    from cvexport.metrics import ImageDetections, detection_map
-    from cvexport.models.detection_data import make_sample
-    from cvexport.models.ssd_training import EVAL_NMS
-    from cvexport.ops.detection import class_scores
-    from cvexport.preprocess import to_network_input
-
-    session = ort_session(core, threads) if isinstance(core, onnx.ModelProto) else core
-    config = config or EVAL_NMS
-    height, width = spec.input_size
-    contract = {"dtype": "float32", "mean": spec.mean, "std": spec.std}
-    input_name = session.get_inputs()[0].name
-    predictions, ground_truth = [], []
-    for start in range(0, size, batch_size):
-        samples = [make_sample("val", i, seed=seed, size=height) for i in range(start, min(size, start + batch_size))]
-        logits, offsets = session.run(["class_logits", "box_offsets"],
-                                      {input_name: to_network_input([s.image for s in samples], contract)})
-        out = postprocess_scores(class_scores(torch.from_numpy(logits)).numpy(), offsets, anchors, config)
-        for b, sample in enumerate(samples):
-            n = int(out["num_detections"][b, 0])
-            predictions.append(ImageDetections(
-                boxes=out["detection_boxes"][b, :n] * np.array([width, height, width, height], np.float32),
-                classes=out["detection_classes"][b, :n],
-                scores=out["detection_scores"][b, :n],
-            ))
-            ground_truth.append(ImageDetections(
-                boxes=sample.boxes * np.array([width, height, width, height], np.float32), classes=sample.labels))
-    metrics = detection_map(predictions, ground_truth, spec.class_names)
-    return {"val_map50": metrics["map50"], "val_map": metrics["map"], "val_images": size}

@@ -16,8 +16,6 @@ from cvexport.export.graph import FLOAT, INT32, UINT8, GraphEditor
 from cvexport.ops.boxes import CENTER_VARIANCE, SIZE_VARIANCE
 from cvexport.ops.detection import NmsConfig
 
-# TensorRT's TopK supports K up to 3840 (onnx-tensorrt operators.md).
-TRT_MAX_TOPK = 3840
 DETECTION_OUTPUTS = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
 
 

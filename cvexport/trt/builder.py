@@ -156,22 +156,13 @@ def graph_facts(onnx_path: str | Path) -> GraphFacts:
     """Plugin nodes and Q/DQ presence of an ONNX file (weights are not loaded)."""
     import onnx
 
+    from cvexport.trt_compat import _walk_nodes
     from cvexport.trt_plugins import PLUGINS
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     op_types = {node.op_type for node in _walk_nodes(model.graph)}
     return GraphFacts(plugins=tuple(sorted(op_types & set(PLUGINS))),
                       has_qdq=bool(op_types & {"QuantizeLinear", "DequantizeLinear"}))
-
-
-def _walk_nodes(graph):
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.g.node:
-                yield from _walk_nodes(attr.g)
-            for sub in attr.graphs:
-                yield from _walk_nodes(sub)
 
 
 # --------------------------------------------------------------------------------------

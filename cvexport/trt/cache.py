@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cvexport.atomic import atomic_path
+from cvexport.digest import sha256_file
 from cvexport.errors import CvexportError
 
 ENGINE_FORMAT = "cvexport-engine/1"
@@ -76,14 +77,6 @@ def metadata_path(engine_path: str | Path) -> Path:
 
 def _sha256_bytes(data) -> str:
     return hashlib.sha256(memoryview(data)).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------
@@ -217,7 +210,7 @@ def find_cached_engine(cache_dir: str | Path, key: str) -> Path | None:
     meta = _load_if_valid(path)
     if meta is None or meta.key != key:
         return None
-    if path.stat().st_size != meta.engine_size or _sha256_file(path) != meta.engine_sha256:
+    if path.stat().st_size != meta.engine_size or sha256_file(path) != meta.engine_sha256:
         return None
     return path
 

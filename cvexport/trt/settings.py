@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from cvexport.errors import CvexportError
+from cvexport.precisions import PRECISIONS
 
-PRECISIONS = ("fp32", "fp16", "int8")
 HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")
 # TensorRT's enum member name for each of our spellings.
 _HW_LEVEL_NAMES = {"ampere_plus": "AMPERE_PLUS", "same_compute_capability": "SAME_COMPUTE_CAPABILITY"}
