@@ -41,6 +41,7 @@ class BuildOptions:
     calib_method: str | None = None  # INT8 only: None = entropy for TensorRT's graph, minmax for CPU's
     style: str | None = None  # style only: train (or reuse) a network for this style image
     force: bool = False  # replace --out even when it holds files that are not a bundle
+    engine: str = "auto"  # auto: also build (or reuse) a TensorRT engine where TensorRT works; trt: require it; ort: none
 
     def resolved_out(self) -> Path:
         if self.out:
@@ -221,6 +222,10 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
     started = time.perf_counter()
     spec = get_spec(options.model)
     _check_options(options)
+    if options.engine not in ENGINE_CHOICES:
+        raise CvexportError(f"unknown engine choice '{options.engine}'; choose one of: {', '.join(ENGINE_CHOICES)}")
+    if options.engine == "trt":
+        _require_tensorrt()  # fail before spending a minute on the export
     out = check_dir_target(options.resolved_out(), is_bundle_dir, "cvexport bundle", force=options.force)
     task = get_task(spec.task)
     _check_task_options(spec, task, options)
@@ -314,5 +319,31 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
                 f"{GATE_ADVICE[options.precision]}"
             )
     log(f"wrote {out} in {time.perf_counter() - started:.1f} s")
+    if options.engine != "ort":
+        _engine_step(out, log)
     return out
+
+
+ENGINE_CHOICES = ("auto", "trt", "ort")
+
+
+def _require_tensorrt() -> None:
+    from cvexport.trt.builder import trt_unavailable_reason
+
+    reason = trt_unavailable_reason()
+    if reason is not None:
+        raise CvexportError(f"--backend trt: {reason}")
+
+
+def _engine_step(out: Path, log: Callable[[str], None]) -> None:
+    """Build (or reuse) the bundle's TensorRT engine where TensorRT and a GPU are usable."""
+    from cvexport.trt.builder import ensure_engine, trt_unavailable_reason
+    from cvexport.trt.settings import EngineOptions
+
+    reason = trt_unavailable_reason()
+    if reason is not None:
+        log(f"TensorRT engine not built ({reason}); the bundle runs on ONNX Runtime (--backend ort)")
+        return
+    bundle = load_bundle(out)
+    log(f"TensorRT engine: {ensure_engine(bundle, EngineOptions.from_bundle(bundle), log)}")
 

@@ -66,35 +66,10 @@ def _cmd_build(args) -> int:
         input_format=args.input_format, score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
         max_detections=args.max_detections, weights=args.weights, out=args.out,
         calib_images=args.calib_images, calib_method=args.calib_method, style=args.style, force=args.force,
+        engine=args.backend,
     )
-    log = lambda line: print(line, flush=True)  # noqa: E731
-    if args.backend == "trt":
-        _require_tensorrt()  # fail before spending a minute on the export
-    out = build(options, log=log)
-    if args.backend == "ort":
-        return 0
-    from cvexport.trt.builder import trt_unavailable_reason
-
-    reason = trt_unavailable_reason()
-    if reason is not None:
-        log(f"TensorRT engine not built ({reason}); the bundle runs on ONNX Runtime (--backend ort)")
-        return 0
-    from cvexport.bundle import load_bundle
-    from cvexport.trt.builder import ensure_engine
-    from cvexport.trt.settings import EngineOptions
-
-    bundle = load_bundle(out)
-    engine = ensure_engine(bundle, EngineOptions.from_bundle(bundle), log)
-    log(f"TensorRT engine: {engine}")
+    build(options, log=lambda line: print(line, flush=True))
     return 0
-
-
-def _require_tensorrt() -> None:
-    from cvexport.trt.builder import trt_unavailable_reason
-
-    reason = trt_unavailable_reason()
-    if reason is not None:
-        raise CvexportError(f"--backend trt: {reason}")
 
 
 def _add_run(sub) -> None:

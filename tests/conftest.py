@@ -49,6 +49,7 @@ def build_bundle(tmp_path_factory):
     def _build(**kwargs):
         kwargs.setdefault("model", "ssd")
         kwargs.setdefault("verify_images", 0)  # verify has its own tests; keep fixture builds fast
+        kwargs.setdefault("engine", "ort")  # engines are built by the tests that check them
         key = tuple(sorted(kwargs.items()))
         if key not in cache:
             out = root / f"b{len(cache)}"
