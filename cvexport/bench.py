@@ -24,14 +24,14 @@ import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from cvexport.bundle import Bundle, library_versions, load_bundle
 from cvexport.cpu import cpu_info, describe_cpu
-from cvexport.errors import CvexportError
-from cvexport.runtime import BACKENDS, create_runner
+from cvexport.errors import CvexportError, stderr_warning
+from cvexport.runtime import check_backends, open_or_skip
 from cvexport.runtime.base import Runner
 
 BENCH_FORMAT = "cvexport-bench/1"
@@ -41,59 +41,9 @@ STAGES = ("end_to_end", "preprocess", "inference", "postprocess")
 DEVICE_STAGES = {"h2d_ms": "h2d", "compute_ms": "compute", "d2h_ms": "d2h"}
 # Camera and photo shapes, landscape and portrait, so letterbox cost and padding vary as in use.
 IMAGE_SIZES = ((640, 480), (1280, 720), (480, 640), (1920, 1080), (320, 240), (800, 600), (720, 1280), (256, 256))
-# ONNX Runtime silently falls back to the CPU provider when a GPU provider cannot start.
-_GPU_PROVIDERS = {"ort-cuda": "CUDAExecutionProvider", "ort-trt": "TensorrtExecutionProvider"}
 # INT8 counts as faster than fp32 only from this speed-up on: below it, the difference is within
 # what these shared machines vary from run to run.
 FASTER_MARGIN = 1.05
-
-
-def stderr_warning(line: str) -> None:
-    import sys
-
-    print(f"cvexport: warning: {line}", file=sys.stderr, flush=True)
-
-
-# ------------------------------------------------------------------------------ backends
-def check_backends(backends: Iterable[str]) -> list[str]:
-    """Validated, de-duplicated backend names in the order given (CvexportError for unknown ones)."""
-    names = list(dict.fromkeys(b.strip() for b in backends if b.strip()))
-    if not names:
-        raise CvexportError(f"no backend given; choose from: {', '.join(BACKENDS)}")
-    unknown = [b for b in names if b not in BACKENDS]
-    if unknown:
-        raise CvexportError(f"unknown backend '{unknown[0]}'; choose from: {', '.join(BACKENDS)}")
-    return names
-
-
-def open_runner(bundle: Bundle, backend: str, threads: int | None = None) -> Runner:
-    """``create_runner``, plus a check that a GPU provider of ONNX Runtime really started."""
-    runner = create_runner(bundle, backend, threads=threads)
-    wanted = _GPU_PROVIDERS.get(backend)
-    session = getattr(runner, "session", None)
-    if wanted and session is not None and session.get_providers()[0] != wanted:
-        runner.close()
-        raise CvexportError(
-            f"ONNX Runtime could not start {wanted} (no usable NVIDIA GPU, or CUDA/cuDNN libraries missing) and "
-            "would run on the CPU; install onnxruntime-gpu with a matching CUDA, or use --backend ort"
-        )
-    return runner
-
-
-def open_or_skip(bundle: Bundle, backend: str, threads: int | None, several: bool,
-                 warn: Callable[[str], None] = stderr_warning) -> tuple[Runner | None, str | None]:
-    """(runner, None), or (None, why) when ``backend`` cannot run here and ``several`` backends were asked for.
-
-    With one backend its error propagates (one line, naming what to install); with several,
-    an unusable one is skipped with a warning so the others still run.
-    """
-    try:
-        return open_runner(bundle, backend, threads), None
-    except CvexportError as exc:
-        if not several:
-            raise
-        warn(f"skipping backend {backend}: {exc}")
-        return None, str(exc)
 
 
 # ------------------------------------------------------------------------------ machine
@@ -178,23 +128,19 @@ def latency_stats(samples_ms: Sequence[float]) -> dict[str, float]:
 def _measure(runner: Runner, task, bundle: Bundle, images: list[np.ndarray], batch: int, warmup: int,
              iters: int) -> dict[str, list[float]]:
     """Per-iteration times (ms) of each stage; the first ``warmup`` iterations are dropped."""
-    from cvexport.images import letterbox
-    from cvexport.preprocess import to_network_input
+    from cvexport.runtime.predictor import finish_batch, prepare_batch
 
-    contract = bundle.input
-    width, height = contract["width"], contract["height"]
     samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
     gc.collect()  # a collection of earlier garbage should not land in the first timed runs
     for i in range(warmup + iters):
         start = (i * batch) % len(images)
         chunk = [images[(start + j) % len(images)] for j in range(batch)]
         t0 = time.perf_counter()
-        fitted = [letterbox(image, width, height) for image in chunk]
-        feed = {contract["name"]: to_network_input([f[0] for f in fitted], contract)}
+        prepared = prepare_batch(bundle, chunk)
         t1 = time.perf_counter()
-        outputs = runner.infer(feed)
+        outputs = runner.infer(prepared.feed)
         t2 = time.perf_counter()
-        task.to_predictions(outputs, [f[1] for f in fitted], bundle.class_names, width, height)
+        finish_batch(task, bundle, outputs, prepared)
         t3 = time.perf_counter()
         if i < warmup:
             continue

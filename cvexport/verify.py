@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from cvexport.bench import stderr_warning, check_backends, open_or_skip, open_runner
+from cvexport.errors import stderr_warning
+from cvexport.runtime import check_backends, create_runner, open_or_skip
 from cvexport.bundle import Bundle, load_bundle
 from cvexport.errors import CvexportError
 
@@ -68,9 +69,8 @@ def verify_rows(bundle: Bundle | str, backends: Sequence[str] = ("ort",), val_im
     empty when it passed). Backends that cannot run here are an error when they are the only
     one asked for, else skipped with a warning.
     """
-    from cvexport.images import letterbox
-    from cvexport.preprocess import to_network_input
     from cvexport.registry import get_spec
+    from cvexport.runtime.predictor import finish_batch, prepare_batch
     from cvexport.tasks import get_task
 
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
@@ -85,10 +85,8 @@ def verify_rows(bundle: Bundle | str, backends: Sequence[str] = ("ort",), val_im
                             "against it, e.g. --backend ort")
     task = get_task(bundle.task)
     tolerance, tolerance_note = tolerance_for(task, bundle.precision)
-    contract = bundle.input
-    width, height = contract["width"], contract["height"]
 
-    runners = {REFERENCE: open_runner(bundle, REFERENCE)}
+    runners = {REFERENCE: create_runner(bundle, REFERENCE)}
     try:
         for name in names:
             runner, _ = open_or_skip(bundle, name, None, several=len(names) > 1, warn=warn)
@@ -100,16 +98,14 @@ def verify_rows(bundle: Bundle | str, backends: Sequence[str] = ("ort",), val_im
         predictions: dict[str, list] = {name: [] for name in runners}
         parity = {name: task.new_parity() for name in runners if name != REFERENCE}
         for start in range(0, len(images), bundle.max_batch):
-            fitted = [letterbox(image, width, height) for image in images[start:start + bundle.max_batch]]
-            feed = {contract["name"]: to_network_input([f[0] for f in fitted], contract)}
-            boxes = [f[1] for f in fitted]
-            reference = runners[REFERENCE].infer(feed)
+            batch = prepare_batch(bundle, images[start:start + bundle.max_batch])
+            reference = runners[REFERENCE].infer(batch.feed)
             for name, runner in runners.items():
-                outputs = reference if name == REFERENCE else runner.infer(feed)
+                outputs = reference if name == REFERENCE else runner.infer(batch.feed)
                 if name != REFERENCE:
                     task.compare(reference, outputs, bundle.precision if tolerance_note is None else FALLBACK_PRECISION,
                                  parity[name])
-                predictions[name].extend(task.to_predictions(outputs, boxes, bundle.class_names, width, height))
+                predictions[name].extend(finish_batch(task, bundle, outputs, batch))
     finally:
         for runner in runners.values():
             runner.close()

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import cvexport.bench as bench
+import cvexport.runtime as runtime
 from cvexport.cli import main
 from cvexport.cpu import cpu_info, describe_cpu
 from cvexport.errors import CvexportError
@@ -131,7 +132,7 @@ def test_table_fits_80_columns(cli_run):
 
 def test_device_timings_are_recorded_when_the_runner_has_them(bundle, monkeypatch):
     """TensorRT's runner exposes last_timings (CUDA events); a stand-in exercises that path without a GPU."""
-    real = bench.create_runner
+    real = runtime.create_runner
 
     class WithTimings:
         def __init__(self, runner):
@@ -145,7 +146,7 @@ def test_device_timings_are_recorded_when_the_runner_has_them(bundle, monkeypatc
         def close(self):
             self.runner.close()
 
-    monkeypatch.setattr(bench, "create_runner", lambda b, backend, threads=None: WithTimings(real(b, backend, threads)))
+    monkeypatch.setattr(runtime, "create_runner", lambda b, backend, threads=None: WithTimings(real(b, backend, threads)))
     record = bench.run_benchmark(bundle, ["ort"], batch=1, warmup=1, iters=2, warn=lambda line: None)
     stages = record["results"]["ort"]["latency_ms"]
     assert stages["h2d"]["mean"] == pytest.approx(0.1) and stages["compute"]["max"] == pytest.approx(1.0)
@@ -153,7 +154,7 @@ def test_device_timings_are_recorded_when_the_runner_has_them(bundle, monkeypatc
 
 
 def _unavailable(backend_name: str, message: str):
-    real = bench.create_runner
+    real = runtime.create_runner
 
     def create(b, backend, threads=None):
         if backend == backend_name:
@@ -164,13 +165,13 @@ def _unavailable(backend_name: str, message: str):
 
 
 def test_unusable_backend_alone_is_a_one_line_error(bundle, monkeypatch, capsys):
-    monkeypatch.setattr(bench, "create_runner", _unavailable("trt", "TensorRT is not installed; pip install tensorrt"))
+    monkeypatch.setattr(runtime, "create_runner", _unavailable("trt", "TensorRT is not installed; pip install tensorrt"))
     assert main(["bench", str(bundle.path), "--backend", "trt", "--iters", "1", "--warmup", "0"]) == 2
     assert "TensorRT is not installed; pip install tensorrt" in one_line_stderr(capsys)
 
 
 def test_unusable_backend_among_several_is_skipped(bundle, monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(bench, "create_runner", _unavailable("ort-cuda", "install onnxruntime-gpu"))
+    monkeypatch.setattr(runtime, "create_runner", _unavailable("ort-cuda", "install onnxruntime-gpu"))
     out = tmp_path / "b.json"
     code = main(["bench", str(bundle.path), "--backend", "ort-cuda", "--backend", "ort", "--iters", "1",
                  "--warmup", "0", "--json", str(out)])
@@ -181,12 +182,19 @@ def test_unusable_backend_among_several_is_skipped(bundle, monkeypatch, tmp_path
     assert "warning: skipping backend ort-cuda: install onnxruntime-gpu" in err and "error" not in err
 
 
-def test_cpu_fallback_of_a_gpu_provider_counts_as_unusable(bundle, monkeypatch):
-    """ONNX Runtime quietly runs on the CPU when CUDA cannot start; bench must not label that 'ort-cuda'."""
-    real = bench.create_runner
-    monkeypatch.setattr(bench, "create_runner", lambda b, backend, threads=None: real(b, "ort", threads))
-    with pytest.raises(CvexportError, match="could not start CUDAExecutionProvider"):
-        bench.run_benchmark(bundle, ["ort-cuda"], iters=1, warmup=0)
+def test_cpu_fallback_of_a_gpu_provider_counts_as_unusable():
+    """ONNX Runtime quietly runs on the CPU when CUDA cannot start; a session must not be labelled 'ort-cuda'."""
+    from cvexport.runtime.ort_runner import check_provider
+
+    class FellBack:
+        def get_providers(self):
+            return ["CPUExecutionProvider"]
+
+    with pytest.raises(CvexportError, match="could not start CUDAExecutionProvider .*fell back to CPUExecutionProvider"):
+        check_provider(FellBack(), ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(CvexportError, match="could not start TensorrtExecutionProvider"):
+        check_provider(FellBack(), [("TensorrtExecutionProvider", {"trt_fp16_enable": True}), "CPUExecutionProvider"])
+    check_provider(FellBack(), ["CPUExecutionProvider"])  # what was asked for: fine
 
 
 @pytest.mark.parametrize(

@@ -195,3 +195,17 @@ def test_classifier_bundle_single_16bit_and_exif_inputs(build_bundle, tmp_path):
         assert predictor.predict(grey.astype(np.uint16) * 257) == predictor.predict(grey)
         assert predictor.predict(str(tmp_path / "sideways.png")) == predictor.predict(
             np.ascontiguousarray(np.rot90(pixels, -1)))
+
+
+def test_prepare_infer_finish_is_predict(build_bundle):
+    """The three steps bench, verify and streams use give exactly what ``predict`` gives."""
+    from cvexport.runtime.predictor import Predictor
+
+    bundle = build_bundle(model="classifier", precision="fp32")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((40, 90), (120, 64), (64, 64))]
+    with Predictor(bundle) as predictor:
+        batch = predictor.prepare(images)
+        assert len(batch.letterboxes) == 3 and next(iter(batch.feed.values())).shape[0] == 3
+        stepped = predictor.finish(predictor.infer(batch.feed), batch)
+        assert stepped == predictor.predict(images)

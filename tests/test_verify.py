@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import cvexport.bench as bench
+import cvexport.runtime as runtime
 from cvexport.bundle import Bundle
 from cvexport.cli import main
 from cvexport.compare import TOLERANCES
@@ -75,13 +76,13 @@ class DroppingRunner:
 
 
 def test_broken_backend_fails_with_exit_1(bundle, monkeypatch, tmp_path, capsys):
-    real = bench.create_runner
+    real = runtime.create_runner
 
     def create(b, backend, threads=None):
         runner = real(b, backend, threads)
         return DroppingRunner(runner) if backend == "ort" else runner
 
-    monkeypatch.setattr(bench, "create_runner", create)
+    monkeypatch.setattr(runtime, "create_runner", create)
     out = tmp_path / "verify.json"
     assert main(["verify", str(bundle.path), "--val-images", "16", "--json", str(out)]) == 1
     stdout = capsys.readouterr().out
@@ -133,14 +134,14 @@ def test_missing_bundle_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_unusable_backend_alone_is_a_one_line_error(bundle, monkeypatch, capsys):
-    real = bench.create_runner
+    real = runtime.create_runner
 
     def create(b, backend, threads=None):
         if backend == "trt":
             raise CvexportError("TensorRT is not installed; pip install tensorrt")
         return real(b, backend, threads)
 
-    monkeypatch.setattr(bench, "create_runner", create)
+    monkeypatch.setattr(runtime, "create_runner", create)
     assert main(["verify", str(bundle.path), "--backend", "trt", "--val-images", "1"]) == 2
     assert "TensorRT is not installed" in one_line_stderr(capsys)
 

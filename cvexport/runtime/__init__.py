@@ -29,3 +29,33 @@ def create_runner(bundle: Bundle | str, backend: str = "ort", threads: int | Non
 
         return TrtRunner(bundle)
     raise CvexportError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
+
+
+def check_backends(backends) -> list[str]:
+    """Validated, de-duplicated backend names in the order given (CvexportError for unknown ones)."""
+    names = list(dict.fromkeys(b.strip() for b in backends if b.strip()))
+    if not names:
+        raise CvexportError(f"no backend given; choose from: {', '.join(BACKENDS)}")
+    unknown = [b for b in names if b not in BACKENDS]
+    if unknown:
+        raise CvexportError(f"unknown backend '{unknown[0]}'; choose from: {', '.join(BACKENDS)}")
+    return names
+
+
+def open_or_skip(bundle: Bundle, backend: str, threads: int | None, several: bool,
+                 warn=None) -> tuple[Runner | None, str | None]:
+    """(runner, None), or (None, why) when ``backend`` cannot run here and ``several`` backends were asked for.
+
+    With one backend its error propagates (one line, naming what to install); with several,
+    an unusable one is skipped with a warning (``warn``, stderr by default) so the others still run.
+    A GPU provider of ONNX Runtime that falls back to the CPU counts as unusable (``create_session``).
+    """
+    from cvexport.errors import stderr_warning
+
+    try:
+        return create_runner(bundle, backend, threads=threads), None
+    except CvexportError as exc:
+        if not several:
+            raise
+        (warn or stderr_warning)(f"skipping backend {backend}: {exc}")
+        return None, str(exc)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -14,6 +15,29 @@ from cvexport.images import as_rgb_array, letterbox
 from cvexport.preprocess import to_network_input
 from cvexport.runtime import create_runner
 from cvexport.tasks import get_task
+
+
+@dataclass
+class PreparedBatch:
+    """Network input for a batch of images, and how each was fitted (to map results back)."""
+
+    feed: dict[str, np.ndarray]
+    letterboxes: list
+
+
+def prepare_batch(bundle: Bundle, images: Sequence[np.ndarray]) -> PreparedBatch:
+    """uint8 RGB images -> the bundle's network input: letterbox to its size, then its input
+    contract (float NCHW normalized, or uint8 NHWC). The one preprocessing of every caller."""
+    contract = bundle.input
+    fitted = [letterbox(image, contract["width"], contract["height"]) for image in images]
+    return PreparedBatch({contract["name"]: to_network_input([f[0] for f in fitted], contract)},
+                         [f[1] for f in fitted])
+
+
+def finish_batch(task, bundle: Bundle, outputs: dict[str, np.ndarray], batch: PreparedBatch) -> list[Any]:
+    """Raw outputs of ``batch`` -> the task's result per image, in each original image's pixels."""
+    contract = bundle.input
+    return task.to_predictions(outputs, batch.letterboxes, bundle.class_names, contract["width"], contract["height"])
 
 
 class Predictor:
@@ -36,9 +60,18 @@ class Predictor:
     def __exit__(self, *exc) -> None:
         self.runner.close()
 
+    # The three steps of a prediction, for pipelines that time or overlap them (bench, streams).
+    def prepare(self, images: Sequence[np.ndarray]) -> PreparedBatch:
+        """uint8 RGB arrays (at most the bundle's max batch) -> network input + letterboxes."""
+        return prepare_batch(self.bundle, images)
+
     def infer(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Raw outputs for network inputs that already follow the bundle's input contract."""
         return self.runner.infer(tensors)
+
+    def finish(self, outputs: dict[str, np.ndarray], batch: PreparedBatch) -> list[Any]:
+        """Raw outputs of ``batch`` -> one result per image, in its original pixels."""
+        return finish_batch(self.task, self.bundle, outputs, batch)
 
     def predict(self, images: Any) -> list[Any]:
         """Results for ``images``, always as a list with one result per image, in order (each result
@@ -57,17 +90,11 @@ class Predictor:
         or 2/5-channel array, an object that is no image) raises a one-line :class:`CvexportError`
         naming it.
         """
-        contract = self.bundle.input
-        width, height = contract["width"], contract["height"]
         arrays = _as_image_arrays(images)
         results: list[Any] = []
         for start in range(0, len(arrays), self.bundle.max_batch):
-            chunk = arrays[start : start + self.bundle.max_batch]
-            fitted = [letterbox(image, width, height) for image in chunk]
-            feed = {contract["name"]: to_network_input([f[0] for f in fitted], contract)}
-            outputs = self.runner.infer(feed)
-            results.extend(self.task.to_predictions(outputs, [f[1] for f in fitted], self.bundle.class_names,
-                                                    width, height))
+            batch = self.prepare(arrays[start : start + self.bundle.max_batch])
+            results.extend(self.finish(self.infer(batch.feed), batch))
         return results
 
 
