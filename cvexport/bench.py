@@ -337,6 +337,11 @@ STAGE_LABELS = {"end_to_end": "end to end", "preprocess": "  pre", "inference": 
                 "h2d": "   h2d", "compute": "   compute", "d2h": "   d2h"}
 
 
+def _bundle_label(info: dict[str, Any]) -> str:
+    """``ssd int8 (NMS onnx)``; models without NMS are named without it."""
+    return f"{info['model']} {info['precision']}" + (f" (NMS {info['nms']})" if info.get("nms") else "")
+
+
 def _ms(value: float) -> str:
     return f"{value:.1f}" if value >= 100 else f"{value:.2f}"
 
@@ -363,7 +368,7 @@ def results_table(record: dict[str, Any]):
         caption.append("\n" + line, style="bold")
     table = Table(
         box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0),
-        title=f"{info['model']} {info['precision']} (NMS {info['nms']}), batch {settings['batch']}, "
+        title=f"{_bundle_label(info)}, batch {settings['batch']}, "
               f"{settings['iters']} iterations after {settings['warmup']} warm-up; ms per batch",
         caption=caption, caption_justify="left",
     )
@@ -415,7 +420,7 @@ def write_plot(record: dict[str, Any], path: str | Path) -> None:
     split.set_xlabel("mean time per batch (ms)")
     split.legend(loc="best", fontsize="small")
     cpu = describe_cpu(record["cpu"]) if "cpu" in record else record["machine"]["cpu"]
-    figure.suptitle(f"{info['model']} {info['precision']} (NMS {info['nms']}), batch {settings['batch']}, "
+    figure.suptitle(f"{_bundle_label(info)}, batch {settings['batch']}, "
                     f"{cpu}", fontsize="medium")
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=110)

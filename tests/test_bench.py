@@ -452,3 +452,8 @@ def test_markdown_names_the_cpu_and_the_floors(run_benchmarks, floors):
     ratios = [float(line.split("|")[-2].strip().rstrip("x")) for line in text.splitlines()
               if line.startswith("| ") and line.split("|")[-2].strip().endswith("x") and "pipeline" not in line]
     assert ratios and min(ratios) >= 1.0
+
+
+def test_titles_name_nms_only_for_detection():
+    assert bench._bundle_label({"model": "ssd", "precision": "int8", "nms": "onnx"}) == "ssd int8 (NMS onnx)"
+    assert bench._bundle_label({"model": "fcn", "precision": "fp16", "nms": None}) == "fcn fp16"
