@@ -50,15 +50,7 @@ def _predictor(max_batch: int = 3) -> Predictor:
     return predictor
 
 
-def _gradient(height: int, width: int) -> np.ndarray:
-    y, x = np.mgrid[0:height, 0:width]
-    return np.stack(((x * 7) % 256, (y * 5) % 256, ((x + y) * 3) % 256), axis=-1).astype(np.uint8)
-
-
-def _one_line(excinfo) -> str:
-    message = str(excinfo.value)
-    assert message and "\n" not in message
-    return message
+from test_images import _gradient, _one_line_error as _one_line  # noqa: E402 - the image tests' helpers
 
 
 # ------------------------------------------------------------------------- single images

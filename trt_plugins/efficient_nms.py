@@ -335,9 +335,7 @@ def efficient_nms_reference(
     scores = np.asarray(scores, dtype=np.float32)
     anchors = None if anchors is None else np.asarray(anchors, dtype=np.float32)
     _check_shapes(boxes, scores, anchors)
-    batch, _, num_classes = scores.shape
-    per_class_boxes = boxes.ndim == 4 and boxes.shape[2] > 1
-
+    batch = scores.shape[0]
     num_detections = np.zeros((batch, 1), dtype=np.int32)
     out_boxes = np.zeros((batch, max_output_boxes, 4), dtype=np.float32)
     out_scores = np.zeros((batch, max_output_boxes), dtype=np.float32)
@@ -346,12 +344,9 @@ def efficient_nms_reference(
     threshold, dense_switch = _comparison_thresholds(score_threshold, bool(score_activation))
     dense = bool(threshold < dense_switch)
     for b in range(batch):
-        index, keys = _sorted_candidates(scores[b], threshold, dense, background_class, candidate_limit)
-        anchor_idx, class_idx = np.divmod(index, num_classes)
-        raw = boxes[b, anchor_idx, class_idx] if per_class_boxes else boxes[b].reshape(-1, 4)[anchor_idx]
-        anchor = None if anchors is None else anchors[0 if anchors.shape[0] == 1 else b, anchor_idx]
-        decoded = decode_boxes(raw, anchor, box_coding)
-        keep = _greedy_nms(decoded, class_idx, np.float32(iou_threshold), max_output_boxes, bool(class_agnostic))
+        _, keys, class_idx, decoded, keep = _image_nms(
+            boxes, scores, anchors, b, threshold, dense, background_class, candidate_limit,
+            iou_threshold, max_output_boxes, class_agnostic, box_coding)
         n = len(keep)
         num_detections[b, 0] = n
         out_boxes[b, :n] = decoded[keep]
@@ -388,19 +383,30 @@ def candidates_needed(
     anchors = None if anchors is None else np.asarray(anchors, dtype=np.float32)
     _check_shapes(boxes, scores, anchors)
     batch, num_boxes, num_classes = scores.shape
-    per_class_boxes = boxes.ndim == 4 and boxes.shape[2] > 1
     threshold, dense_switch = _comparison_thresholds(score_threshold, bool(score_activation))
     dense = bool(threshold < dense_switch)
     needed = np.zeros(batch, dtype=np.int64)
     for b in range(batch):
-        index, _ = _sorted_candidates(scores[b], threshold, dense, background_class, num_boxes * num_classes)
-        anchor_idx, class_idx = np.divmod(index, num_classes)
-        raw = boxes[b, anchor_idx, class_idx] if per_class_boxes else boxes[b].reshape(-1, 4)[anchor_idx]
-        anchor = None if anchors is None else anchors[0 if anchors.shape[0] == 1 else b, anchor_idx]
-        decoded = decode_boxes(raw, anchor, box_coding)
-        keep = _greedy_nms(decoded, class_idx, np.float32(iou_threshold), max_output_boxes, bool(class_agnostic))
+        index, _, _, _, keep = _image_nms(  # uncapped: every candidate may enter NMS
+            boxes, scores, anchors, b, threshold, dense, background_class, num_boxes * num_classes,
+            iou_threshold, max_output_boxes, class_agnostic, box_coding)
         needed[b] = keep[-1] + 1 if len(keep) == max_output_boxes else len(index)
     return needed
+
+
+def _image_nms(boxes, scores, anchors, b: int, threshold, dense: bool, background_class: int, candidate_limit: int,
+               iou_threshold: float, max_output_boxes: int, class_agnostic, box_coding: int):
+    """Image ``b``: its sorted candidates (flat index, score key, class), their decoded boxes and
+    the positions NMS keeps, in the order the plugin visits them."""
+    num_classes = scores.shape[2]
+    index, keys = _sorted_candidates(scores[b], threshold, dense, background_class, candidate_limit)
+    anchor_idx, class_idx = np.divmod(index, num_classes)
+    per_class_boxes = boxes.ndim == 4 and boxes.shape[2] > 1
+    raw = boxes[b, anchor_idx, class_idx] if per_class_boxes else boxes[b].reshape(-1, 4)[anchor_idx]
+    anchor = None if anchors is None else anchors[0 if anchors.shape[0] == 1 else b, anchor_idx]
+    decoded = decode_boxes(raw, anchor, box_coding)
+    keep = _greedy_nms(decoded, class_idx, np.float32(iou_threshold), max_output_boxes, bool(class_agnostic))
+    return index, keys, class_idx, decoded, keep
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
