@@ -47,23 +47,6 @@ FASTER_MARGIN = 1.05
 
 
 # ------------------------------------------------------------------------------ machine
-def cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo (x86 "model name", Arm "Hardware"/"Model")."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        text = ""
-    fields = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and value.strip():
-            fields.setdefault(key.strip(), value.strip())
-    for key in ("model name", "Hardware", "Model", "cpu model"):
-        if key in fields:
-            return fields[key]
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def machine_info(threads: int | None) -> dict[str, Any]:
     """Where the numbers were taken: CPU, cores, threads asked for, GPU, load."""
     import torch
@@ -74,7 +57,7 @@ def machine_info(threads: int | None) -> dict[str, Any]:
         available = os.cpu_count() or 1
     gpu = torch.cuda.get_device_name(torch.cuda.current_device()) if torch.cuda.is_available() else None
     return {
-        "cpu": cpu_model(),
+        "cpu": cpu_info()["model"],
         "cores": os.cpu_count(),
         "cores_available": available,
         "threads": threads,  # None: each backend's own default

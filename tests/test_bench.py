@@ -216,8 +216,8 @@ def test_missing_bundle_is_a_one_line_error(tmp_path, capsys):
     assert "bundle not found" in one_line_stderr(capsys)
 
 
-def test_cpu_model_is_named():
-    assert bench.cpu_model().strip()
+def test_machine_info_names_the_cpu_as_cpu_info_does():
+    assert bench.machine_info(None)["cpu"] == cpu_info()["model"]
 
 
 # ------------------------------------------------------------------------------ INT8 vs fp32
