@@ -83,8 +83,39 @@ def export_graphs(model, spec, options, int8=None, warn: Callable[[str], None] =
     config, nms = build_nms_config(spec, options), options.nms or "onnx"
     # The exported core is the network alone (class logits, box offsets): precision changes
     # apply to it, while the sections appended after it (class probabilities, decode, NMS) stay FP32.
+    if nms == "efficient":
+        check_candidate_limit(model, spec, anchors, config, warn)
     finish = lambda c: _append_sections(c, spec, anchors, config, nms)  # noqa: E731
     return export_task_graphs(model, spec, options, ["class_logits", "box_offsets"], finish, int8, warn)
+
+
+def check_candidate_limit(model, spec, anchors: np.ndarray, config: NmsConfig, warn: Callable[[str], None]) -> int:
+    """EfficientNMS_TRT lets only its top CANDIDATE_LIMIT scores (2000 on Jetson TX1/TX2) into
+    NMS: with more candidates than that above the threshold and enough of them suppressed, it
+    returns fewer detections than PyTorch. Refuse settings that already need more on the
+    parity frames; warn when they need more than Jetson TX's limit. Returns the most needed."""
+    from cvexport.export.sections import efficient_nms_constants
+    from cvexport.ops.detection import class_scores
+    from cvexport.preprocess import to_network_input
+    from cvexport.trt_plugins.efficient_nms import CANDIDATE_LIMIT, JETSON_TX_CANDIDATE_LIMIT, candidates_needed
+
+    contract = {"dtype": "float32", "mean": spec.mean, "std": spec.std}
+    with torch.no_grad():
+        logits, offsets = model(torch.from_numpy(to_network_input(parity_frames(spec), contract)))
+    variances, anchors_cs = efficient_nms_constants(anchors)
+    needed = int(candidates_needed(offsets.numpy() * variances, class_scores(logits).numpy(), anchors_cs,
+                                   score_threshold=config.score_threshold, iou_threshold=config.iou_threshold,
+                                   max_output_boxes=config.max_detections, box_coding=1).max())
+    if needed > CANDIDATE_LIMIT:
+        raise CvexportError(
+            f"--score-threshold {config.score_threshold} with --max-detections {config.max_detections} needs {needed} "
+            f"NMS candidates on the parity images, above EfficientNMS_TRT's fixed {CANDIDATE_LIMIT}: it would return "
+            "fewer detections than the model; raise --score-threshold, lower --max-detections, or use --nms onnx"
+        )
+    if needed > JETSON_TX_CANDIDATE_LIMIT:
+        warn(f"warning: these NMS settings need up to {needed} candidates on the parity images; EfficientNMS_TRT "
+             f"keeps {JETSON_TX_CANDIDATE_LIMIT} on Jetson TX1/TX2, where it would return fewer detections")
+    return needed
 
 
 def manifest_entries(spec, options) -> dict[str, Any]:

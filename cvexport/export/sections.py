@@ -150,6 +150,15 @@ def nms_onnx(editor: GraphEditor, boxes: str, scores: str, num_anchors: int, con
     return count, out_boxes, out_scores, out_classes
 
 
+def efficient_nms_constants(anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the EfficientNMS section feeds the plugin besides the network's outputs: the offset
+    variances (ndarray[4]) it multiplies in, and the anchors (ndarray[1, N, 4]) in (cx, cy, w, h)."""
+    a = np.asarray(anchors, dtype=np.float32)
+    anchors_cs = np.concatenate(((a[:, :2] + a[:, 2:]) / 2, a[:, 2:] - a[:, :2]), axis=-1)[None]
+    variances = np.array([CENTER_VARIANCE, CENTER_VARIANCE, SIZE_VARIANCE, SIZE_VARIANCE], np.float32)
+    return variances, anchors_cs
+
+
 def efficient_nms(editor: GraphEditor, box_offsets: str, scores: str, anchors: np.ndarray,
                   config: NmsConfig) -> tuple[str, str, str, str]:
     """One ``EfficientNMS_TRT`` plugin node that decodes and suppresses (TensorRT's fastest path).
@@ -161,9 +170,7 @@ def efficient_nms(editor: GraphEditor, box_offsets: str, scores: str, anchors: n
     """
     from cvexport.trt_plugins.efficient_nms import EFFICIENT_NMS
 
-    a = np.asarray(anchors, dtype=np.float32)
-    anchors_cs = np.concatenate(((a[:, :2] + a[:, 2:]) / 2, a[:, 2:] - a[:, :2]), axis=-1)[None]
-    variances = np.array([CENTER_VARIANCE, CENTER_VARIANCE, SIZE_VARIANCE, SIZE_VARIANCE], np.float32)
+    variances, anchors_cs = efficient_nms_constants(anchors)
     scaled = editor.op("Mul", [box_offsets, editor.const(variances, "box_variances")], "offsets_scaled")
     node = EFFICIENT_NMS.make_node(
         inputs=[scaled, scores, editor.const(anchors_cs, "anchors_center_size")],
