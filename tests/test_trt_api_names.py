@@ -155,15 +155,22 @@ class _Collector:
 
     # -- uses ----------------------------------------------------------------------
     @staticmethod
-    def own_nodes(body):
-        """Every node in ``body`` outside nested function and class definitions."""
+    def _walk_outside_definitions(body):
+        """(node, is_definition) for the nodes of ``body``, not descending into nested
+        function and class definitions (those are yielded themselves, flagged)."""
         stack = list(body)
         while stack:
             node = stack.pop()
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                yield node, True
                 continue
-            yield node
+            yield node, False
             stack.extend(ast.iter_child_nodes(node))
+
+    @classmethod
+    def own_nodes(cls, body):
+        """Every node in ``body`` outside nested function and class definitions."""
+        return (node for node, definition in cls._walk_outside_definitions(body) if not definition)
 
     def guards(self, body, env):
         found, fallback = set(), set()
@@ -207,16 +214,10 @@ class _Collector:
             elif isinstance(item, ast.ClassDef):
                 self.walk_class(item, env, guards)
 
-    @staticmethod
-    def direct_children(body):
+    @classmethod
+    def direct_children(cls, body):
         """Function and class definitions in ``body`` that are not inside another definition."""
-        stack = list(body)
-        while stack:
-            node = stack.pop()
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                yield node
-                continue
-            stack.extend(ast.iter_child_nodes(node))
+        return (node for node, definition in cls._walk_outside_definitions(body) if definition)
 
     def record(self, body, env, guards, fallback):
         for node in self.own_nodes(body):
