@@ -90,7 +90,7 @@ def _bundle(model: str, precision: str, nms: str | None, root: Path):
     from cvexport.bundle import load_bundle
 
     out = root / f"{model}-{precision}-{nms}"
-    build(BuildOptions(model=model, precision=precision, nms=nms, max_batch=4, out=str(out), verify_images=0),
+    build(BuildOptions.of(model=model, precision=precision, nms=nms, max_batch=4, out=str(out), verify_images=0),
           log=lambda _: None)
     return load_bundle(out)
 
@@ -174,7 +174,7 @@ def main() -> None:
     from cvexport.bundle import library_versions
     from cvexport.cpu import cpu_info, describe_cpu
     from cvexport.registry import get_spec, list_models
-    from cvexport.trt.builder import trt_unavailable_reason
+    from cvexport.trt.environment import trt_unavailable_reason
 
     names = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else list(list_models())
     specs = [get_spec(name) for name in names]  # an unknown name fails here, before any measuring

@@ -70,15 +70,17 @@ def machine_info(threads: int | None) -> dict[str, Any]:
 
 
 def bundle_info(bundle: Bundle) -> dict[str, Any]:
-    post = bundle.manifest.get("postprocess", {})
+    """What a benchmark record says about the bundle, its task's build options included
+    (detection: ``nms`` and thresholds)."""
+    from cvexport.tasks import get_task
+
     contract = bundle.input
     return {
         "path": str(bundle.path),
         "model": bundle.manifest["model"],
         "task": bundle.task,
         "precision": bundle.precision,
-        "nms": post.get("nms"),
-        "score_threshold": post.get("score_threshold"),
+        **get_task(bundle.task).options_from_manifest(bundle.manifest),
         "input": {k: contract[k] for k in ("name", "dtype", "layout", "height", "width")},
         "max_batch": bundle.max_batch,
     }
@@ -263,15 +265,14 @@ def fp32_graph(bundle: Bundle, warn: Callable[[str], None] = stderr_warning):
     from cvexport.tasks import get_task
 
     spec = get_spec(bundle.manifest["model"])
-    post = bundle.manifest.get("postprocess", {}) if spec.task == "detection" else {}
+    task = get_task(spec.task)
     options = BuildOptions(
         model=spec.name, precision="fp32", max_batch=bundle.max_batch,
         input_format="uint8" if bundle.input["dtype"] == "uint8" else "float",
-        **{key: post.get(key) for key in ("nms", "score_threshold", "iou_threshold", "max_detections")
-           if post.get(key) is not None},
+        task_options=task.options_from_manifest(bundle.manifest),
     )
     model = spec.load_model(bundle.verify_file("weights"))
-    return get_task(spec.task).export_graphs(model, spec, options, int8=None, warn=warn)["onnx"]
+    return task.export_graphs(model, spec, options, int8=None, warn=warn)["onnx"]
 
 
 class _GraphRunner(Runner):

@@ -5,18 +5,19 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from cvexport.atomic import atomic_path, check_dir_target
 from cvexport.bundle import BUNDLE_FORMAT, MANIFEST, ONNX_FILE, PARITY_FILE, WEIGHTS_FILE, library_versions, load_bundle
-from cvexport.checkpoint import sha256_file
+from cvexport.digest import sha256_file
 from cvexport.cpu import cpu_info, describe_cpu
 from cvexport.errors import CvexportError
 from cvexport.export.precision import INT8_CPU_GRAPHS
 from cvexport.precisions import PRECISIONS
 from cvexport.registry import get_spec
+from cvexport.tasks import get_task
 from cvexport.trt_compat import TRT_VERSION, check_model
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -26,28 +27,39 @@ PARITY_BATCHES = (1, 4)
 
 @dataclass(frozen=True)
 class BuildOptions:
+    """What ``build`` makes. ``task_options`` holds the options the model's task owns (see
+    ``Task.options``: detection's ``nms`` and thresholds, style's ``style``); its task refuses
+    the others."""
+
     model: str
     precision: str = "fp32"
-    nms: str | None = None  # detection only; None: "onnx"
     max_batch: int = 8
     input_format: str = "float"
-    score_threshold: float | None = None
-    iou_threshold: float | None = None
-    max_detections: int | None = None
     weights: str | None = None
     out: str | None = None
     verify_images: int = 64  # val images for the task metric recorded in the report; 0 skips it
     calib_images: int | None = None  # INT8 only: calibration images from the model's own train split (None: 128)
     calib_method: str | None = None  # INT8 only: None = entropy for TensorRT's graph, minmax for CPU's
-    style: str | None = None  # style only: train (or reuse) a network for this style image
     force: bool = False  # replace --out even when it holds files that are not a bundle
     engine: str = "auto"  # auto: also build (or reuse) a TensorRT engine where TensorRT works; trt: require it; ort: none
+    # uint8 input only: (width, height) of the camera's frames, letterboxed to the network in the graph
+    frame_size: tuple[int, int] | None = None
+    task_options: Mapping[str, Any] = field(default_factory=dict)  # only the options given
+
+    @classmethod
+    def of(cls, **values: Any) -> "BuildOptions":
+        """Options from flat values: this class's fields, and the rest as task options
+        (``BuildOptions.of(model="ssd", nms="efficient")``); None values count as not given."""
+        own = {f.name for f in fields(cls)}
+        task = {name: value for name, value in values.items() if name not in own and value is not None}
+        return cls(**{name: value for name, value in values.items() if name in own}, task_options=task)
 
     def resolved_out(self) -> Path:
         if self.out:
             return Path(self.out)
-        suffix = "" if self.nms in (None, "onnx") else f"-{self.nms}"
+        suffix = get_task(get_spec(self.model).task).out_suffix(self)
         suffix += "" if self.input_format == "float" else f"-{self.input_format}"
+        suffix += "" if self.frame_size is None else f"-{self.frame_size[0]}x{self.frame_size[1]}"
         return Path("bundles") / f"{self.model}-{self.precision}{suffix}"
 
 
@@ -74,6 +86,12 @@ def _check_options(options: BuildOptions) -> None:
         raise CvexportError(f"unknown --calib-method '{options.calib_method}'; choose one of: {', '.join(CALIB_METHODS)}")
     if options.calib_images is not None and options.calib_images < 1:
         raise CvexportError(f"--calib-images {options.calib_images} must be at least 1")
+    if options.frame_size is not None:
+        if options.input_format != "uint8":
+            raise CvexportError("--frame-size makes the graph take the camera's uint8 frames: add --input uint8")
+        width, height = options.frame_size
+        if not (16 <= width <= 8192 and 16 <= height <= 8192):
+            raise CvexportError(f"--frame-size {width}x{height} is outside 16..8192 pixels per side")
     if options.precision != "int8":
         given = [flag for flag, value in (("--calib-images", options.calib_images), ("--calib-method", options.calib_method))
                  if value is not None]
@@ -81,25 +99,10 @@ def _check_options(options: BuildOptions) -> None:
             raise CvexportError(f"{' and '.join(given)} apply only to --int8 builds; add --int8 or drop them")
 
 
-TASK_ONLY = {"nms": "detection", "score_threshold": "detection", "iou_threshold": "detection",
-             "max_detections": "detection", "style": "style"}
-
-
-def _check_task_options(spec, task, options: BuildOptions) -> None:
-    given = [name for name, owner in TASK_ONLY.items() if getattr(options, name) is not None and owner != spec.task]
-    if given:
-        owner = TASK_ONLY[given[0]]
-        flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        verb = "apply" if len(given) > 1 else "applies"
-        raise CvexportError(f"{flags} {verb} only to {owner} models; '{spec.name}' is a {spec.task} model")
-    if hasattr(task, "check_options"):
-        task.check_options(spec, options)
-
-
 def input_contract(spec, options: BuildOptions) -> dict[str, Any]:
     height, width = spec.input_size
     uint8 = options.input_format == "uint8"
-    return {
+    contract = {
         "name": "images" if uint8 else "input",
         "layout": "NHWC" if uint8 else "NCHW",
         "dtype": "uint8" if uint8 else "float32",
@@ -112,15 +115,23 @@ def input_contract(spec, options: BuildOptions) -> dict[str, Any]:
         "normalization": "in graph: (x / 255 - mean) / std" if uint8 else "by caller: (x / 255 - mean) / std",
         "resize": "letterbox (keep aspect, pad grey 114, centred)",
     }
+    if options.frame_size is not None:
+        # The graph takes the camera's frames as they come and letterboxes them itself.
+        contract["width"], contract["height"] = options.frame_size
+        contract["letterbox"] = {"in_graph": True, "network_width": width, "network_height": height,
+                                 "resize": "linear, half_pixel, no antialiasing (ONNX Resize)"}
+        contract["resize"] = (f"letterbox in graph from {options.frame_size[0]}x{options.frame_size[1]} frames "
+                              f"to {width}x{height} (keep aspect, pad grey 114, centred); other sizes are "
+                              "letterboxed to the frame size first by the runtime")
+    return contract
 
 
 def run_parity(bundle_dir: Path, precision: str, log: Callable[[str], None]) -> dict[str, Any]:
     """ONNX Runtime vs the PyTorch fp32 reference on val images at batch 1 and 4, for every
     graph in the bundle (the TensorRT-ready one, and the CPU form where there is one)."""
-    from cvexport.preprocess import to_network_input
     from cvexport.runtime import create_runner
     from cvexport.runtime.ort_runner import OrtRunner
-    from cvexport.tasks import get_task
+    from cvexport.runtime.predictor import prepare_batch
 
     bundle = load_bundle(bundle_dir)
     task = get_task(bundle.task)
@@ -148,11 +159,11 @@ def run_parity(bundle_dir: Path, precision: str, log: Callable[[str], None]) -> 
         for batch in PARITY_BATCHES:
             if batch > bundle.max_batch:
                 continue
-            parity = None
+            parity = task.new_parity(precision)
             for start in range(0, len(frames) - batch + 1, batch):
-                feed = {bundle.input["name"]: to_network_input(frames[start:start + batch], bundle.input)}
-                parity = task.compare(reference_runner.infer(feed), test_runner.infer(feed), precision, parity)
-            ok = parity.passed(tolerance)
+                feed = prepare_batch(bundle, frames[start:start + batch]).feed
+                parity.add(reference_runner.infer(feed), test_runner.infer(feed))
+            ok = parity.passed()
             passed &= ok
             if not ok:
                 failures.append(f"parity of {bundle.manifest[graph]['file']} at batch {batch}: {parity.summary()}, "
@@ -189,13 +200,12 @@ def measure_int8_gain(bundle_dir: Path, fp32_graph, log: Callable[[str], None]) 
     import statistics
 
     from cvexport.bench import int8_statement, int8_vs_fp32
-    from cvexport.preprocess import to_network_input
     from cvexport.runtime.ort_runner import OrtRunner, create_session
-    from cvexport.tasks import get_task
+    from cvexport.runtime.predictor import prepare_batch
 
     bundle = load_bundle(bundle_dir)
     frame = get_task(bundle.task).parity_frames(get_spec(bundle.manifest["model"]))[:1]
-    feed = {bundle.input["name"]: to_network_input(frame, bundle.input)}
+    feed = prepare_batch(bundle, frame).feed
     int8 = OrtRunner(bundle)
     fp32 = create_session(fp32_graph.SerializeToString(), ["CPUExecutionProvider"])
     times: dict[str, list[float]] = {"fp32": [], "int8": []}
@@ -217,8 +227,6 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
     and ParityError when ONNX Runtime disagrees with PyTorch (nothing is written then)."""
     import onnx
 
-    from cvexport.tasks import get_task
-
     started = time.perf_counter()
     spec = get_spec(options.model)
     _check_options(options)
@@ -228,10 +236,8 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
         _require_tensorrt()  # fail before spending a minute on the export
     out = check_dir_target(options.resolved_out(), is_bundle_dir, "cvexport bundle", force=options.force)
     task = get_task(spec.task)
-    _check_task_options(spec, task, options)
-    if options.weights and getattr(options, "style", None):
-        raise CvexportError("--weights and --style exclude each other: --style trains the weights for its image")
-    prepared = task.prepare_weights(spec, options, log) if hasattr(task, "prepare_weights") else None
+    task.check_options(spec, options)
+    prepared = task.prepare_weights(spec, options, log)
     weights = prepared or (Path(options.weights) if options.weights else spec.weights_path())
     model = spec.load_model(weights)
     log(f"exporting {spec.name} ({spec.description}) as {options.precision}{task.describe(options)}, "
@@ -296,7 +302,7 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
             from cvexport.verify import verify_rows
 
             # Some task metrics are costly (style: VGG-19 losses per output); the task may cap the count.
-            images = min(options.verify_images, getattr(task, "BUILD_VERIFY_IMAGES", options.verify_images))
+            images = min(options.verify_images, task.build_verify_images or options.verify_images)
             report["verify"] = verify_rows(tmp, ["ort"], val_images=images, log=log)
             # The build's parity gate is run_parity above; here the task metric gates, and a
             # wider-sample parity shortfall is recorded and said, not hidden.
@@ -328,7 +334,7 @@ ENGINE_CHOICES = ("auto", "trt", "ort")
 
 
 def _require_tensorrt() -> None:
-    from cvexport.trt.builder import trt_unavailable_reason
+    from cvexport.trt.environment import trt_unavailable_reason
 
     reason = trt_unavailable_reason()
     if reason is not None:
@@ -337,7 +343,8 @@ def _require_tensorrt() -> None:
 
 def _engine_step(out: Path, log: Callable[[str], None]) -> None:
     """Build (or reuse) the bundle's TensorRT engine where TensorRT and a GPU are usable."""
-    from cvexport.trt.builder import ensure_engine, trt_unavailable_reason
+    from cvexport.trt.builder import ensure_engine
+    from cvexport.trt.environment import trt_unavailable_reason
     from cvexport.trt.settings import EngineOptions
 
     reason = trt_unavailable_reason()

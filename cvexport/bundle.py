@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cvexport.checkpoint import sha256_file
+from cvexport.digest import sha256_file
 from cvexport.errors import CvexportError
 from cvexport.manifest_schema import check_graphs, check_manifest, rebuild_hint
 

@@ -10,7 +10,6 @@ from typing import Any
 import torch
 
 from cvexport.atomic import atomic_path
-from cvexport.digest import sha256_file  # noqa: F401 - part of this module's API (bundles, tests)
 from cvexport.errors import CvexportError
 
 _META_KEY = "cvexport"

@@ -12,17 +12,9 @@ import re
 import sys
 from pathlib import Path
 
+from cvexport.argtypes import frame_size as _frame_size
+from cvexport.argtypes import positive_int as _positive_int
 from cvexport.errors import CvexportError
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def _add_build(sub) -> None:
@@ -38,35 +30,45 @@ def _add_build(sub) -> None:
                    help="INT8 calibration images from the model's train split (default 128)")
     p.add_argument("--calib-method", help="INT8 calibration: minmax, entropy or percentile "
                    "(default entropy for the TensorRT graph, minmax for the CPU form)")
-    p.add_argument("--nms", help="detection post-processing flavor: onnx (standard ops, default) or efficient "
-                   "(EfficientNMS_TRT plugin, fastest on TensorRT)")
     p.add_argument("--max-batch", type=_positive_int, default=8, help="largest batch the bundle accepts (default 8)")
     p.add_argument("--input", dest="input_format", default="float",
                    help="float: float32 NCHW already normalized (default); uint8: camera frames NHWC, normalized in-graph")
-    p.add_argument("--score-threshold", type=float, help="drop detections scoring at or below this (default 0.25)")
-    p.add_argument("--iou-threshold", type=float, help="per-class NMS IoU threshold (default 0.45)")
-    p.add_argument("--max-detections", type=_positive_int, help="K, detections kept per image (default 100)")
+    p.add_argument("--frame-size", type=_frame_size, metavar="WxH",
+                   help="with --input uint8: the graph takes a fixed camera's frames at this size (e.g. 1280x720) "
+                   "and letterboxes them itself, so frames reach the engine untouched")
     p.add_argument("--weights", help="safetensors checkpoint to export instead of the shipped one")
-    p.add_argument("--style", metavar="IMAGE", help="style model only: train (minutes) or reuse a network for this "
-                   "style image instead of the shipped one")
     p.add_argument("--out", help="bundle directory (default bundles/MODEL-PRECISION[-FLAVOR])")
     p.add_argument("--force", action="store_true",
                    help="replace --out even when it is a directory of other files (they are deleted)")
     p.add_argument("--backend", default="auto", choices=("auto", "trt", "ort"),
                    help="auto (default): also build a TensorRT engine when TensorRT and a GPU are usable; "
                    "trt: require it; ort: ONNX bundle only")
+    # Each task's own options (detection: --nms and thresholds; style: --style); the task of
+    # the model built refuses the ones it does not own.
+    for option in _task_options():
+        p.add_argument(option.flag, dest=option.name, type=option.type, metavar=option.metavar,
+                       help=option.help, default=None)
     p.set_defaults(func=_cmd_build, precision="fp32")
+
+
+def _task_options():
+    from cvexport.tasks import all_tasks
+
+    options = {}
+    for task in all_tasks():
+        for option in task.options:
+            options.setdefault(option.name, option)
+    return list(options.values())
 
 
 def _cmd_build(args) -> int:
     from cvexport.build import BuildOptions, build
 
     options = BuildOptions(
-        model=args.model, precision=args.precision, nms=args.nms, max_batch=args.max_batch,
-        input_format=args.input_format, score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
-        max_detections=args.max_detections, weights=args.weights, out=args.out,
-        calib_images=args.calib_images, calib_method=args.calib_method, style=args.style, force=args.force,
-        engine=args.backend,
+        model=args.model, precision=args.precision, max_batch=args.max_batch, input_format=args.input_format,
+        weights=args.weights, out=args.out, calib_images=args.calib_images, calib_method=args.calib_method,
+        force=args.force, engine=args.backend, frame_size=args.frame_size,
+        task_options={o.name: getattr(args, o.name) for o in _task_options() if getattr(args, o.name) is not None},
     )
     build(options, log=lambda line: print(line, flush=True))
     return 0

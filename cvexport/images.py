@@ -198,6 +198,13 @@ class Letterbox:
         out[:, [1, 3]] = out[:, [1, 3]].clip(0, self.original_height)
         return out
 
+    def then(self, inner: "Letterbox") -> "Letterbox":
+        """This fit (original -> frame) followed by ``inner`` (frame -> network input), as one
+        fit of the original (the composition of the two per-axis affine maps)."""
+        return Letterbox(self.scale_x * inner.scale_x, self.scale_y * inner.scale_y,
+                         self.pad_x * inner.scale_x + inner.pad_x, self.pad_y * inner.scale_y + inner.pad_y,
+                         self.original_width, self.original_height)
+
     def map_to_original(self, array: np.ndarray, labels: bool = False) -> np.ndarray:
         """A dense network output (ndarray[H_in, W_in] or [H_in, W_in, C], uint8) -> the same over
         the original image: the padding is cut away, the rest resized to the original size
@@ -212,6 +219,22 @@ class Letterbox:
         return np.asarray(Image.fromarray(content).resize((self.original_width, self.original_height), resample))
 
 
+def letterbox_fit(w: int, h: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """Where a (h, w) image goes in a (height, width) letterbox: (new_w, new_h, pad_x, pad_y),
+    the resized size keeping the aspect ratio and the top-left offset of the centred content.
+    The one geometry of the Python letterbox and the in-graph one (``--frame-size``)."""
+    scale = min(width / w, height / h)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    return new_w, new_h, (width - new_w) // 2, (height - new_h) // 2
+
+
+def letterbox_map(w: int, h: int, width: int, height: int) -> Letterbox:
+    """The :class:`Letterbox` of fitting a (h, w) image into (height, width)."""
+    new_w, new_h, pad_x, pad_y = letterbox_fit(w, h, width, height)
+    # Rounding makes the two axes' effective scales differ slightly; keep both.
+    return Letterbox(new_w / w, new_h / h, float(pad_x), float(pad_y), w, h)
+
+
 def letterbox(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, Letterbox]:
     """Resize uint8 RGB ``image`` to fit (height, width) keeping its aspect ratio, pad the rest.
 
@@ -220,11 +243,8 @@ def letterbox(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, L
     from PIL import Image
 
     h, w = image.shape[:2]
-    scale = min(width / w, height / h)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    pad_x, pad_y = (width - new_w) // 2, (height - new_h) // 2
+    new_w, new_h, pad_x, pad_y = letterbox_fit(w, h, width, height)
     resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
     canvas = np.full((height, width, 3), LETTERBOX_FILL, dtype=np.uint8)
     canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
-    # Rounding makes the two axes' effective scales differ slightly; keep both.
-    return canvas, Letterbox(new_w / w, new_h / h, float(pad_x), float(pad_y), w, h)
+    return canvas, letterbox_map(w, h, width, height)

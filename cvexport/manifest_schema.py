@@ -183,11 +183,11 @@ class _Checker:
 # ------------------------------------------------------------------------- the schema
 def check_manifest(manifest: dict[str, Any], where: Path) -> None:
     """The manifest on its own (format and top-level required keys are checked by the caller)."""
-    from cvexport.tasks import _TASK_MODULES  # the task names get_task accepts
+    from cvexport.tasks import task_names
 
     c = _Checker(where, manifest)
     c.string(manifest, "model", "model")
-    task = c.enum(manifest, "task", "task", tuple(_TASK_MODULES))
+    task = c.enum(manifest, "task", "task", tuple(task_names()))
     _check_registered_task(c, manifest["model"], task)
     precision = c.enum(manifest, "precision", "precision", PRECISIONS)
     _check_file_entry(c, manifest, "onnx", opset=True)
@@ -239,6 +239,12 @@ def _check_input(c: _Checker, manifest: dict) -> None:
     c.integer(contract, "height", "input.height", 1)
     c.integer(contract, "width", "input.width", 1)
     c.integer(contract, "max_batch", "input.max_batch", 1)
+    if "letterbox" in contract:  # build --frame-size: the graph letterboxes the camera's frames itself
+        fit = c.mapping(contract, "letterbox", "input.letterbox", "network_width and network_height")
+        c.integer(fit, "network_width", "input.letterbox.network_width", 1)
+        c.integer(fit, "network_height", "input.letterbox.network_height", 1)
+        if dtype != "uint8":
+            c.bad("input.letterbox", fit, "absent: only a uint8 input letterboxes in the graph")
     # (x / 255 - mean) / std per channel: a mean within the pixel range, a positive std
     for key, in_range, what in (("mean", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"), ("std", lambda v: v > 0.0, "> 0")):
         expected = f"a list of 3 finite numbers {what} (one per RGB channel)"
@@ -317,7 +323,7 @@ def _check_outputs(c: _Checker, manifest: dict, task: str) -> None:
 # ------------------------------------------------------------------------- the graphs
 def check_graphs(manifest: dict[str, Any], where: Path) -> None:
     """Each graph the (schema-checked) manifest records, against the manifest."""
-    from cvexport.checkpoint import sha256_file
+    from cvexport.digest import sha256_file
 
     c = _Checker(where, manifest)
     for key in ("onnx", *(g.key for g in _cpu_graphs() if g.key in manifest)):
@@ -479,9 +485,11 @@ def _check_symbols(c: _Checker, manifest: dict, model) -> None:
                       f"{got}, the rows of output {_show(name)} {_dims(shape)}")
             if want in ("H", "W"):
                 field = "height" if want == "H" else "width"
-                if got != contract[field]:
-                    c.bad(f"input.{field}", contract[field],
-                          f"{got}, the {field} of output {_show(name)} {_dims(shape)}")
+                # The network's size: the input's, unless the graph letterboxes frames to it.
+                where, value = ((f"input.letterbox.network_{field}", contract["letterbox"][f"network_{field}"])
+                                if "letterbox" in contract else (f"input.{field}", contract[field]))
+                if got != value:
+                    c.bad(where, value, f"{got}, the {field} of output {_show(name)} {_dims(shape)}")
     if task == "detection":
         classes = _detection_classes(model)
         if classes is not None and classes != len(names):

@@ -10,6 +10,15 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def network_size(contract: dict) -> tuple[int, int]:
+    """(width, height) of the network itself: the input contract's, or for a graph that
+    letterboxes camera frames itself (``build --frame-size``) the size it letterboxes them to."""
+    fit = contract.get("letterbox")
+    if fit:
+        return int(fit["network_width"]), int(fit["network_height"])
+    return int(contract["width"]), int(contract["height"])
+
+
 def to_network_input(frames, contract: dict):
     """uint8 RGB frames (list of (H, W, 3), already fitted to the input size) -> the array the
     bundle's input contract asks for: uint8 NHWC as-is, or float32 NCHW normalized."""
@@ -31,7 +40,25 @@ def to_float_nchw(array, contract: dict):
 
     if contract["dtype"] != "uint8":
         return torch.from_numpy(np.asarray(array, dtype=np.float32))
-    x = torch.from_numpy(np.asarray(array)).permute(0, 3, 1, 2).float() / 255.0
+    x = torch.from_numpy(np.asarray(array)).permute(0, 3, 1, 2).float()
+    if contract.get("letterbox"):
+        x = letterbox_frames(x, contract)
+    x = x / 255.0
     mean = torch.tensor(contract["mean"], dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(contract["std"], dtype=torch.float32).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+def letterbox_frames(frames, contract: dict):
+    """The in-graph letterbox (``build --frame-size``) in torch, for the reference: float NCHW
+    frames of the contract's size (0..255) -> the network size, bilinear with half-pixel
+    centres and no antialiasing (ONNX Resize "linear" / "half_pixel", what TensorRT runs),
+    padded with the letterbox grey, content centred as :func:`cvexport.images.letterbox_fit`."""
+    import torch.nn.functional as F
+
+    from cvexport.images import LETTERBOX_FILL, letterbox_fit
+
+    width, height = network_size(contract)
+    new_w, new_h, pad_x, pad_y = letterbox_fit(int(contract["width"]), int(contract["height"]), width, height)
+    resized = F.interpolate(frames, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=False)
+    return F.pad(resized, (pad_x, width - new_w - pad_x, pad_y, height - new_h - pad_y), value=float(LETTERBOX_FILL))

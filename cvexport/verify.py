@@ -96,15 +96,15 @@ def verify_rows(bundle: Bundle | str, backends: Sequence[str] = ("ort",), val_im
             raise CvexportError(f"none of the backends {', '.join(names)} can run here (see the warnings above)")
         images, truths = task.val_samples(get_spec(bundle.manifest["model"]), val_images)
         predictions: dict[str, list] = {name: [] for name in runners}
-        parity = {name: task.new_parity() for name in runners if name != REFERENCE}
+        parity_precision = bundle.precision if tolerance_note is None else FALLBACK_PRECISION
+        parity = {name: task.new_parity(parity_precision) for name in runners if name != REFERENCE}
         for start in range(0, len(images), bundle.max_batch):
             batch = prepare_batch(bundle, images[start:start + bundle.max_batch])
             reference = runners[REFERENCE].infer(batch.feed)
             for name, runner in runners.items():
                 outputs = reference if name == REFERENCE else runner.infer(batch.feed)
                 if name != REFERENCE:
-                    task.compare(reference, outputs, bundle.precision if tolerance_note is None else FALLBACK_PRECISION,
-                                 parity[name])
+                    parity[name].add(reference, outputs)
                 predictions[name].extend(finish_batch(task, bundle, outputs, batch))
     finally:
         for runner in runners.values():

@@ -39,7 +39,7 @@ def _restore_random_state():
 
 @pytest.fixture(scope="session")
 def build_bundle(tmp_path_factory):
-    """``build_bundle(**BuildOptions fields) -> Bundle``, each distinct set of options built once."""
+    """``build_bundle(**BuildOptions fields and task options) -> Bundle``, each distinct set of options built once."""
     from cvexport.build import BuildOptions, build
     from cvexport.bundle import load_bundle
 
@@ -53,7 +53,7 @@ def build_bundle(tmp_path_factory):
         key = tuple(sorted(kwargs.items()))
         if key not in cache:
             out = root / f"b{len(cache)}"
-            build(BuildOptions(out=str(out), **kwargs), log=lambda line: None)
+            build(BuildOptions.of(out=str(out), **kwargs), log=lambda line: None)
             cache[key] = load_bundle(out)
         return cache[key]
 

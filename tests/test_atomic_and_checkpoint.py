@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from cvexport.atomic import atomic_path, write_bytes_atomic, write_text_atomic
-from cvexport.checkpoint import load_checkpoint, save_checkpoint, sha256_file
+from cvexport.checkpoint import load_checkpoint, save_checkpoint
+from cvexport.digest import sha256_file
 from cvexport.errors import CvexportError
 
 

@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from cvexport.bundle import BUNDLE_FORMAT, MANIFEST, ONNX_FILE, REQUIRED_KEYS, WEIGHTS_FILE, Bundle, load_bundle
-from cvexport.checkpoint import sha256_file
+from cvexport.digest import sha256_file
 from cvexport.errors import CvexportError
 
 

@@ -1,15 +1,14 @@
-"""Detection parity as set matching (cvexport/compare.py)."""
+"""Detection parity as set matching (cvexport/detection.py DetectionParity)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cvexport.compare import (
+from cvexport.detection import (
     TOLERANCES,
     DetectionParity,
     DetectionTolerance,
-    compare_detections,
     valid_detections,
 )
 
@@ -58,7 +57,7 @@ def test_valid_detections_reads_rows_before_num_detections():
 
 def test_identical_outputs_all_matched():
     ref = outputs([IMAGE_A, IMAGE_B, []])
-    parity = compare_detections(ref, ref, FP32)
+    parity = DetectionParity(FP32).add(ref, ref)
     assert parity.images == 3
     assert parity.reference_detections == parity.test_detections == parity.matched == 5
     assert parity.match_fraction == 1.0
@@ -71,12 +70,12 @@ def test_identical_outputs_all_matched():
 def test_reordered_detections_still_match():
     ref = outputs([IMAGE_A, IMAGE_B])
     test = outputs([IMAGE_A[::-1], IMAGE_B[::-1]])
-    parity = compare_detections(ref, test, FP32)
+    parity = DetectionParity(FP32).add(ref, test)
     assert parity.matched == 5 and parity.passed(FP32)
 
 
 def test_both_empty_passes():
-    parity = compare_detections(outputs([[], []]), outputs([[], []]), FP32)
+    parity = DetectionParity(FP32).add(outputs([[], []]), outputs([[], []]))
     assert parity.match_fraction == 1.0 and parity.matched == 0 and parity.passed(FP32)
 
 
@@ -95,14 +94,14 @@ def _shifted(dx: float) -> list:
 )
 def test_shifted_box_against_iou_tolerance(dx, fp32_ok, fp16_ok):
     ref, test = outputs([IMAGE_A]), outputs([_shifted(dx)])
-    parity32 = compare_detections(ref, test, FP32)
+    parity32 = DetectionParity(FP32).add(ref, test)
     assert parity32.passed(FP32) is fp32_ok
     assert parity32.matched == (3 if fp32_ok else 2)
-    assert compare_detections(ref, test, FP16).passed(FP16) is fp16_ok
+    assert DetectionParity(FP16).add(ref, test).passed(FP16) is fp16_ok
 
 
 def test_min_iou_is_recorded():
-    parity = compare_detections(outputs([IMAGE_A]), outputs([_shifted(0.003)]), FP16)
+    parity = DetectionParity(FP16).add(outputs([IMAGE_A]), outputs([_shifted(0.003)]))
     # boxes 0.3 wide shifted by 0.003: IoU = 0.297 / 0.303
     assert parity.min_iou == pytest.approx(0.297 / 0.303, abs=1e-4)
 
@@ -111,31 +110,31 @@ def test_min_iou_is_recorded():
 def test_score_delta_against_fp32_tolerance(delta, fp32_ok):
     ref = outputs([IMAGE_A])
     test = outputs([[(IMAGE_A[0][0], IMAGE_A[0][1] - delta, IMAGE_A[0][2])] + IMAGE_A[1:]])
-    parity = compare_detections(ref, test, FP32)
+    parity = DetectionParity(FP32).add(ref, test)
     assert parity.passed(FP32) is fp32_ok
     assert parity.matched == (3 if fp32_ok else 2)
     if fp32_ok:
         assert parity.max_score_delta == pytest.approx(delta, abs=1e-6)
     # fp16 does not bound the score
-    assert compare_detections(ref, test, FP16).matched == 3
+    assert DetectionParity(FP16).add(ref, test).matched == 3
 
 
 def test_missing_detection_lowers_match_fraction():
     ref, test = outputs([IMAGE_A]), outputs([IMAGE_A[:2]])
-    parity = compare_detections(ref, test, FP32)
+    parity = DetectionParity(FP32).add(ref, test)
     assert parity.reference_detections == 3 and parity.test_detections == 2
     assert parity.matched == 2
     assert parity.match_fraction == pytest.approx(2 / 3)
     assert not parity.passed(FP32)
     # and an extra detection in the test run counts the same way
-    extra = compare_detections(test, ref, FP32)
+    extra = DetectionParity(FP32).add(test, ref)
     assert extra.match_fraction == pytest.approx(2 / 3) and not extra.passed(FP32)
 
 
 def test_class_mismatch_is_not_a_match():
     ref = outputs([IMAGE_A])
     test = outputs([[(box, score, (cls + 1) % 3) for box, score, cls in IMAGE_A]])
-    parity = compare_detections(ref, test, FP16)
+    parity = DetectionParity(FP16).add(ref, test)
     assert parity.matched == 0 and parity.match_fraction == 0.0
     assert not parity.passed(FP16)
 
@@ -144,19 +143,19 @@ def test_one_test_detection_matches_one_reference_only():
     box, score, cls = IMAGE_A[0]
     ref = outputs([[(box, score, cls), (box, score, cls)]])
     test = outputs([[(box, score, cls)]])
-    parity = compare_detections(ref, test, FP32)
+    parity = DetectionParity(FP32).add(ref, test)
     assert parity.matched == 1 and parity.match_fraction == 0.5
 
 
 def test_images_are_not_mixed_up():
     ref = outputs([IMAGE_A, IMAGE_B])
     swapped = outputs([IMAGE_B, IMAGE_A])
-    parity = compare_detections(ref, swapped, FP16)
+    parity = DetectionParity(FP16).add(ref, swapped)
     assert parity.matched == 0 and not parity.passed(FP16)
 
 
 def test_batch_size_mismatch_recorded_in_failures():
-    parity = compare_detections(outputs([IMAGE_A, IMAGE_B]), outputs([IMAGE_A]), FP32)
+    parity = DetectionParity(FP32).add(outputs([IMAGE_A, IMAGE_B]), outputs([IMAGE_A]))
     assert len(parity.failures) == 1 and "batch size differs" in parity.failures[0]
     assert "2" in parity.failures[0] and "1" in parity.failures[0]
     assert parity.match_fraction == 1.0  # nothing compared, yet ...
@@ -168,7 +167,7 @@ def test_fp16_tolerance_allows_98_percent(missing, fp16_ok):
     ref_dets = grid_detections(50)
     ref = outputs([ref_dets[:25], ref_dets[25:]])
     test = outputs([ref_dets[:25], ref_dets[25:50 - missing]])
-    parity = compare_detections(ref, test, FP16)
+    parity = DetectionParity(FP16).add(ref, test)
     assert parity.matched == 50 - missing
     assert parity.match_fraction == pytest.approx((50 - missing) / 50)
     assert parity.passed(FP16) is fp16_ok
@@ -176,9 +175,9 @@ def test_fp16_tolerance_allows_98_percent(missing, fp16_ok):
 
 
 def test_parity_accumulates_over_calls():
-    parity = DetectionParity()
-    compare_detections(outputs([IMAGE_A]), outputs([IMAGE_A]), FP32, parity)
-    result = compare_detections(outputs([IMAGE_B]), outputs([IMAGE_B[:1]]), FP32, parity)
+    parity = DetectionParity(FP32)
+    parity.add(outputs([IMAGE_A]), outputs([IMAGE_A]))
+    result = parity.add(outputs([IMAGE_B]), outputs([IMAGE_B[:1]]))
     assert result is parity
     assert parity.images == 2
     assert parity.reference_detections == 5 and parity.test_detections == 4 and parity.matched == 4
@@ -187,7 +186,7 @@ def test_parity_accumulates_over_calls():
 
 def test_to_dict_and_mean_delta():
     test = outputs([[(box, score - 4e-5, cls) for box, score, cls in IMAGE_A]])
-    parity = compare_detections(outputs([IMAGE_A]), test, FP32)
+    parity = DetectionParity(FP32).add(outputs([IMAGE_A]), test)
     assert parity.mean_score_delta == pytest.approx(4e-5, abs=1e-6)
     d = parity.to_dict()
     assert d["matched"] == 3 and d["match_fraction"] == 1.0
@@ -197,7 +196,7 @@ def test_to_dict_and_mean_delta():
 
 def test_custom_tolerance_is_data():
     lenient = DetectionTolerance(min_iou=0.5, max_score_delta=None, min_match_fraction=0.5)
-    parity = compare_detections(outputs([IMAGE_A]), outputs([_shifted(0.05)[:2]]), lenient)
+    parity = DetectionParity(lenient).add(outputs([IMAGE_A]), outputs([_shifted(0.05)[:2]]))
     assert parity.matched == 2 and parity.passed(lenient)
 
 
@@ -214,7 +213,7 @@ def test_short_output_where_reference_fills_every_slot_fails_at_every_precision(
     images = _full_images(8)
     short = [dets[: K - 4] for dets in images[:1]] + images[1:]
     tolerance = TOLERANCES[precision]
-    parity = compare_detections(outputs(images), outputs(short), tolerance)
+    parity = DetectionParity(tolerance).add(outputs(images), outputs(short))
     assert parity.match_fraction > TOLERANCES["fp16"].min_match_fraction  # the tolerance alone would pass
     assert not parity.passed(tolerance)
     assert parity.short_images == 1 and parity.missing == 4 and parity.extra == 0
@@ -225,29 +224,29 @@ def test_short_output_where_reference_fills_every_slot_fails_at_every_precision(
 
 
 def test_short_output_is_numbered_across_batches():
-    parity = compare_detections(outputs(_full_images(2)), outputs(_full_images(2)), FP16)
+    parity = DetectionParity(FP16).add(outputs(_full_images(2)), outputs(_full_images(2)))
     images = _full_images(2)
-    compare_detections(outputs(images), outputs([images[0], images[1][:-1]]), FP16, parity)
+    parity.add(outputs(images), outputs([images[0], images[1][:-1]]))
     assert [f.split(":")[0] for f in parity.failures] == ["image 3"]
 
 
 def test_fewer_detections_below_a_full_reference_are_left_to_the_tolerance():
     # Not every slot filled: a detection near the score threshold may come and go at fp16.
     ref_dets = grid_detections(50)
-    parity = compare_detections(outputs([ref_dets]), outputs([ref_dets[:-1]]), FP16)
+    parity = DetectionParity(FP16).add(outputs([ref_dets]), outputs([ref_dets[:-1]]))
     assert parity.short_images == 0 and parity.failures == [] and parity.missing == 1
     assert parity.passed(FP16)
 
 
 def test_test_output_full_where_reference_is_not_is_extra_not_short():
     ref_dets = grid_detections(K)
-    parity = compare_detections(outputs([ref_dets[:-1]]), outputs([ref_dets]), FP16)
+    parity = DetectionParity(FP16).add(outputs([ref_dets[:-1]]), outputs([ref_dets]))
     assert parity.short_images == 0 and parity.extra == 1 and parity.missing == 0
 
 
 def test_missing_and_extra_in_summary_and_dict():
     ref, test = outputs([IMAGE_A]), outputs([IMAGE_A[:2] + [([0.6, 0.0, 0.7, 0.1], 0.5, 0)]])
-    parity = compare_detections(ref, test, FP32)
+    parity = DetectionParity(FP32).add(ref, test)
     assert (parity.missing, parity.extra) == (1, 1)
     assert "(1 missing, 1 extra)" in parity.summary()
     assert parity.to_dict()["missing"] == 1 and parity.to_dict()["extra"] == 1
@@ -257,6 +256,6 @@ def test_scores_outside_unit_interval_fail():
     # EfficientNMS_TRT's dense path (score threshold < 0.007) can output rejected candidates
     # with score -32768 when too few real ones survive: not probabilities.
     test = outputs([IMAGE_A[:2] + [(IMAGE_A[2][0], -32768.0, IMAGE_A[2][2])]])
-    parity = compare_detections(outputs([IMAGE_A]), test, TOLERANCES["int8"])
+    parity = DetectionParity(TOLERANCES["int8"]).add(outputs([IMAGE_A]), test)
     assert not parity.passed(TOLERANCES["int8"])
     assert len(parity.failures) == 1 and "outside [0, 1]" in parity.failures[0]

@@ -219,7 +219,7 @@ def _candidate_cap_case():
 
 
 def test_efficient_nms_candidate_cap_drops_detections_pytorch_keeps():
-    from cvexport.compare import TOLERANCES, compare_detections
+    from cvexport.detection import TOLERANCES, DetectionParity
     from cvexport.ops.detection import postprocess_scores
 
     anchors, scores = _candidate_cap_case()
@@ -230,10 +230,10 @@ def test_efficient_nms_candidate_cap_drops_detections_pytorch_keeps():
     plugin = _plugin_outputs(anchors[None], scores, config)
     assert int(plugin["num_detections"][0, 0]) == 1  # the documented pre-NMS top-5000: the difference is real
     uncapped = _plugin_outputs(anchors[None], scores, config, candidate_limit=len(anchors))
-    assert int(uncapped["num_detections"][0, 0]) == 20 and compare_detections(
-        reference, uncapped, TOLERANCES["fp32"]).passed(TOLERANCES["fp32"])
+    assert int(uncapped["num_detections"][0, 0]) == 20 and DetectionParity(
+        TOLERANCES["fp32"]).add(reference, uncapped).passed()
     for precision, tolerance in TOLERANCES.items():
-        parity = compare_detections(reference, plugin, tolerance)
+        parity = DetectionParity(tolerance).add(reference, plugin)
         assert not parity.passed(tolerance), precision
         assert parity.short_images == 1 and "EfficientNMS_TRT" in parity.failures[0]
 
@@ -244,7 +244,7 @@ def test_shipped_ssd_val_1175_efficient_nms_returns_196_of_200():
     the shipped SSD's 200th detection is candidate 5037 by score: the plugin returns 196."""
     import numpy as np
 
-    from cvexport.compare import TOLERANCES, compare_detections
+    from cvexport.detection import TOLERANCES, DetectionParity
     from cvexport.models.detection_data import make_sample
     from cvexport.ops.boxes import CENTER_VARIANCE, SIZE_VARIANCE
     from cvexport.preprocess import to_network_input
@@ -271,4 +271,4 @@ def test_shipped_ssd_val_1175_efficient_nms_returns_196_of_200():
     assert int(plugin["num_detections"][0, 0]) == 196
     assert candidates_needed(deltas, scores, anchors_cs, **kwargs)[0] > CANDIDATE_LIMIT
     for precision, tolerance in TOLERANCES.items():
-        assert not compare_detections(reference, plugin, tolerance).passed(tolerance), precision
+        assert not DetectionParity(tolerance).add(reference, plugin).passed(), precision

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from cvexport.bundle import MANIFEST, ONNX_FILE, load_bundle
-from cvexport.checkpoint import sha256_file
+from cvexport.digest import sha256_file
 from cvexport.cli import main
 from cvexport.errors import CvexportError
 from cli_helpers import one_line_stderr
@@ -336,10 +336,10 @@ def test_schema_enums_follow_the_code_they_describe():
     from cvexport.build import INPUT_FORMATS
     from cvexport.detection import NMS_FLAVORS
     from cvexport.export.precision import INT8_CPU_GRAPHS
-    from cvexport.tasks import _TASK_MODULES
+    from cvexport.tasks import task_names
 
     assert manifest_schema.NMS_FLAVORS == NMS_FLAVORS
-    assert set(manifest_schema.TASK_OUTPUTS) == set(_TASK_MODULES)
+    assert set(manifest_schema.TASK_OUTPUTS) == set(task_names())
     assert manifest_schema.cpu_graph_keys() == tuple(g.key for g in INT8_CPU_GRAPHS)
     assert {"float": "float32", "uint8": "uint8"}.keys() == set(INPUT_FORMATS)
 

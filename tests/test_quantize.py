@@ -264,9 +264,10 @@ def test_calibration_batches_follow_the_runtime_contract():
     from cvexport.models.detection_data import make_sample
     from cvexport.preprocess import to_network_input
     from cvexport.registry import get_spec
+    from cvexport.tasks import get_task
 
     spec = get_spec("ssd")
-    batches = list(calibration_batches(spec, 5, batch_size=2))
+    batches = list(calibration_batches(get_task("detection").sample_images, spec, 5, batch_size=2))
     assert [b.shape for b in batches] == [(2, 3, 256, 256)] * 2 + [(1, 3, 256, 256)]
     assert all(b.dtype == np.float32 for b in batches)
     contract = {"dtype": "float32", "mean": spec.mean, "std": spec.std}

@@ -9,7 +9,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from cvexport.compare import TOLERANCES, compare_detections
+from cvexport.detection import TOLERANCES, DetectionParity
 from cvexport.export import sections
 from cvexport.export.graph import GraphEditor
 from cvexport.ops.boxes import decode_offsets, multibox_prior
@@ -76,8 +76,8 @@ def test_onnx_nms_section_matches_torch(anchors, config):
     # Every image gets its own count, and the image with no objects gets none.
     np.testing.assert_array_equal(got["num_detections"], expected["num_detections"])
     assert expected["num_detections"][0, 0] > 0 and expected["num_detections"][-1, 0] == 0
-    parity = compare_detections(expected, got, TOLERANCES["fp32"])
-    assert parity.passed(TOLERANCES["fp32"]), parity.to_dict()
+    parity = DetectionParity(TOLERANCES["fp32"]).add(expected, got)
+    assert parity.passed(), parity.to_dict()
     # Padding past num_detections follows the contract.
     for b, count in enumerate(got["num_detections"][:, 0]):
         assert np.all(got["detection_classes"][b, count:] == 0)

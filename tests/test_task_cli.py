@@ -109,9 +109,9 @@ def test_style_int8_keeps_the_pixel_layers_in_float():
     """The first and last convolutions map pixels in and out; INT8 leaves them in float."""
     from cvexport.export.torch_export import export_module
     from cvexport.registry import get_spec
-    from cvexport.style import int8_keep_float
+    from cvexport.tasks import get_task
 
     spec = get_spec("style")
     core = export_module(spec.build(), (1, 3, 64, 64), 2, input_name="input", output_names=["image"])
     convs = [n.name for n in core.graph.node if n.op_type == "Conv"]
-    assert int8_keep_float(core) == sorted({convs[0], convs[-1]}) and len(convs) > 2
+    assert get_task("style").int8_keep_float(core) == sorted({convs[0], convs[-1]}) and len(convs) > 2

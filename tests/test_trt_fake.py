@@ -609,10 +609,11 @@ def fake_name_problems(fake: FakeTensorRT, api: dict) -> list[str]:
 def fake_installer(monkeypatch):
     """``install(version, **FakeTensorRT kwargs)`` puts a fake ``tensorrt`` in sys.modules (and a
     fake GPU identity in the builder) for the rest of the test; no CUDA needed."""
-    from cvexport.trt import builder as trt_builder
+    from cvexport.trt import environment as trt_environment
+    from cvexport.trt import lookup as trt_lookup
 
-    monkeypatch.setattr(trt_builder, "gpu_identity", lambda device=None: ("Fake GPU", "8.6"))
-    monkeypatch.setattr(trt_builder, "detect_jetson", lambda: False)
+    monkeypatch.setattr(trt_environment, "gpu_identity", lambda device=None: ("Fake GPU", "8.6"))
+    monkeypatch.setattr(trt_lookup, "detect_jetson", lambda: False)
 
     def install(version, **kwargs):
         fake = FakeTensorRT(version, **kwargs)
@@ -635,7 +636,7 @@ def make_bundle(root: Path, precision="fp16", with_plugin=False, layout="NCHW", 
     from onnx import TensorProto, helper, numpy_helper
 
     from cvexport.bundle import BUNDLE_FORMAT, MANIFEST, Bundle
-    from cvexport.checkpoint import sha256_file
+    from cvexport.digest import sha256_file
 
     root.mkdir(parents=True, exist_ok=True)
     shape = ["batch", 3, 8, 8] if layout == "NCHW" else ["batch", 8, 8, 3]

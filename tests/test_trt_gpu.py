@@ -1,9 +1,9 @@
 """TensorRT on a real GPU: engine build, TrtRunner parity with ONNX Runtime (CPU) and PyTorch.
 
-The matrix is per task (tests/gpu_matrix.py): every registered model with the build variants
-its task module declares in ``GPU_BUILD_VARIANTS`` (detection: both NMS flavors; every task:
+The matrix is per task (tests/model_matrix.py): every registered model with the build variants
+its task declares in ``build_variants`` (detection: both NMS flavors; every task:
 fp32/fp16/int8, and uint8 input at fp32), compared with the task's own ``compare`` at the
-task's own ``TOLERANCES[precision]``. tests/test_gpu_matrix.py checks that matrix on CPU.
+task's own ``TOLERANCES[precision]``. tests/test_model_matrix.py checks that matrix on CPU.
 
 Skipped cleanly where TensorRT or a CUDA GPU is missing (the ``gpu``/``trt`` markers, see
 conftest.py): ``tensorrt`` is imported only inside the fixtures and tests
@@ -17,11 +17,11 @@ import pytest
 
 from cvexport.build import PARITY_BATCHES
 from cvexport.preprocess import to_network_input
-from gpu_matrix import find_case, gpu_matrix, run_in_threads
+from model_matrix import build_matrix, find_case, run_in_threads
 
 pytestmark = [pytest.mark.trt, pytest.mark.gpu]
 
-MATRIX = gpu_matrix()
+MATRIX = build_matrix()
 THREADS = 3
 
 
@@ -54,7 +54,7 @@ def test_trt_matches_ort_and_torch(gpu, build_bundle, tmp_path, case):
     from cvexport.runtime.trt_runner import TrtRunner
 
     bundle = build_bundle(**case.kwargs)
-    task, precision, tolerance = case.task_module, case.precision, case.tolerance
+    task, precision, tolerance = case.task_object, case.precision, case.tolerance
     assert (bundle.task, bundle.precision) == (case.task, precision)
     trt_runner = TrtRunner(bundle, cache_dir=tmp_path / "engines", log=lambda line: None)
     assert trt_runner.engine_path.is_file() and trt_runner.engine_metadata.precision == precision
@@ -68,15 +68,15 @@ def test_trt_matches_ort_and_torch(gpu, build_bundle, tmp_path, case):
                 continue
             feeds = list(_feeds(bundle, frames, batch))
             assert feeds, f"{len(frames)} parity frames give no batch of {batch}"
-            vs_torch, vs_ort = task.new_parity(), task.new_parity()
+            vs_torch, vs_ort = task.new_parity(precision), task.new_parity(precision)
             for feed in feeds:
                 got = trt_runner.infer(feed)
                 assert set(got) == {o["name"] for o in bundle.manifest["outputs"]}
                 for spec in bundle.manifest["outputs"]:
                     assert got[spec["name"]].dtype == np.dtype(spec["dtype"]), spec["name"]
                     assert got[spec["name"]].shape[0] == batch
-                task.compare(torch_runner.infer(feed), got, precision, vs_torch)
-                task.compare(ort_runner.infer(feed), got, precision, vs_ort)
+                vs_torch.add(torch_runner.infer(feed), got)
+                vs_ort.add(ort_runner.infer(feed), got)
                 timings = trt_runner.last_timings
                 assert set(timings) == {"h2d_ms", "compute_ms", "d2h_ms", "total_ms"}
                 assert all(v >= 0 for v in timings.values())

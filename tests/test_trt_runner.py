@@ -14,7 +14,7 @@ from test_trt_fake import FakeTorch, fake_installer, make_bundle
 
 from cvexport.errors import CvexportError
 from cvexport.runtime import trt_runner
-from cvexport.trt import builder as trt_builder
+from cvexport.trt import environment as trt_environment
 from cvexport.trt.settings import EngineOptions
 
 
@@ -107,7 +107,7 @@ def test_capture_failure_falls_back_to_plain_runs(runner_for, monkeypatch):
 
 def test_runner_and_builder_share_the_process_logger(runner_for):
     runner, fake = runner_for()
-    logger = trt_builder.trt_logger(fake)
+    logger = trt_environment.trt_logger(fake)
     runtimes = fake._names("Runtime")
     assert runtimes == [logger] and fake._names("Builder") == [logger]
     assert fake._plugin_logger is logger

@@ -14,6 +14,8 @@ from test_trt_fake import FakeTensorRT, fake_installer, make_bundle
 
 from cvexport.errors import CvexportError
 from cvexport.trt import builder as trt_builder
+from cvexport.trt import environment as trt_environment
+from cvexport.trt import lookup as trt_lookup
 from cvexport.trt import cache
 from cvexport.trt.cache import (
     EngineMetadata,
@@ -327,9 +329,9 @@ def test_clean_errors_without_tensorrt(tmp_path, monkeypatch):
         with pytest.raises(CvexportError, match="not installed") as info:
             call()
         assert INSTALL in str(info.value) and "--backend ort" in str(info.value)
-    assert not trt_builder.tensorrt_available()
-    assert trt_builder.trt_version() is None
-    assert INSTALL in trt_builder.trt_unavailable_reason()
+    assert not trt_environment.tensorrt_available()
+    assert trt_environment.trt_version() is None
+    assert INSTALL in trt_environment.trt_unavailable_reason()
 
 
 # --- the builder's plumbing, against a fake tensorrt -----------------------------------
@@ -388,21 +390,21 @@ def test_fake_reuses_cached_engine_and_explains_rebuilds(tmp_path, fake_trt):
     second = trt_builder.ensure_engine(bundle, options, log=lines.append)
     assert second != first and fake._calls.count(("build_serialized_network",)) == 2
     assert any("optimization_level: 3 -> 5" in line for line in lines)
-    assert trt_builder.find_engine(bundle, options)[0] == second
+    assert trt_lookup.find_engine(bundle, options)[0] == second
 
 
 def test_fake_any_engine_for_callers_without_options(tmp_path, fake_trt):
     fake_trt("10.8.0")
     bundle = _make_bundle(tmp_path / "b", "fp16")
-    assert trt_builder.find_any_engine(bundle) is None
+    assert trt_lookup.find_any_engine(bundle) is None
     narrow = EngineOptions.from_bundle(bundle, profile=BatchProfile(1, 1, 2))  # does not cover max_batch 4
     trt_builder.ensure_engine(bundle, narrow, log=lambda line: None)
-    assert trt_builder.find_any_engine(bundle) is None
+    assert trt_lookup.find_any_engine(bundle) is None
     custom = trt_builder.ensure_engine(bundle, EngineOptions.from_bundle(bundle, workspace_mb=64, optimization_level=1),
                                        log=lambda line: None)
-    assert trt_builder.find_any_engine(bundle) == custom
+    assert trt_lookup.find_any_engine(bundle) == custom
     fake_trt("10.9.0")  # another TensorRT: nothing reusable
-    assert trt_builder.find_any_engine(bundle) is None
+    assert trt_lookup.find_any_engine(bundle) is None
 
 
 def test_fake_missing_plugin_is_named(tmp_path, fake_trt):
@@ -436,7 +438,7 @@ def test_runner_without_cuda_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(CvexportError, match="CUDA is not available.*--backend ort"):
         TrtRunner(_make_bundle(tmp_path / "b"))
-    assert "CUDA" in trt_builder.trt_unavailable_reason()
+    assert "CUDA" in trt_environment.trt_unavailable_reason()
 
 
 def test_precision_must_match_the_bundle(tmp_path, fake_trt):
@@ -542,7 +544,7 @@ def test_same_compute_capability_level_is_set_where_it_exists(tmp_path, fake_trt
 
 def test_dla_settings_reach_the_config(tmp_path, fake_trt, monkeypatch):
     fake = fake_trt("10.3.0", dla_cores=2)
-    monkeypatch.setattr(trt_builder, "detect_jetson", lambda: True)
+    monkeypatch.setattr(trt_lookup, "detect_jetson", lambda: True)
     bundle = _make_bundle(tmp_path / "b", "fp16", max_batch=1)
     trt_builder.build_engine(bundle, EngineOptions.from_bundle(bundle, dla_core=1), log=lambda line: None)
     assert ("config.default_device_type", fake.DeviceType.DLA) in fake._calls
@@ -554,13 +556,13 @@ def test_builder_and_plugins_share_one_logger(tmp_path, fake_trt):
     fake = fake_trt("10.8.0")
     trt_builder.build_engine(_make_bundle(tmp_path / "b", "fp16", with_plugin=True), log=lambda line: None)
     trt_builder.build_engine(_make_bundle(tmp_path / "c", "fp32"), log=lambda line: None)
-    logger = trt_builder.trt_logger(fake)
+    logger = trt_environment.trt_logger(fake)
     assert isinstance(logger, fake.Logger) and logger.min_severity == fake.Logger.WARNING
     assert fake._plugin_logger is logger
     assert fake._names("Builder") == [logger, logger]
     assert fake._names("init_libnvinfer_plugins") == [""]  # once per process
     other = FakeTensorRT("10.8.0")
-    assert trt_builder.trt_logger(other) is not logger and trt_builder.trt_logger(fake) is logger
+    assert trt_environment.trt_logger(other) is not logger and trt_environment.trt_logger(fake) is logger
 
 
 def test_trt_extra_stays_on_tensorrt_10():

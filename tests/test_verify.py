@@ -12,7 +12,7 @@ import cvexport.bench as bench
 import cvexport.runtime as runtime
 from cvexport.bundle import Bundle
 from cvexport.cli import main
-from cvexport.compare import TOLERANCES
+from cvexport.detection import TOLERANCES
 from cvexport.errors import CvexportError
 from cvexport.verify import tolerance_for, verify_bundle, verify_rows
 from cli_helpers import one_line_stderr

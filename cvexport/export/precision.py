@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import onnx
 
 
@@ -18,6 +19,16 @@ import onnx
 class Int8Options:
     calib_images: int = 128
     method: str | None = None  # None: the quantizer's default for each form
+
+
+@dataclass(frozen=True)
+class Int8Plan:
+    """What the task hands the exporter for an INT8 build, so the exporter never asks for the task."""
+
+    options: Int8Options
+    calibration: list[np.ndarray]  # float32 NCHW batches in the core's input contract
+    keep_float: Callable[[onnx.ModelProto], list[str]]  # nodes of the core to keep in float
+    cpu_graphs: bool = True  # also make INT8_CPU_GRAPHS (False: the TensorRT form serves the CPU too)
 
 
 @dataclass(frozen=True)
@@ -53,9 +64,9 @@ def cpu_graph_for(manifest: dict, isa_class: str) -> str:
 
 
 def precision_graphs(core: onnx.ModelProto, spec, precision: str, finish: Callable[[onnx.ModelProto], onnx.ModelProto],
-                     int8: Int8Options | None = None, warn: Callable[[str], None] = print) -> dict[str, Any]:
+                     int8: Int8Plan | None = None, warn: Callable[[str], None] = print) -> dict[str, Any]:
     """``{"onnx": graph}``, plus for INT8 one graph per entry of ``INT8_CPU_GRAPHS`` (unless
-    the task's ``INT8_CPU_FORM`` says the TensorRT form must serve the CPU too) and ``"fp32"``,
+    the plan says the TensorRT form must serve the CPU too) and ``"fp32"``,
     the float graph, which is not part of the bundle but lets the build measure INT8's gain.
 
     ``"onnx"`` is always the TensorRT-ready graph. The CPU graphs are the same network
@@ -69,23 +80,19 @@ def precision_graphs(core: onnx.ModelProto, spec, precision: str, finish: Callab
     if precision == "int8":
         import warnings
 
-        from cvexport.export.quantize import calibration_batches, quantize_core
+        from cvexport.export.quantize import quantize_core
 
-        from cvexport.tasks import get_task
-
-        int8 = int8 or Int8Options()
-        batches = list(calibration_batches(spec, int8.calib_images))
-        task = get_task(spec.task)
-        # Layers the task keeps in float (where quantizing them costs measurable accuracy).
-        keep_float = getattr(task, "int8_keep_float", lambda core: [])(core)
+        if int8 is None:
+            raise ValueError("an int8 export needs an Int8Plan (calibration batches and the layers kept in float)")
+        keep_float = int8.keep_float(core)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            graphs = {"onnx": finish(quantize_core(core, batches, method=int8.method, exclude=keep_float,
-                                                   form="qdq-trt"))}
-            # A task whose accuracy the asymmetric CPU forms lose runs the TensorRT form on CPU too.
-            if getattr(task, "INT8_CPU_FORM", "qdq-cpu") == "qdq-cpu":
+            graphs = {"onnx": finish(quantize_core(core, int8.calibration, method=int8.options.method,
+                                                   exclude=keep_float, form="qdq-trt"))}
+            if int8.cpu_graphs:
                 for graph in INT8_CPU_GRAPHS:
-                    graphs[graph.key] = finish(quantize_core(core, batches, exclude=keep_float, form=graph.form))
+                    graphs[graph.key] = finish(quantize_core(core, int8.calibration, exclude=keep_float,
+                                                             form=graph.form))
         for warning in {str(w.message) for w in caught if issubclass(w.category, UserWarning)}:
             warn(f"warning: {warning}")
         graphs["fp32"] = finish(core)
@@ -94,7 +101,7 @@ def precision_graphs(core: onnx.ModelProto, spec, precision: str, finish: Callab
 
 
 def export_task_graphs(model, spec, options, output_names: list[str],
-                       finish: Callable[[onnx.ModelProto], onnx.ModelProto], int8: Int8Options | None = None,
+                       finish: Callable[[onnx.ModelProto], onnx.ModelProto], int8: Int8Plan | None = None,
                        warn: Callable[[str], None] = print) -> dict[str, Any]:
     """Export ``model`` (the network alone, float NCHW ``input``, batch 1..``options.max_batch``)
     as the core and return :func:`precision_graphs` of it at ``options.precision``, each graph
@@ -104,17 +111,17 @@ def export_task_graphs(model, spec, options, output_names: list[str],
     height, width = spec.input_size
     core = export_module(model.eval(), (1, 3, height, width), options.max_batch, input_name="input",
                          output_names=output_names)
-    return precision_graphs(core, spec, options.precision, lambda c: _with_input(finish(c), spec, options.input_format),
-                            int8, warn)
+    return precision_graphs(core, spec, options.precision, lambda c: _with_input(finish(c), spec, options), int8, warn)
 
 
-def _with_input(model: onnx.ModelProto, spec, input_format: str) -> onnx.ModelProto:
-    """``--input uint8``: the graph takes uint8 NHWC frames and normalizes them itself."""
-    if input_format != "uint8":
+def _with_input(model: onnx.ModelProto, spec, options) -> onnx.ModelProto:
+    """``--input uint8``: the graph takes uint8 NHWC frames and normalizes them itself; with
+    ``--frame-size`` it takes the camera's frames at that size and letterboxes them too."""
+    if options.input_format != "uint8":
         return model
     from cvexport.export import sections
     from cvexport.export.graph import GraphEditor
 
     editor = GraphEditor(model)
-    sections.uint8_input(editor, spec)
+    sections.uint8_input(editor, spec, options.frame_size)
     return editor.model

@@ -31,7 +31,7 @@ import tempfile
 import warnings
 from collections import deque
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -77,8 +77,10 @@ class CalibrationWarning(UserWarning):
 # --------------------------------------------------------------------------------------
 # Calibration data
 # --------------------------------------------------------------------------------------
-def calibration_batches(spec, count: int, batch_size: int = 16, *, seed: int = 0) -> Iterator[np.ndarray]:
-    """``count`` images of ``spec``'s own training split as float32 NCHW batches.
+def calibration_batches(sample_images: Callable[..., list[np.ndarray]], spec, count: int, batch_size: int = 16, *,
+                        seed: int = 0) -> Iterator[np.ndarray]:
+    """``count`` images of ``spec``'s own training split as float32 NCHW batches, drawn with
+    ``sample_images(spec, "train", indices, seed=seed)`` (the task's, which hands them over).
 
     Each image goes through the runtime's preprocessing (letterbox to the input size, then
     ``to_network_input`` with the bundle's float contract: /255, minus ``spec.mean``, over
@@ -86,15 +88,13 @@ def calibration_batches(spec, count: int, batch_size: int = 16, *, seed: int = 0
     """
     from cvexport.images import letterbox
     from cvexport.preprocess import to_network_input
-    from cvexport.tasks import get_task
 
     if count < 1 or batch_size < 1:
         raise QuantizeError(f"calibration needs count >= 1 and batch_size >= 1 (got {count}, {batch_size})")
-    task = get_task(spec.task)
     height, width = spec.input_size
     contract = {"dtype": "float32", "mean": spec.mean, "std": spec.std}
     for start in range(0, count, batch_size):
-        images = task.sample_images(spec, "train", range(start, min(count, start + batch_size)), seed=seed)
+        images = sample_images(spec, "train", range(start, min(count, start + batch_size)), seed=seed)
         yield to_network_input([letterbox(image, width, height)[0] for image in images], contract)
 
 

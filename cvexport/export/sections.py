@@ -62,12 +62,58 @@ def class_probabilities(editor: GraphEditor, class_logits: str, name: str = "sco
                                editor.const(np.array([-1], np.int64), "drop_background_axis")], name)
 
 
-def uint8_input(editor: GraphEditor, spec) -> str:
+def uint8_input(editor: GraphEditor, spec, frame_size: tuple[int, int] | None = None) -> str:
     """The ``normalize`` section for a model spec: a uint8 NHWC ``images`` input replaces the
-    float NCHW ``input`` (see :func:`normalize_uint8_nhwc`)."""
+    float NCHW ``input`` (see :func:`normalize_uint8_nhwc`); with ``frame_size`` (width,
+    height) the input is the camera's frame at that size and a ``letterbox`` section before
+    it fits the frame to the network (see :func:`letterbox_uint8_nhwc`)."""
     height, width = spec.input_size
+    if frame_size is None:
+        with editor.section("normalize"):
+            return normalize_uint8_nhwc(editor, "input", spec.mean, spec.std, height, width)
+    return letterbox_uint8_nhwc(editor, "input", spec.mean, spec.std, (height, width), frame_size)
+
+
+def letterbox_uint8_nhwc(editor: GraphEditor, float_input: str, mean: Sequence[float], std: Sequence[float],
+                         network_hw: tuple[int, int], frame_size: tuple[int, int], new_input: str = "images") -> str:
+    """Replace the float NCHW input with uint8 NHWC camera frames of ``frame_size`` (width,
+    height), letterboxed to ``network_hw`` in the graph, then normalized as
+    :func:`normalize_uint8_nhwc` does.
+
+    Letterbox: Resize "linear" with "half_pixel" coordinates (no antialiasing; TensorRT's
+    supported modes) to the aspect-preserving size of :func:`cvexport.images.letterbox_fit`,
+    then Pad "constant" with the letterbox grey, content centred. The output sizes come from
+    the input's own shape plus constants, so the batch stays dynamic. Returns the new input's name.
+    """
+    from cvexport.images import LETTERBOX_FILL, letterbox_fit
+
+    frame_w, frame_h = frame_size
+    height, width = network_hw
+    new_w, new_h, pad_x, pad_y = letterbox_fit(frame_w, frame_h, width, height)
+    start = len(editor.graph.node)
+    name = editor.replace_input(float_input, new_input, UINT8, ["batch", frame_h, frame_w, 3])
+    with editor.section("letterbox"):
+        as_float = editor.op("Cast", [name], "frames_float", to=FLOAT)
+        nchw = editor.op("Transpose", [as_float], "frames_nchw", perm=[0, 3, 1, 2])
+        batch_channels = editor.op("Slice", [editor.op("Shape", [nchw], "frames_shape"),
+                                             editor.const(np.array([0], np.int64), "bc_start"),
+                                             editor.const(np.array([2], np.int64), "bc_end")], "frames_bc")
+        sizes = editor.op("Concat", [batch_channels, editor.const(np.array([new_h, new_w], np.int64), "letterbox_hw")],
+                          "letterbox_sizes", axis=0)
+        resized = editor.op("Resize", [nchw, "", "", sizes], "letterbox_resized", mode="linear",
+                            coordinate_transformation_mode="half_pixel")
+        pads = np.array([0, 0, pad_y, pad_x, 0, 0, height - new_h - pad_y, width - new_w - pad_x], np.int64)
+        padded = editor.op("Pad", [resized, editor.const(pads, "letterbox_pads"),
+                                   editor.const(np.float32(LETTERBOX_FILL), "letterbox_fill")],
+                           "letterbox_padded", mode="constant")
     with editor.section("normalize"):
-        return normalize_uint8_nhwc(editor, "input", spec.mean, spec.std, height, width)
+        scale = 1.0 / (255.0 * np.asarray(std, dtype=np.float32))
+        shift = -np.asarray(mean, dtype=np.float32) / np.asarray(std, dtype=np.float32)
+        scaled = editor.op("Mul", [padded, editor.const(scale.reshape(1, 3, 1, 1), "norm_scale")], "frames_scaled")
+        editor.op("Add", [scaled, editor.const(shift.reshape(1, 3, 1, 1), "norm_shift")], "normalize",
+                  outputs=[float_input])
+    editor.prepend_nodes_from(start)
+    return name
 
 
 def _split_xy_wh(editor: GraphEditor, boxes: str, name: str) -> tuple[str, str]:

@@ -11,8 +11,8 @@ import numpy as np
 
 from cvexport.bundle import Bundle, load_bundle
 from cvexport.errors import CvexportError
-from cvexport.images import as_rgb_array, letterbox
-from cvexport.preprocess import to_network_input
+from cvexport.images import Letterbox, as_rgb_array, letterbox, letterbox_map
+from cvexport.preprocess import network_size, to_network_input
 from cvexport.runtime import create_runner
 from cvexport.tasks import get_task
 
@@ -29,15 +29,30 @@ def prepare_batch(bundle: Bundle, images: Sequence[np.ndarray]) -> PreparedBatch
     """uint8 RGB images -> the bundle's network input: letterbox to its size, then its input
     contract (float NCHW normalized, or uint8 NHWC). The one preprocessing of every caller."""
     contract = bundle.input
-    fitted = [letterbox(image, contract["width"], contract["height"]) for image in images]
+    width, height = contract["width"], contract["height"]
+    if not contract.get("letterbox"):
+        fitted = [letterbox(image, width, height) for image in images]
+    else:
+        # The graph letterboxes frames of its camera size itself (build --frame-size): those go in
+        # untouched; other images are first fitted to that size here, and both fits are undone.
+        in_graph = letterbox_map(width, height, *network_size(contract))
+        fitted = [_fit_to_frame(image, width, height, in_graph) for image in images]
     return PreparedBatch({contract["name"]: to_network_input([f[0] for f in fitted], contract)},
                          [f[1] for f in fitted])
 
 
+def _fit_to_frame(image: np.ndarray, width: int, height: int, in_graph: Letterbox) -> tuple[np.ndarray, Letterbox]:
+    """(the frame the graph takes, the fit from ``image`` to the network input) for a bundle
+    whose graph letterboxes (height, width) frames itself with ``in_graph``."""
+    if image.shape[1] == width and image.shape[0] == height:
+        return image, Letterbox(1.0, 1.0, 0.0, 0.0, width, height).then(in_graph)
+    frame, fit = letterbox(image, width, height)
+    return frame, fit.then(in_graph)
+
+
 def finish_batch(task, bundle: Bundle, outputs: dict[str, np.ndarray], batch: PreparedBatch) -> list[Any]:
     """Raw outputs of ``batch`` -> the task's result per image, in each original image's pixels."""
-    contract = bundle.input
-    return task.to_predictions(outputs, batch.letterboxes, bundle.class_names, contract["width"], contract["height"])
+    return task.to_predictions(outputs, batch.letterboxes, bundle.class_names, *network_size(bundle.input))
 
 
 class Predictor:

@@ -106,11 +106,11 @@ class TrtRunner(Runner):
                  cache_dir: str | Path | None = None, cuda_graph: bool = False,
                  log: Callable[[str], None] | None = None, device: int | None = None):
         super().__init__(bundle)
-        from cvexport.trt.builder import gpu_identity, import_tensorrt
+        from cvexport.trt import environment
 
         self._log = log or _stderr
-        trt = import_tensorrt()
-        gpu_name, capability = gpu_identity(device)  # CvexportError when CUDA is unavailable
+        trt = environment.import_tensorrt()
+        gpu_name, capability = environment.gpu_identity(device)  # CvexportError when CUDA is unavailable
         torch = _import_torch()
 
         self._trt = trt
@@ -128,7 +128,8 @@ class TrtRunner(Runner):
 
     # -- loading ---------------------------------------------------------------------
     def _resolve_engine(self, bundle, options, engine_path, build, cache_dir) -> Path:
-        from cvexport.trt.builder import engines_dir, ensure_engine, find_any_engine, find_engine
+        from cvexport.trt.builder import ensure_engine
+        from cvexport.trt.lookup import engines_dir, find_any_engine, find_engine
         from cvexport.trt.cache import list_engines, read_metadata
 
         if engine_path is not None:
@@ -156,9 +157,9 @@ class TrtRunner(Runner):
                             f"'cvexport build {bundle.manifest['model']} --backend trt'")
 
     def _gpu(self) -> tuple[str, str]:
-        from cvexport.trt.builder import gpu_identity
+        from cvexport.trt import environment
 
-        return gpu_identity(self._device)
+        return environment.gpu_identity(self._device)
 
     def _check_metadata(self, path: Path, gpu_name: str, capability: str, metadata=None):
         from cvexport.trt.cache import check_engine_compatible, read_metadata
@@ -169,7 +170,7 @@ class TrtRunner(Runner):
         return metadata
 
     def _load(self, path: Path):
-        from cvexport.trt.builder import init_plugins, trt_logger
+        from cvexport.trt.environment import init_plugins, trt_logger
 
         trt = self._trt
         init_plugins(trt)  # EfficientNMS_TRT and the other built-in plugins, with the shared logger

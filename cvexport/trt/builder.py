@@ -1,7 +1,9 @@
 """Building TensorRT engines for bundles: the thin layer between a BuilderPlan and TensorRT.
 
-This module and ``cvexport.runtime.trt_runner`` are the only ones that import ``tensorrt``,
-always inside functions, so importing them works without TensorRT or a GPU. The decisions
+This module, ``cvexport.trt.environment`` (is TensorRT usable here, which GPU) and
+``cvexport.runtime.trt_runner`` are the only ones that import ``tensorrt``, always inside
+functions, so importing them works without TensorRT or a GPU. Finding a cached engine without
+building is ``cvexport.trt.lookup``. The decisions
 (which flags, which profile, what a version supports) are made in ``cvexport.trt.settings``
 and the cache bookkeeping in ``cvexport.trt.cache``; here they are only applied. Every
 TensorRT attribute that differs between versions is feature-detected with ``hasattr``.
@@ -12,187 +14,20 @@ cache per GPU and TensorRT version lives there too and makes rebuilds faster.
 
 from __future__ import annotations
 
-import re
+
 import sys
-import threading
+
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from cvexport.errors import CvexportError
-from cvexport.trt.cache import (
-    EngineMetadata,
-    describe_cache_miss,
-    engine_filename,
-    find_cached_engine,
-    key_fields,
-    list_engines,
-    key_from_fields,
-    write_engine,
-)
-from cvexport.trt.settings import (
-    INSTALL_HINT,
-    BuilderPlan,
-    EngineOptions,
-    detect_jetson,
-    format_plan,
-    plan_builder_settings,
-)
+from cvexport.trt.cache import EngineMetadata, describe_cache_miss, engine_filename, find_cached_engine, write_engine
+from cvexport.trt.settings import BuilderPlan, EngineOptions, format_plan
 
-ENGINES_DIR = "engines"
-CUDA_HINT = ("CUDA is not available here (torch.cuda.is_available() is False): TensorRT needs an NVIDIA GPU, its "
-             "driver and a CUDA build of torch; or use --backend ort")
+from cvexport.trt.environment import first_line, init_plugins, trt_logger
+from cvexport.trt.lookup import plan_engine, timing_cache_path
 Log = Callable[[str], None]
-
-
-# --------------------------------------------------------------------------------------
-# Availability
-# --------------------------------------------------------------------------------------
-def import_tensorrt():
-    """The ``tensorrt`` module, or CvexportError saying how to install it."""
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        if sys.modules.get("tensorrt", ...) is None or isinstance(exc, ModuleNotFoundError):
-            raise CvexportError(f"TensorRT is not installed; {INSTALL_HINT}") from None
-        raise CvexportError(f"TensorRT is installed but failed to load ({_first_line(exc)}); {INSTALL_HINT}") from None
-    except OSError as exc:  # a missing libnvinfer.so and the like
-        raise CvexportError(f"TensorRT is installed but failed to load ({_first_line(exc)}); {INSTALL_HINT}") from None
-    return trt
-
-
-# One TensorRT logger for the process. ``init_libnvinfer_plugins`` keeps a raw pointer to the
-# logger it is given (the plugin library logs through it for as long as the process lives), so
-# that logger must never be freed: NVIDIA's samples keep one global logger for the same reason.
-# Builder, Runtime and the plugin library all get this one. A logger made for another
-# ``tensorrt`` module object (only tests swap modules) is kept referenced, never freed.
-_LOGGER_LOCK = threading.Lock()
-_LOGGERS: list[tuple[Any, Any]] = []  # (tensorrt module, its logger); keeps both alive, so ids stay unique
-_PLUGIN_NAMESPACES: set[tuple[int, str]] = set()  # (id of the module, namespace) already initialised
-
-
-def trt_logger(trt=None):
-    """The process's TensorRT logger (``trt.Logger(WARNING)``), created on first use."""
-    trt = trt if trt is not None else import_tensorrt()
-    with _LOGGER_LOCK:
-        for module, logger in reversed(_LOGGERS):
-            if module is trt:
-                return logger
-        logger = trt.Logger(trt.Logger.WARNING)
-        _LOGGERS.append((trt, logger))
-        return logger
-
-
-def init_plugins(trt, namespace: str = "") -> None:
-    """Register TensorRT's built-in plugins (EfficientNMS_TRT, ...) once per process and namespace,
-    with the shared logger."""
-    logger = trt_logger(trt)
-    with _LOGGER_LOCK:
-        key = (id(trt), namespace)
-        if key in _PLUGIN_NAMESPACES:
-            return
-        trt.init_libnvinfer_plugins(logger, namespace)
-        _PLUGIN_NAMESPACES.add(key)
-
-
-def tensorrt_available() -> bool:
-    """True when ``import tensorrt`` works (says nothing about a GPU; see trt_unavailable_reason)."""
-    try:
-        import_tensorrt()
-    except CvexportError:
-        return False
-    return True
-
-
-def trt_version() -> str | None:
-    """``tensorrt.__version__``, or None when TensorRT cannot be imported."""
-    try:
-        return str(import_tensorrt().__version__)
-    except CvexportError:
-        return None
-
-
-def trt_unavailable_reason() -> str | None:
-    """None when TensorRT can build and run here (importable and a CUDA GPU visible), else why not.
-
-    For ``--backend auto``: build an engine when this returns None, otherwise log the reason
-    and stay on ONNX Runtime.
-    """
-    try:
-        import_tensorrt()
-        gpu_identity()
-    except CvexportError as exc:
-        return str(exc)
-    return None
-
-
-def gpu_identity(device: int | None = None) -> tuple[str, str]:
-    """(GPU name, compute capability "8.7") of the CUDA device, via torch."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise CvexportError(CUDA_HINT)
-    index = torch.cuda.current_device() if device is None else device
-    major, minor = torch.cuda.get_device_capability(index)
-    return torch.cuda.get_device_name(index), f"{major}.{minor}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else exc.__class__.__name__
-
-
-# --------------------------------------------------------------------------------------
-# Graph facts the plan needs
-# --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class GraphFacts:
-    plugins: tuple[str, ...]  # op types of TensorRT plugin nodes
-    has_qdq: bool
-
-
-def graph_facts(onnx_path: str | Path) -> GraphFacts:
-    """Plugin nodes and Q/DQ presence of an ONNX file (weights are not loaded)."""
-    import onnx
-
-    from cvexport.trt_compat import _walk_nodes
-    from cvexport.trt_plugins import PLUGINS
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    op_types = {node.op_type for node in _walk_nodes(model.graph)}
-    return GraphFacts(plugins=tuple(sorted(op_types & set(PLUGINS))),
-                      has_qdq=bool(op_types & {"QuantizeLinear", "DequantizeLinear"}))
-
-
-# --------------------------------------------------------------------------------------
-# Paths and keys
-# --------------------------------------------------------------------------------------
-def engines_dir(bundle, cache_dir: str | Path | None = None) -> Path:
-    return Path(cache_dir) if cache_dir is not None else Path(bundle.path) / ENGINES_DIR
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower() or "gpu"
-
-
-def timing_cache_path(directory: Path, plan: BuilderPlan, gpu_name: str) -> Path:
-    """The plan's timing cache, or one per TensorRT version and GPU in ``directory``."""
-    if plan.timing_cache:
-        return Path(plan.timing_cache)
-    return directory / f"timing-{_slug(plan.trt_version)}-{_slug(gpu_name)}.cache"
-
-
-def engine_key_fields(bundle, plan: BuilderPlan, options: EngineOptions, gpu: tuple[str, str]) -> dict[str, Any]:
-    return key_fields(
-        onnx_sha256=bundle.manifest["onnx"]["sha256"],
-        trt_version=plan.trt_version,
-        gpu_name=gpu[0],
-        compute_capability=gpu[1],
-        precision=options.precision,
-        profile=plan.profile_dict(),
-        builder_options=plan.cache_fields(),
-    )
 
 
 # --------------------------------------------------------------------------------------
@@ -205,70 +40,6 @@ def ensure_engine(bundle, options: EngineOptions | None = None, log: Log = print
     return build_engine(bundle, options, log, cache_dir=cache_dir, force=False)
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    """Everything decided before TensorRT builds anything."""
-
-    trt: Any
-    gpu: tuple[str, str]
-    options: EngineOptions
-    onnx_path: Path
-    facts: GraphFacts
-    plan: BuilderPlan
-    directory: Path
-    fields: dict[str, Any]
-    key: str
-
-
-def _prepare(bundle, options: EngineOptions | None, cache_dir: str | Path | None) -> _Prepared:
-    trt = import_tensorrt()
-    gpu = gpu_identity()
-    options = options or EngineOptions.from_bundle(bundle)
-    if options.precision != bundle.precision:
-        raise CvexportError(f"engine precision '{options.precision}' differs from the bundle's '{bundle.precision}'; "
-                            "an engine is built at the precision of its bundle (rebuild the bundle with --fp16/--fp32)")
-    onnx_path = bundle.verify_file("onnx")
-    facts = graph_facts(onnx_path)
-    plan = plan_builder_settings(str(trt.__version__), options, is_jetson=detect_jetson(),
-                                 graph_has_qdq=facts.has_qdq, plugins=facts.plugins)
-    fields = engine_key_fields(bundle, plan, options, gpu)
-    return _Prepared(trt, gpu, options, onnx_path, facts, plan, engines_dir(bundle, cache_dir), fields,
-                     key_from_fields(fields))
-
-
-def find_engine(bundle, options: EngineOptions | None = None, *,
-                cache_dir: str | Path | None = None) -> tuple[Path | None, str]:
-    """(the matching cached engine or None, a one-line reason when None) without building."""
-    prepared = _prepare(bundle, options, cache_dir)
-    cached = find_cached_engine(prepared.directory, prepared.key)
-    if cached is not None:
-        return cached, ""
-    return None, describe_cache_miss(prepared.directory, prepared.key, prepared.fields)
-
-
-def find_any_engine(bundle, *, cache_dir: str | Path | None = None) -> Path | None:
-    """The newest cached engine built from this bundle's ONNX at its precision, by this
-    TensorRT, for this GPU, whose profile covers batch 1..max_batch, whatever the other builder
-    options were (workspace, optimization level, ...); None if there is none.
-
-    For callers that do not pass options (``create_runner(bundle, "trt")``), so an engine built
-    with non-default options by ``cvexport build --backend trt`` is used instead of rebuilt.
-    """
-    trt = import_tensorrt()
-    gpu_name, capability = gpu_identity()
-    wanted = {"onnx_sha256": bundle.manifest["onnx"]["sha256"], "trt_version": str(trt.__version__),
-              "gpu_name": gpu_name, "compute_capability": capability, "precision": bundle.precision}
-    for path, meta in list_engines(engines_dir(bundle, cache_dir)):
-        if any(meta.key_fields.get(k) != v for k, v in wanted.items()):
-            continue
-        profile = (meta.key_fields.get("profile") or {}).get(bundle.input["name"])
-        if not profile or profile["min"][0] > 1 or profile["max"][0] < bundle.max_batch:
-            continue
-        if find_cached_engine(path.parent, meta.key) == path:  # also checks the engine's sha256
-            return path
-    return None
-
-
 def build_engine(bundle, options: EngineOptions | None = None, log: Log = print, *,
                  cache_dir: str | Path | None = None, force: bool = False) -> Path:
     """Build (or reuse, unless ``force``) the TensorRT engine for ``bundle``; returns its path.
@@ -276,7 +47,7 @@ def build_engine(bundle, options: EngineOptions | None = None, log: Log = print,
     Raises CvexportError when TensorRT or CUDA is missing, a plugin the graph needs is not
     registered, the parser rejects the graph, or the build fails.
     """
-    prepared = _prepare(bundle, options, cache_dir)
+    prepared = plan_engine(bundle, options, cache_dir)
     trt, gpu, plan, facts = prepared.trt, prepared.gpu, prepared.plan, prepared.facts
     directory, fields, key, onnx_path = prepared.directory, prepared.fields, prepared.key, prepared.onnx_path
     if not force:
@@ -363,7 +134,7 @@ def parse_onnx(parser, onnx_path: Path, log: Log) -> None:
     """Parse the ONNX file (from its path, so external data resolves); each error on its own line."""
     if parser.parse_from_file(str(onnx_path)):
         return
-    errors = [_first_line(parser.get_error(i)) for i in range(parser.num_errors)]
+    errors = [first_line(parser.get_error(i)) for i in range(parser.num_errors)]
     for error in errors:
         log(f"TensorRT parser: {error}")
     first = errors[0] if errors else "no details"

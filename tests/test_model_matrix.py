@@ -1,4 +1,4 @@
-"""The TensorRT GPU matrix (tests/gpu_matrix.py), checked on CPU so it cannot be wrong before
+"""The model x build-variant matrix (tests/model_matrix.py), checked on CPU so it cannot be wrong before
 it ever reaches a GPU: every variant is one ``cvexport build`` accepts, every precision has the
 task's tolerance, every registered model is present, and a failing worker thread fails its test.
 
@@ -13,17 +13,18 @@ from dataclasses import fields
 
 import pytest
 
-from cvexport.build import INPUT_FORMATS, PRECISIONS, BuildOptions, _check_options, _check_task_options
-from cvexport.compare import TOLERANCES as DETECTION_TOLERANCES
+from cvexport.build import INPUT_FORMATS, PRECISIONS, BuildOptions, _check_options
 from cvexport.detection import NMS_FLAVORS
+from cvexport.detection import TOLERANCES as DETECTION_TOLERANCES
 from cvexport.errors import CvexportError
 from cvexport.registry import get_spec, list_models
 from cvexport.tasks import get_task
-from gpu_matrix import WorkerThreadError, find_case, gpu_matrix, run_in_threads
+from model_matrix import WorkerThreadError, build_matrix, find_case, run_in_threads
 
-MATRIX = gpu_matrix()
-# Fields a variant may set: the build is per model, written where the fixture says, from shipped weights.
-VARIANT_FIELDS = {f.name for f in fields(BuildOptions)} - {"model", "out", "weights"}
+MATRIX = build_matrix()
+# Fields a variant may set: the build is per model, written where the fixture says, from shipped
+# weights; plus the options of its task.
+VARIANT_FIELDS = {f.name for f in fields(BuildOptions)} - {"model", "out", "weights", "task_options"}
 
 
 def _cases(model):
@@ -40,40 +41,42 @@ def test_every_registered_model_is_in_the_matrix():
 
 
 def test_a_task_without_variants_is_an_error_not_a_missing_model(monkeypatch):
-    monkeypatch.delattr(get_task("style"), "GPU_BUILD_VARIANTS")
+    monkeypatch.setattr(get_task("style"), "build_variants", ())
     with pytest.raises(LookupError, match="'style'"):
-        gpu_matrix()
+        build_matrix()
 
 
 @pytest.mark.parametrize("case", MATRIX, ids=[case.id for case in MATRIX])
 def test_every_variant_is_accepted_by_the_build_option_checks(case):
     variant = dict(case.options)
     assert "precision" in variant, "declare the precision of every variant"
-    assert set(variant) <= VARIANT_FIELDS, set(variant) - VARIANT_FIELDS
+    spec = get_spec(case.model)
+    allowed = VARIANT_FIELDS | {option.name for option in get_task(spec.task).options}
+    assert set(variant) <= allowed, set(variant) - allowed
     options = case.build_options()
     assert options.model == case.model
-    spec = get_spec(case.model)
     _check_options(options)
-    _check_task_options(spec, get_task(spec.task), options)
+    get_task(spec.task).check_options(spec, options)
 
 
 @pytest.mark.parametrize("case", MATRIX, ids=[case.id for case in MATRIX])
 def test_every_precision_has_the_tasks_own_tolerance(case):
     task = get_task(get_spec(case.model).task)
-    assert case.task_module is task
-    assert case.precision in task.TOLERANCES, f"{task.__name__}.TOLERANCES lacks {case.precision}"
+    assert case.task_object is task
+    assert case.precision in task.TOLERANCES, f"task {task.name}: TOLERANCES lacks {case.precision}"
     assert case.tolerance is task.TOLERANCES[case.precision]
     # The tolerance fits the task's own parity (a detection tolerance would not: see below).
-    assert isinstance(task.new_parity().passed(case.tolerance), bool)
+    assert task.new_parity(case.precision).tolerance is case.tolerance
+    assert isinstance(task.new_parity(case.precision).passed(), bool)
 
 
 def test_a_detection_tolerance_does_not_fit_the_other_tasks():
     """The bug this matrix replaces: detection tolerances applied to every task."""
     for model in list_models():
         task = get_task(get_spec(model).task)
-        if task.__name__ != "cvexport.detection":
+        if task.name != "detection":
             with pytest.raises(AttributeError):
-                task.new_parity().passed(DETECTION_TOLERANCES["fp32"])
+                task.new_parity("fp32").passed(DETECTION_TOLERANCES["fp32"])
 
 
 @pytest.mark.parametrize("model", list_models())
@@ -82,7 +85,7 @@ def test_each_model_covers_every_precision_and_input_format(model):
     assert {case.precision for case in cases} == set(PRECISIONS)
     assert {case.build_options().input_format for case in cases} == set(INPUT_FORMATS)
     if get_spec(model).task == "detection":
-        pairs = {(case.build_options().nms or "onnx", case.precision) for case in cases}
+        pairs = {(case.build_options().task_options.get("nms") or "onnx", case.precision) for case in cases}
         assert pairs >= {(nms, p) for nms in NMS_FLAVORS for p in PRECISIONS}
 
 
@@ -92,7 +95,7 @@ def test_the_old_matrix_would_be_refused(model):
     (--nms on a model that is not a detector), so accepting the new variants means something."""
     spec = get_spec(model)
     with pytest.raises(CvexportError, match="--nms"):
-        _check_task_options(spec, get_task(spec.task), BuildOptions(model=model, nms="onnx"))
+        get_task(spec.task).check_options(spec, BuildOptions.of(model=model, nms="onnx"))
     with pytest.raises(CvexportError, match="precision"):
         _check_options(BuildOptions(model=model, precision="int4"))
 

@@ -1,12 +1,17 @@
-"""The TensorRT GPU test matrix, and the thread runner of tests/test_trt_gpu.py.
+"""The one list of models and their build variants the tests iterate over, and the thread
+runner of tests/test_trt_gpu.py.
 
-Importable without TensorRT or a GPU, so tests/test_gpu_matrix.py checks on any machine that
+``build_matrix()``: every registered model (the registry) x the build variants its task
+declares (``Task.build_variants``). The CPU parity tests (tests/test_parity.py) run its
+float-precision cases on ONNX Runtime; the TensorRT GPU tests run all of them.
+
+Importable without TensorRT or a GPU, so tests/test_model_matrix.py checks on any machine that
 the matrix cannot be wrong (every variant a build would accept, a tolerance for every
 precision, every registered model present) and that a failing worker thread fails its test.
 
-Each task module declares ``GPU_BUILD_VARIANTS``: the ``BuildOptions`` fields (other than
-``model``) of each bundle its models get on the GPU. A model's cases are those variants; its
-tolerances and comparison are the task's own (``TOLERANCES[precision]``, ``compare``).
+Each task declares ``build_variants``: the ``BuildOptions`` fields and task options (other
+than ``model``) of each bundle its models get on the GPU. A model's cases are those variants;
+its tolerances and comparison are the task's own (``TOLERANCES[precision]``, ``new_parity``).
 """
 
 from __future__ import annotations
@@ -14,16 +19,15 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any, Callable
 
 from cvexport.build import BuildOptions
 from cvexport.registry import get_spec, list_models
-from cvexport.tasks import get_task
+from cvexport.tasks import Task, get_task
 
 
 @dataclass(frozen=True)
-class GpuCase:
+class BuildCase:
     """One model built with one variant: ``build_bundle(**case.kwargs)``."""
 
     model: str
@@ -35,27 +39,27 @@ class GpuCase:
         return {"model": self.model, **dict(self.options)}
 
     def build_options(self, **extra: Any) -> BuildOptions:
-        return BuildOptions(**self.kwargs, **extra)
+        return BuildOptions.of(**self.kwargs, **extra)
 
     @property
     def precision(self) -> str:
         return self.build_options().precision
 
     @property
-    def task_module(self) -> ModuleType:
+    def task_object(self) -> Task:
         return get_task(self.task)
 
     @property
     def tolerance(self):
-        return self.task_module.TOLERANCES[self.precision]
+        return self.task_object.TOLERANCES[self.precision]
 
     @property
     def id(self) -> str:
         return "-".join([self.model, *(str(value) for _, value in self.options)])
 
 
-def gpu_matrix() -> list[GpuCase]:
-    """Every registered model x its task's ``GPU_BUILD_VARIANTS``, in registry order.
+def build_matrix() -> list[BuildCase]:
+    """Every registered model x its task's ``build_variants``, in registry order.
 
     Raises LookupError when a model's task declares no variants, so a new model cannot drop
     out of the GPU tests unnoticed."""
@@ -63,19 +67,19 @@ def gpu_matrix() -> list[GpuCase]:
     for name in list_models():
         spec = get_spec(name)
         task = get_task(spec.task)
-        variants = getattr(task, "GPU_BUILD_VARIANTS", None)
+        variants = task.build_variants
         if not variants:
-            raise LookupError(f"{task.__name__} declares no GPU_BUILD_VARIANTS, so model '{name}' "
+            raise LookupError(f"task '{task.name}' declares no build_variants, so model '{name}' "
                               "would be missing from the TensorRT GPU tests")
-        cases.extend(GpuCase(name, spec.task, tuple(variant.items())) for variant in variants)
+        cases.extend(BuildCase(name, spec.task, tuple(variant.items())) for variant in variants)
     return cases
 
 
-def find_case(model: str, **options: Any) -> GpuCase:
+def find_case(model: str, **options: Any) -> BuildCase:
     """The one case of ``model`` whose variant has these option values."""
-    found = [c for c in gpu_matrix() if c.model == model and all(dict(c.options).get(k) == v for k, v in options.items())]
+    found = [c for c in build_matrix() if c.model == model and all(dict(c.options).get(k) == v for k, v in options.items())]
     if len(found) != 1:
-        raise LookupError(f"{len(found)} GPU matrix cases match {model} {options}: {[c.id for c in found]}")
+        raise LookupError(f"{len(found)} matrix cases match {model} {options}: {[c.id for c in found]}")
     return found[0]
 
 

@@ -1,0 +1,118 @@
+"""``build --input uint8 --frame-size WxH``: the graph takes a fixed camera's frames and
+letterboxes them itself (Resize + Pad), results map back exactly as for the Python letterbox."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cvexport.errors import CvexportError
+from cvexport.images import letterbox, letterbox_map
+from cvexport.preprocess import network_size
+from cvexport.runtime import create_runner
+from cvexport.runtime.predictor import Predictor, prepare_batch
+
+FRAME = (640, 480)  # width, height: a 4:3 camera
+
+
+def _camera_frames(count: int, size=FRAME) -> list[np.ndarray]:
+    """Val photographs with shapes, stretched to the camera's frame size (non-square content)."""
+    from PIL import Image
+
+    from cvexport.registry import get_spec
+    from cvexport.tasks import get_task
+
+    spec = get_spec("ssd")
+    images = get_task("detection").sample_images(spec, "val", range(count))
+    return [np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR)) for image in images]
+
+
+def test_composed_letterbox_maps_boxes_as_the_two_fits_in_turn():
+    outer, inner = letterbox_map(300, 500, *FRAME), letterbox_map(*FRAME, 256, 256)
+    boxes = np.array([[0.2, 0.3, 0.6, 0.9], [0.0, 0.0, 1.0, 1.0]])
+    in_frame = inner.boxes_to_original(boxes, 256, 256) / np.array([*FRAME, *FRAME])
+    np.testing.assert_allclose(outer.then(inner).boxes_to_original(boxes, 256, 256),
+                               outer.boxes_to_original(in_frame, *FRAME), atol=1e-9)
+
+
+@pytest.mark.parametrize("model", ["ssd", "fcn"])
+def test_frame_bundle_takes_camera_frames_and_matches_pytorch(build_bundle, model):
+    bundle = build_bundle(model=model, input_format="uint8", frame_size=FRAME)
+    contract = bundle.input
+    assert (contract["width"], contract["height"], contract["dtype"]) == (*FRAME, "uint8")
+    from cvexport.registry import get_spec
+
+    height, width = get_spec(model).input_size
+    assert network_size(contract) == (width, height)
+    sections = {p.value for n in __import__("onnx").load(str(bundle.onnx_path)).graph.node
+                for p in n.metadata_props if p.key == "cvexport.section"}
+    assert {"letterbox", "normalize"} <= sections
+    frames = _camera_frames(4)
+    batch = prepare_batch(bundle, frames)
+    assert batch.feed["images"].shape == (4, FRAME[1], FRAME[0], 3)
+    np.testing.assert_array_equal(batch.feed["images"][0], frames[0])  # the frame goes in untouched
+    from cvexport.tasks import get_task
+
+    parity = get_task(bundle.task).new_parity("fp32").add(create_runner(bundle, "torch").infer(batch.feed),
+                                                          create_runner(bundle, "ort").infer(batch.feed))
+    assert parity.passed(), parity.summary()
+
+
+def test_frame_bundle_results_agree_with_the_python_letterbox(build_bundle):
+    """The two resizes differ (Pillow's antialiased bilinear vs Resize's half-pixel bilinear):
+    detections on camera frames must still be the same objects."""
+    from cvexport.tasks import get_task
+
+    in_graph = build_bundle(model="ssd", input_format="uint8", frame_size=FRAME)
+    python = build_bundle(model="ssd", input_format="uint8")
+    frames = _camera_frames(8)
+    with Predictor(in_graph) as a, Predictor(python) as b:
+        got, expected = a.predict(frames), b.predict(frames)
+    assert sum(len(d) for d in expected) >= 8
+    for detections in got:
+        for d in detections:
+            x1, y1, x2, y2 = d["box"]
+            assert 0 <= x1 < x2 <= FRAME[0] and 0 <= y1 < y2 <= FRAME[1], d
+    # Matched as sets by class at IoU >= 0.5, as INT8 parity does: same objects, boxes within the
+    # resize difference.
+    parity = get_task("detection").new_parity("int8")
+    for mine, theirs in zip(got, expected):
+        parity.add(_as_outputs(theirs), _as_outputs(mine))
+    assert parity.match_fraction >= 0.8, parity.summary()
+
+
+def _as_outputs(detections, slots: int = 100) -> dict[str, np.ndarray]:
+    out = {"num_detections": np.array([[len(detections)]], np.int32),
+           "detection_boxes": np.zeros((1, slots, 4), np.float32), "detection_scores": np.zeros((1, slots), np.float32),
+           "detection_classes": np.zeros((1, slots), np.int32)}
+    for i, d in enumerate(detections):
+        out["detection_boxes"][0, i] = d["box"]
+        out["detection_scores"][0, i] = d["score"]
+        out["detection_classes"][0, i] = d["class_id"]
+    return out
+
+
+def test_other_image_sizes_are_fitted_to_the_frame_first(build_bundle):
+    bundle = build_bundle(model="fcn", input_format="uint8", frame_size=FRAME)
+    image = _camera_frames(1, size=(300, 500))[0]
+    batch = prepare_batch(bundle, [image])
+    np.testing.assert_array_equal(batch.feed["images"][0], letterbox(image, *FRAME)[0])
+    with Predictor(bundle) as predictor:
+        labels = predictor.predict(image)[0]
+    assert labels.shape == image.shape[:2]
+
+
+def test_frame_size_needs_uint8_input():
+    from cvexport.build import BuildOptions, build
+
+    with pytest.raises(CvexportError, match="--frame-size .* add --input uint8"):
+        build(BuildOptions(model="ssd", frame_size=FRAME, out="/nonexistent/never-written"))
+
+
+@pytest.mark.parametrize("text", ["1280by720", "1280x", "0x720", "x"])
+def test_frame_size_flag_is_parsed_or_refused_in_one_line(text, capsys):
+    from cvexport.cli import make_parser
+
+    with pytest.raises(SystemExit):
+        make_parser().parse_args(["build", "ssd", "--input", "uint8", "--frame-size", text])
+    assert "--frame-size" in capsys.readouterr().err
