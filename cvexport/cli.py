@@ -337,6 +337,10 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_build, _add_run, _add_inspect, _add_train, _add_list, _add_bench, _add_verify, _add_stylize):
         add(sub)
+    from cvexport import batch_predict, triton
+
+    batch_predict.add_parser(sub)
+    triton.add_parser(sub)
     return parser
 
 

@@ -32,7 +32,8 @@ VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 def _read_cpuinfo() -> tuple[str, frozenset[str]]:
     """(model name, flags) of the first processor in /proc/cpuinfo; platform names elsewhere."""
     try:
-        text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as file:
+            text = file.read()
     except OSError:
         return platform.processor() or platform.machine() or "unknown CPU", frozenset()
     model = re.search(r"^(?:model name|Model|Hardware)\s*:\s*(.+)$", text, re.M)

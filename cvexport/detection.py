@@ -186,6 +186,19 @@ def _match_image(parity: DetectionParity, tolerance: DetectionTolerance, ref: tu
             parity.score_delta_sum += float(delta)
 
 
+def predictions_as_outputs(detections: Sequence[dict[str, Any]], slots: int = 100) -> dict[str, np.ndarray]:
+    """One image's detections as ``to_predictions`` gives them (boxes in pixels) -> the output
+    contract of a batch of one, so results users get can be compared with ``DetectionParity``."""
+    out = {"num_detections": np.array([[len(detections)]], np.int32),
+           "detection_boxes": np.zeros((1, slots, 4), np.float32), "detection_scores": np.zeros((1, slots), np.float32),
+           "detection_classes": np.zeros((1, slots), np.int32)}
+    for i, d in enumerate(detections):
+        out["detection_boxes"][0, i] = d["box"]
+        out["detection_scores"][0, i] = d["score"]
+        out["detection_classes"][0, i] = d["class_id"]
+    return out
+
+
 # --------------------------------------------------------------- NMS settings and sections
 def nms_config(manifest: Mapping[str, Any]):
     """The NmsConfig a bundle was built with (its manifest's ``postprocess``)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cvexport.detection import predictions_as_outputs
 from cvexport.errors import CvexportError
 from cvexport.images import letterbox, letterbox_map
 from cvexport.preprocess import network_size
@@ -77,19 +78,8 @@ def test_frame_bundle_results_agree_with_the_python_letterbox(build_bundle):
     # resize difference.
     parity = get_task("detection").new_parity("int8")
     for mine, theirs in zip(got, expected):
-        parity.add(_as_outputs(theirs), _as_outputs(mine))
+        parity.add(predictions_as_outputs(theirs), predictions_as_outputs(mine))
     assert parity.match_fraction >= 0.8, parity.summary()
-
-
-def _as_outputs(detections, slots: int = 100) -> dict[str, np.ndarray]:
-    out = {"num_detections": np.array([[len(detections)]], np.int32),
-           "detection_boxes": np.zeros((1, slots, 4), np.float32), "detection_scores": np.zeros((1, slots), np.float32),
-           "detection_classes": np.zeros((1, slots), np.int32)}
-    for i, d in enumerate(detections):
-        out["detection_boxes"][0, i] = d["box"]
-        out["detection_scores"][0, i] = d["score"]
-        out["detection_classes"][0, i] = d["class_id"]
-    return out
 
 
 def test_other_image_sizes_are_fitted_to_the_frame_first(build_bundle):

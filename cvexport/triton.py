@@ -1,0 +1,503 @@
+"""A Triton Inference Server model repository from a bundle: ``cvexport export-triton``.
+
+    REPO/NAME/config.pbtxt        backend "onnxruntime", batch dim left out of every dims
+    REPO/NAME/labels.txt          the class names, one per line (label_filename)
+    REPO/NAME/cvexport.json       where it came from, and the I/O signature of its graph
+    REPO/NAME/N/model.onnx
+    REPO/NAME_trt/...             where the bundle has TensorRT engines: platform "tensorrt_plan",
+    REPO/NAME_trt/N/model_8.6.plan  one plan per compute capability (cc_model_filenames)
+
+A Triton model has one backend, so the plans are a second model beside the ONNX one. A
+bundle whose NMS is the EfficientNMS_TRT plugin cannot run on Triton's ONNX Runtime backend
+(it lacks the plugin's kernel, triton-inference-server/server#4894): it is refused, or, when
+it has engines, exported as its plan alone, under NAME.
+
+Every config is checked before it is moved into place: Triton's own schema
+(``tritonclient``'s ``model_config_pb2`` through ``text_format.Parse``) and the checks the
+parser does not make (:func:`check_model_dir`: known platform/backend, names, types and dims
+against the graph, max batch against the engines' profiles, files present). Each model
+directory is built beside its target and renamed into place, so a failed export leaves
+what was there before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cvexport.atomic import atomic_path, check_dir_target
+from cvexport.bundle import Bundle, load_bundle
+from cvexport.errors import CvexportError
+
+INSTALL_HINT = 'pip install "cvexport[triton]"'
+CONFIG = "config.pbtxt"
+LABELS = "labels.txt"
+METADATA = "cvexport.json"
+METADATA_FORMAT = "cvexport-triton/1"
+ONNX_MODEL = "model.onnx"
+TRT_SUFFIX = "_trt"
+KINDS = ("gpu", "cpu")
+DEFAULT_QUEUE_DELAY_US = 100  # a short wait lets concurrent camera requests share a batch
+# What each backend is called in a config: (backend, platform) pairs Triton accepts for the
+# files we write. Both spellings are valid for each; any other value is a typo.
+ORT_BACKEND, ORT_PLATFORM = "onnxruntime", "onnxruntime_onnx"
+TRT_BACKEND, TRT_PLATFORM = "tensorrt", "tensorrt_plan"
+# manifest / numpy dtype -> Triton DataType
+TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64", "int32": "TYPE_INT32",
+                "int64": "TYPE_INT64", "int16": "TYPE_INT16", "int8": "TYPE_INT8", "uint8": "TYPE_UINT8",
+                "uint16": "TYPE_UINT16", "bool": "TYPE_BOOL"}
+# The output whose values index the class list, per task: where label_filename goes.
+LABELLED_OUTPUT = {"classification": "probabilities", "detection": "detection_classes", "segmentation": "labels"}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+@dataclass(frozen=True)
+class TritonOptions:
+    repo: str
+    name: str | None = None
+    version: int = 1
+    instances: int = 1
+    max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US
+    kind: str = "gpu"
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One TensorRT engine of the bundle, as it goes into the repository."""
+
+    source: Path
+    compute_capability: str
+    trt_version: str
+    gpu_name: str
+    min_batch: int
+    max_batch: int
+    sha256: str
+
+    @property
+    def filename(self) -> str:
+        return f"model_{self.compute_capability}.plan"
+
+
+# --------------------------------------------------------------------------------------
+# Export
+# --------------------------------------------------------------------------------------
+def export_triton(bundle: Bundle | str, options: TritonOptions, log=print) -> list[Path]:
+    """Write the bundle's Triton model(s) into ``options.repo``; returns the model directories."""
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    _check_options(options)
+    name = options.name or _default_name(bundle)
+    repo = Path(options.repo)
+    if repo.exists() and not repo.is_dir():
+        raise CvexportError(f"--repo {repo} is a file, where a Triton model repository directory is expected")
+    load_schema()  # before any work: validation is part of the export
+    onnx_path = bundle.verify_file("onnx")
+    plans = bundle_plans(bundle)
+    plugin = _plugin_reason(bundle, onnx_path)
+    models: list[tuple[str, str]] = []  # (directory name, backend)
+    if plugin is None:
+        models.append((name, "onnx"))
+        if plans:
+            models.append((name + TRT_SUFFIX, "plan"))
+    elif plans:
+        models.append((name, "plan"))
+        log(f"note: {plugin}; exporting its TensorRT plan only")
+    else:
+        raise CvexportError(f"bundle {bundle.path}: {plugin}; rebuild it with --nms onnx, or build its TensorRT engine "
+                            f"('cvexport build {bundle.manifest['model']} --nms efficient --backend trt' on the GPU "
+                            "server) to export the plan alone")
+    if options.kind == "cpu" and any(kind == "plan" for _, kind in models):
+        if all(kind == "plan" for _, kind in models):
+            raise CvexportError("--kind cpu: this bundle exports only a TensorRT plan, which runs on a GPU; "
+                                "drop --kind cpu")
+        log("note: the TensorRT plan model runs on the GPU whatever --kind says")
+    targets = [(repo / model_name, kind) for model_name, kind in models]
+    for target, _ in targets:  # every target checked before any is written
+        check_dir_target(target, _is_ours, "Triton model", option="--repo", force=options.force)
+    signature = graph_signature(onnx_path)
+    written = []
+    for target, kind in targets:
+        with atomic_path(target, ours=_is_ours, what="Triton model", force=options.force) as tmp:
+            _write_model(tmp, bundle, options, signature, onnx_path if kind == "onnx" else None,
+                         plans if kind == "plan" else [])
+            check_model_dir(tmp, expected_name=target.name)  # before the rename: an invalid model never lands
+        written.append(target)
+        log(f"wrote {target} ({'ONNX Runtime' if kind == 'onnx' else 'TensorRT plan'}, version {options.version})")
+    leftover = repo / (name + TRT_SUFFIX)
+    if leftover not in written and _is_ours(leftover):
+        # Not removed: it is the user's to judge, but it may now serve another bundle than NAME.
+        log(f"note: {leftover} is left from an earlier export (this bundle has no TensorRT engine for it); "
+            "delete it if it serves an older bundle")
+    return written
+
+
+def _check_options(options: TritonOptions) -> None:
+    if options.kind not in KINDS:
+        raise CvexportError(f"--kind '{options.kind}' is not known; choose one of: {', '.join(KINDS)}")
+    if options.name is not None and not _NAME.fullmatch(options.name):
+        raise CvexportError(f"--name '{options.name}' cannot be a Triton model directory; use letters, digits, "
+                            "'_', '-' and '.', starting with a letter or digit")
+    for option, value, least in (("--version", options.version, 1), ("--instances", options.instances, 1),
+                                 ("--max-queue-delay-us", options.max_queue_delay_us, 0)):
+        if not isinstance(value, int) or value < least:
+            raise CvexportError(f"{option} {value} must be a whole number of at least {least}")
+
+
+def _default_name(bundle: Bundle) -> str:
+    """The bundle's directory name (ssd-fp16-efficient), made a valid model name."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", bundle.path.resolve().name).lstrip("._-")
+    return name or bundle.manifest["model"]
+
+
+def _plugin_reason(bundle: Bundle, onnx_path: Path) -> str | None:
+    """Why Triton's ONNX Runtime backend cannot run this graph, or None. The manifest's NMS
+    flavour says it for detection bundles; the graph's op types catch any TensorRT plugin."""
+    from cvexport.trt.lookup import graph_facts
+
+    plugins = graph_facts(onnx_path).plugins
+    efficient = (bundle.manifest.get("postprocess") or {}).get("nms") == "efficient"
+    if not plugins and not efficient:
+        return None
+    ops = ", ".join(plugins) or "EfficientNMS_TRT"
+    return (f"its NMS is the {ops} TensorRT plugin (built with --nms efficient), which Triton's onnxruntime "
+            "backend cannot run (triton-inference-server/server#4894)")
+
+
+def bundle_plans(bundle: Bundle) -> list[Plan]:
+    """The bundle's usable engines, newest per compute capability: built from this bundle's
+    ONNX at its precision, intact (sha256 as recorded), with a profile starting at batch 1."""
+    from cvexport.trt.lookup import engines_dir
+    from cvexport.trt.cache import find_cached_engine, list_engines
+
+    plans: dict[str, Plan] = {}
+    for path, meta in list_engines(engines_dir(bundle)):  # newest first
+        fields = meta.key_fields
+        same_graph = fields.get("onnx_sha256") == bundle.manifest["onnx"]["sha256"]
+        if not same_graph or fields.get("precision") != bundle.precision:
+            continue
+        profile = (fields.get("profile") or {}).get(bundle.input["name"])
+        if not profile or profile["min"][0] > 1 or meta.compute_capability in plans:
+            continue
+        if find_cached_engine(path.parent, meta.key) != path:  # corrupt or replaced
+            continue
+        plans[meta.compute_capability] = Plan(path, meta.compute_capability, meta.trt_version, meta.gpu_name,
+                                              int(profile["min"][0]), int(profile["max"][0]), meta.engine_sha256)
+    return [plans[cc] for cc in sorted(plans, key=_cc_key)]
+
+
+def _cc_key(cc: str) -> tuple[int, ...]:
+    return tuple(int(part) if part.isdigit() else 0 for part in cc.split("."))
+
+
+def graph_signature(onnx_path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Names, dtypes and shapes (ints, or names for dynamic dims) of the graph's inputs and outputs."""
+    import onnx
+
+    from cvexport.manifest_schema import _dims_of, _dtype_of
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    initializers = {t.name for t in model.graph.initializer}
+    describe = lambda v: {"name": v.name, "dtype": _dtype_of(v), "shape": _dims_of(v)}  # noqa: E731
+    return {"inputs": [describe(v) for v in model.graph.input if v.name not in initializers],
+            "outputs": [describe(v) for v in model.graph.output]}
+
+
+def _write_model(directory: Path, bundle: Bundle, options: TritonOptions, signature: dict, onnx_path: Path | None,
+                 plans: list[Plan]) -> None:
+    version_dir = directory / str(options.version)
+    version_dir.mkdir(parents=True)
+    if onnx_path is not None:
+        shutil.copyfile(onnx_path, version_dir / ONNX_MODEL)
+    for plan in plans:
+        shutil.copyfile(plan.source, version_dir / plan.filename)
+    max_batch = min([bundle.max_batch] + [plan.max_batch for plan in plans])
+    labels = bundle.class_names
+    if labels:
+        (directory / LABELS).write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
+    (directory / CONFIG).write_text(
+        render_config(directory.name, bundle, signature, max_batch, plans if onnx_path is None else None, options,
+                      labels=bool(labels)), encoding="utf-8")
+    metadata = {
+        "format": METADATA_FORMAT,
+        "bundle": str(bundle.path.resolve()),
+        "model": bundle.manifest["model"],
+        "task": bundle.task,
+        "precision": bundle.precision,
+        "onnx_sha256": bundle.manifest["onnx"]["sha256"],
+        "input": bundle.input,
+        "class_names": labels,
+        "signature": signature,
+        "plans": {plan.compute_capability: {"file": plan.filename, "sha256": plan.sha256,
+                                            "trt_version": plan.trt_version, "gpu_name": plan.gpu_name,
+                                            "min_batch": plan.min_batch, "max_batch": plan.max_batch}
+                  for plan in plans},
+    }
+    (directory / METADATA).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+
+
+def render_config(name: str, bundle: Bundle, signature: dict, max_batch: int, plans: list[Plan] | None,
+                  options: TritonOptions, labels: bool) -> str:
+    """config.pbtxt text; ``plans`` None for the ONNX Runtime model."""
+    contract = bundle.input
+    labelled = LABELLED_OUTPUT.get(bundle.task) if labels else None
+    lines = [f"# Written by cvexport export-triton from {bundle.manifest['model']} ({bundle.precision}); "
+             "see docs/triton.md", f'name: "{name}"']
+    if plans is None:
+        lines.append(f'backend: "{ORT_BACKEND}"')
+    else:
+        lines.append(f'platform: "{TRT_PLATFORM}"')
+    lines.append(f"max_batch_size: {max_batch}")
+    lines.append("input [")
+    entries = []
+    for tensor in signature["inputs"]:
+        fmt = {"NCHW": "FORMAT_NCHW", "NHWC": "FORMAT_NHWC"}.get(contract["layout"]) \
+            if tensor["name"] == contract["name"] else None
+        entries.append(_tensor_entry(tensor, bundle, fmt=fmt))
+    lines.append(",\n".join(entries))
+    lines.append("]")
+    lines.append("output [")
+    entries = [_tensor_entry(tensor, bundle, label=LABELS if tensor["name"] == labelled else None)
+               for tensor in signature["outputs"]]
+    lines.append(",\n".join(entries))
+    lines.append("]")
+    if plans:
+        lines.append("cc_model_filenames [")
+        lines.append(",\n".join(f'  {{ key: "{p.compute_capability}" value: "{p.filename}" }}' for p in plans))
+        lines.append("]")
+    lines.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {options.max_queue_delay_us}\n}}")
+    kind = "KIND_GPU" if plans is not None or options.kind == "gpu" else "KIND_CPU"
+    lines.append(f"instance_group [\n  {{\n    count: {options.instances}\n    kind: {kind}\n  }}\n]")
+    return "\n".join(lines) + "\n"
+
+
+def _tensor_entry(tensor: dict, bundle: Bundle, fmt: str | None = None, label: str | None = None) -> str:
+    dtype = TRITON_TYPES.get(tensor["dtype"])
+    if dtype is None:
+        raise CvexportError(f"bundle {bundle.path}: {tensor['name']} is {tensor['dtype']}, a type Triton has no "
+                            f"equivalent for; {_rebuild(bundle)}")
+    shape = tensor["shape"]
+    if not shape:
+        raise CvexportError(f"bundle {bundle.path}: {tensor['name']} records no shape in its graph, so Triton's dims "
+                            f"cannot be written; {_rebuild(bundle)}")
+    # The first dim is the batch (the bundle's contract), left out of dims as max_batch_size > 0
+    # asks; any other dynamic dim is -1.
+    dims = ", ".join(str(d) if isinstance(d, int) and d > 0 else "-1" for d in shape[1:])
+    parts = [f'    name: "{tensor["name"]}"', f"    data_type: {dtype}"]
+    if fmt:
+        parts.append(f"    format: {fmt}")
+    parts.append(f"    dims: [ {dims} ]")
+    if label:
+        parts.append(f'    label_filename: "{label}"')
+    return "  {\n" + "\n".join(parts) + "\n  }"
+
+
+def _rebuild(bundle: Bundle) -> str:
+    from cvexport.manifest_schema import rebuild_hint
+
+    return rebuild_hint(bundle.manifest)
+
+
+def _is_ours(path: Path) -> bool:
+    """A model directory this command wrote (its cvexport.json says so)."""
+    try:
+        return json.loads((path / METADATA).read_text(encoding="utf-8")).get("format") == METADATA_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+# --------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------
+def load_schema():
+    """tritonclient's generated ``model_config_pb2`` (Triton's ModelConfig schema)."""
+    try:
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        raise CvexportError(f"export-triton checks every config against Triton's schema, which tritonclient ships; "
+                            f"install it: {INSTALL_HINT}") from None
+    except RuntimeError as exc:  # tritonclient without its grpc extra raises this on import
+        raise CvexportError(f"tritonclient is installed without its grpc part, which holds Triton's config schema "
+                            f"({str(exc).splitlines()[0]}); {INSTALL_HINT}") from None
+    return model_config_pb2
+
+
+def parse_config(path: Path):
+    """config.pbtxt -> a ModelConfig message; CvexportError naming what Triton's schema refuses."""
+    from google.protobuf import text_format
+
+    schema = load_schema()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CvexportError(f"cannot read {path}: {exc.strerror or exc}") from None
+    config = schema.ModelConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as exc:
+        raise CvexportError(f"{path} breaks Triton's model config schema: {exc}") from None
+    return config
+
+
+def check_model_dir(directory: str | os.PathLike, expected_name: str | None = None) -> None:
+    """Raise a one-line CvexportError for the first problem of a Triton model directory this
+    command wrote: its config through Triton's schema, then what Triton would refuse or run
+    wrongly that the parser accepts (unknown platform or backend, a name that differs from the
+    directory, names / types / dims that differ from the graph, a max batch the graph or an
+    engine's profile cannot take, missing files, bad instance groups or batching)."""
+    directory = Path(directory)
+    config_path = directory / CONFIG
+    config = parse_config(config_path)
+    schema = load_schema()
+    where = f"{config_path}"
+
+    def fail(problem: str) -> None:
+        raise CvexportError(f"{where}: {problem}")
+
+    try:
+        metadata = json.loads((directory / METADATA).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        fail(f"no readable {METADATA} beside it, so it cannot be checked against its graph; export it again")
+    name = expected_name or directory.name
+    if config.name and config.name != name:
+        fail(f'name "{config.name}" differs from its directory "{name}"; Triton refuses to load it')
+
+    backend, platform = config.backend, config.platform
+    if (backend, platform) in ((ORT_BACKEND, ""), ("", ORT_PLATFORM), (ORT_BACKEND, ORT_PLATFORM)):
+        kind = "onnx"
+    elif (backend, platform) in ((TRT_BACKEND, ""), ("", TRT_PLATFORM), (TRT_BACKEND, TRT_PLATFORM)):
+        kind = "plan"
+    else:
+        fail(f'backend "{backend}" / platform "{platform}" is not a known pair; expected backend "{ORT_BACKEND}" '
+             f'(or platform "{ORT_PLATFORM}") for model.onnx, or platform "{TRT_PLATFORM}" for TensorRT plans')
+
+    versions = [p for p in directory.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0]
+    if not versions:
+        fail("no version directory (a positive number) holds a model file")
+    plans = metadata.get("plans") or {}
+    for version in versions:
+        if kind == "onnx":
+            wanted = [config.default_model_filename or ONNX_MODEL]
+        else:
+            wanted = list(config.cc_model_filenames.values()) or [config.default_model_filename or "model.plan"]
+        for filename in wanted:
+            if not (version / filename).is_file():
+                fail(f"{version.name}/{filename} is missing")
+
+    if kind == "plan":
+        for cc, filename in config.cc_model_filenames.items():
+            if not re.fullmatch(r"\d+\.\d+", cc):
+                fail(f'cc_model_filenames key "{cc}" is not a compute capability such as "8.6"')
+            if cc not in plans or plans[cc]["file"] != filename:
+                fail(f"cc_model_filenames maps {cc} to {filename}, which {METADATA} records no engine for")
+
+    signature = metadata["signature"]
+    batch = config.max_batch_size
+    if batch < 1:
+        fail(f"max_batch_size {batch}: the bundle's graphs take a batch dimension, so it must be at least 1")
+    graph_batch = [t["shape"][0] for t in signature["inputs"] if t["shape"]]
+    for fixed in graph_batch:
+        if isinstance(fixed, int) and fixed > 0 and batch > fixed:
+            fail(f"max_batch_size {batch} exceeds the graph's fixed batch of {fixed}")
+    bundle_max = metadata["input"]["max_batch"]
+    if batch > bundle_max:
+        fail(f"max_batch_size {batch} exceeds the bundle's max_batch {bundle_max}, the largest batch it was built "
+             "and checked for")
+    if kind == "plan":
+        for cc, plan in plans.items():
+            if batch > plan["max_batch"] or plan["min_batch"] > 1:
+                fail(f"max_batch_size {batch} is outside the batch range {plan['min_batch']}..{plan['max_batch']} "
+                     f"of the engine's optimization profile ({plan['file']}, compute {cc})")
+
+    type_names = {value: key for key, value in schema.DataType.items()}
+    for section, entries, tensors in (("input", config.input, signature["inputs"]),
+                                      ("output", config.output, signature["outputs"])):
+        by_name = {t["name"]: t for t in tensors}
+        seen = [entry.name for entry in entries]
+        if sorted(seen) != sorted(by_name):
+            fail(f"{section} names {seen} differ from the graph's {list(by_name)}")
+        for entry in entries:
+            tensor = by_name[entry.name]
+            want_type = TRITON_TYPES.get(tensor["dtype"])
+            got_type = type_names.get(entry.data_type, str(entry.data_type))
+            if got_type != want_type:
+                fail(f'{section} "{entry.name}" has data_type {got_type}, the graph has {tensor["dtype"]} '
+                     f"({want_type})")
+            graph_dims = tensor["shape"][1:]
+            dims = list(entry.dims)
+            if not _dims_match(dims, graph_dims):
+                fail(f'{section} "{entry.name}" has dims {dims}; the graph\'s shape is {tensor["shape"]}, which '
+                     f"without its batch dimension is {graph_dims}")
+            if section == "input" and entry.format != schema.ModelInput.FORMAT_NONE and len(dims) != 3:
+                fail(f'input "{entry.name}" has an image format with {len(dims)} dims; Triton needs 3 (CHW or HWC)')
+            if section == "output" and entry.label_filename:
+                _check_labels(directory / entry.label_filename, metadata, fail)
+
+    if config.HasField("dynamic_batching"):
+        for preferred in config.dynamic_batching.preferred_batch_size:
+            if not 1 <= preferred <= batch:
+                fail(f"dynamic_batching preferred_batch_size {preferred} is outside 1..max_batch_size {batch}")
+    for group in config.instance_group:
+        if group.count < 1:
+            fail(f"instance_group count {group.count} must be at least 1")
+        if kind == "plan" and group.kind == schema.ModelInstanceGroup.KIND_CPU:
+            fail("instance_group kind KIND_CPU for a TensorRT plan; plans run on the GPU (KIND_GPU)")
+
+
+def _dims_match(dims: list[int], graph_dims: list) -> bool:
+    """Config dims against the graph's (both without the batch dim): a fixed graph dim must be
+    given exactly, a dynamic one as -1 or any positive size."""
+    if len(dims) != len(graph_dims):
+        return False
+    for dim, graph_dim in zip(dims, graph_dims):
+        fixed = isinstance(graph_dim, int) and graph_dim > 0
+        if (fixed and dim != graph_dim) or (not fixed and dim != -1 and dim < 1):
+            return False
+    return True
+
+
+def _check_labels(path: Path, metadata: dict, fail) -> None:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        fail(f"label_filename {path.name} is missing from {path.parent}")
+    if lines != list(metadata.get("class_names") or []):
+        fail(f"{path.name} holds {len(lines)} labels that differ from the bundle's class names "
+             f"{metadata.get('class_names')}")
+
+
+# --------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------
+def add_parser(subparsers) -> None:
+    from cvexport.argtypes import positive_int
+
+    p = subparsers.add_parser("export-triton", help="write a Triton Inference Server model repository entry "
+                              "(config.pbtxt, model.onnx, TensorRT plans, labels), checked against Triton's schema")
+    p.add_argument("bundle", help="bundle directory written by 'cvexport build'")
+    p.add_argument("--repo", required=True, help="Triton model repository directory (created if missing)")
+    p.add_argument("--name", help="model name (default: the bundle's directory name); TensorRT plans, where the "
+                   f"bundle has engines, go to NAME{TRT_SUFFIX}")
+    p.add_argument("--version", type=positive_int, default=1, help="model version directory (default 1)")
+    p.add_argument("--instances", type=positive_int, default=1, help="instance_group count (default 1)")
+    p.add_argument("--max-queue-delay-us", type=int, default=DEFAULT_QUEUE_DELAY_US, metavar="N",
+                   help=f"dynamic batching: longest wait for a fuller batch in microseconds "
+                   f"(default {DEFAULT_QUEUE_DELAY_US})")
+    p.add_argument("--kind", choices=KINDS, default="gpu", help="instance_group kind of the ONNX Runtime model "
+                   "(default gpu; plans always run on the GPU)")
+    p.add_argument("--force", action="store_true",
+                   help="replace REPO/NAME even when it is a directory this command did not write")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    options = TritonOptions(repo=args.repo, name=args.name, version=args.version, instances=args.instances,
+                            max_queue_delay_us=args.max_queue_delay_us, kind=args.kind, force=args.force)
+    written = export_triton(args.bundle, options, log=lambda line: print(line, flush=True))
+    print(f"checked {len(written)} model(s) against Triton's model config schema and the graph; serve with: "
+          f"tritonserver --model-repository={Path(args.repo).resolve()} (see docs/triton.md)")
+    return 0
