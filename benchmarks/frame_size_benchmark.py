@@ -84,6 +84,12 @@ def main() -> int:
     parity = task.new_parity("int8")  # matched at IoU >= 0.5: same objects, boxes within the resize difference
     for expected, got in zip(results["python letterbox"], results["in-graph letterbox"]):
         parity.add(predictions_as_outputs(expected), predictions_as_outputs(got))
+    # Control: how much the same detector moves on an invisible change of the same frames (a JPEG
+    # re-encode at quality 95) through the Python path: the scale for the difference above.
+    control = task.new_parity("int8")
+    jpeg = predictors["python letterbox"].predict([_jpeg(frame, 95) for frame in frames])
+    for expected, got in zip(results["python letterbox"], jpeg):
+        control.add(predictions_as_outputs(expected), predictions_as_outputs(got))
 
     median = {name: {stage: round(statistics.median(values), 3) for stage, values in stages.items()}
               for name, stages in times.items()}
@@ -96,7 +102,8 @@ def main() -> int:
         "resize_difference": {"mean_abs": round(float(difference.mean()), 3), "max_abs": float(difference.max()),
                               "share_over_8": round(float((difference > 8).mean()), 4)},
         "detections": {"python": parity.reference_detections, "in_graph": parity.test_detections,
-                       "matched_iou_0_5": parity.matched, "match_fraction": round(parity.match_fraction, 4)},
+                       "matched_iou_0_5": parity.matched, "match_fraction": round(parity.match_fraction, 4),
+                       "control_jpeg95_match_fraction": round(control.match_fraction, 4)},
     }
     results_dir = HERE / "benchmarks" / "results"
     (results_dir / "frame_size.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -109,10 +116,22 @@ def main() -> int:
               f"max {record['resize_difference']['max_abs']:.0f}, {record['resize_difference']['share_over_8']:.2%} of values "
               "over 8.",
               f"Detections: {parity.matched} of {max(parity.reference_detections, parity.test_detections)} matched "
-              f"(class, IoU >= 0.5) between the two paths on {FRAMES} frames ({parity.match_fraction:.1%})."]
+              f"(class, IoU >= 0.5) between the two paths on {FRAMES} frames ({parity.match_fraction:.1%}); "
+              f"control, the Python path on the same frames re-encoded as JPEG quality 95: "
+              f"{control.match_fraction:.1%} (the detector's own sensitivity on these frames)."]
     (results_dir / "frame_size.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
+
+
+def _jpeg(frame: np.ndarray, quality: int) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, "JPEG", quality=quality)
+    return np.asarray(Image.open(buffer).convert("RGB"))
 
 
 if __name__ == "__main__":

@@ -228,6 +228,14 @@ def letterbox_fit(w: int, h: int, width: int, height: int) -> tuple[int, int, in
     return new_w, new_h, (width - new_w) // 2, (height - new_h) // 2
 
 
+def box_prefilter(w: int, h: int, new_w: int, new_h: int) -> int:
+    """The whole-pixel box filter (k x k average, stride k) the in-graph letterbox applies before
+    its bilinear resize when it shrinks by 2x or more: plain bilinear samples only a few source
+    pixels per output pixel there and aliases (measured on 1280x720 -> 256x144 frames: 60 % of
+    the SSD's detections kept against Pillow's antialiased resize). 1 means none."""
+    return max(1, min(w // new_w, h // new_h))
+
+
 def letterbox_map(w: int, h: int, width: int, height: int) -> Letterbox:
     """The :class:`Letterbox` of fitting a (h, w) image into (height, width)."""
     new_w, new_h, pad_x, pad_y = letterbox_fit(w, h, width, height)

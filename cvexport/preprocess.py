@@ -51,14 +51,19 @@ def to_float_nchw(array, contract: dict):
 
 def letterbox_frames(frames, contract: dict):
     """The in-graph letterbox (``build --frame-size``) in torch, for the reference: float NCHW
-    frames of the contract's size (0..255) -> the network size, bilinear with half-pixel
-    centres and no antialiasing (ONNX Resize "linear" / "half_pixel", what TensorRT runs),
-    padded with the letterbox grey, content centred as :func:`cvexport.images.letterbox_fit`."""
+    frames of the contract's size (0..255) -> the network size: the box prefilter of
+    :func:`cvexport.images.box_prefilter`, then bilinear with half-pixel centres (ONNX Resize
+    "linear" / "half_pixel", what TensorRT runs), padded with the letterbox grey, content
+    centred as :func:`cvexport.images.letterbox_fit`."""
     import torch.nn.functional as F
 
-    from cvexport.images import LETTERBOX_FILL, letterbox_fit
+    from cvexport.images import LETTERBOX_FILL, box_prefilter, letterbox_fit
 
     width, height = network_size(contract)
-    new_w, new_h, pad_x, pad_y = letterbox_fit(int(contract["width"]), int(contract["height"]), width, height)
+    frame_w, frame_h = int(contract["width"]), int(contract["height"])
+    new_w, new_h, pad_x, pad_y = letterbox_fit(frame_w, frame_h, width, height)
+    k = box_prefilter(frame_w, frame_h, new_w, new_h)
+    if k > 1:
+        frames = F.avg_pool2d(frames, kernel_size=k, stride=k)
     resized = F.interpolate(frames, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=False)
     return F.pad(resized, (pad_x, width - new_w - pad_x, pad_y, height - new_h - pad_y), value=float(LETTERBOX_FILL))

@@ -80,12 +80,14 @@ def letterbox_uint8_nhwc(editor: GraphEditor, float_input: str, mean: Sequence[f
     height), letterboxed to ``network_hw`` in the graph, then normalized as
     :func:`normalize_uint8_nhwc` does.
 
-    Letterbox: Resize "linear" with "half_pixel" coordinates (no antialiasing; TensorRT's
-    supported modes) to the aspect-preserving size of :func:`cvexport.images.letterbox_fit`,
-    then Pad "constant" with the letterbox grey, content centred. The output sizes come from
-    the input's own shape plus constants, so the batch stays dynamic. Returns the new input's name.
+    Letterbox: for a shrink by 2x or more an AveragePool box prefilter
+    (:func:`cvexport.images.box_prefilter`, which stands in for the antialiasing TensorRT's
+    Resize lacks), then Resize "linear" with "half_pixel" coordinates to the aspect-preserving
+    size of :func:`cvexport.images.letterbox_fit`, then Pad "constant" with the letterbox grey,
+    content centred. The output sizes come from the input's own shape plus constants, so the
+    batch stays dynamic. Returns the new input's name.
     """
-    from cvexport.images import LETTERBOX_FILL, letterbox_fit
+    from cvexport.images import LETTERBOX_FILL, box_prefilter, letterbox_fit
 
     frame_w, frame_h = frame_size
     height, width = network_hw
@@ -95,6 +97,9 @@ def letterbox_uint8_nhwc(editor: GraphEditor, float_input: str, mean: Sequence[f
     with editor.section("letterbox"):
         as_float = editor.op("Cast", [name], "frames_float", to=FLOAT)
         nchw = editor.op("Transpose", [as_float], "frames_nchw", perm=[0, 3, 1, 2])
+        k = box_prefilter(frame_w, frame_h, new_w, new_h)
+        if k > 1:
+            nchw = editor.op("AveragePool", [nchw], "letterbox_prefilter", kernel_shape=[k, k], strides=[k, k])
         batch_channels = editor.op("Slice", [editor.op("Shape", [nchw], "frames_shape"),
                                              editor.const(np.array([0], np.int64), "bc_start"),
                                              editor.const(np.array([2], np.int64), "bc_end")], "frames_bc")
