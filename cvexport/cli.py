@@ -338,7 +338,9 @@ def make_parser() -> argparse.ArgumentParser:
     for add in (_add_build, _add_run, _add_inspect, _add_train, _add_list, _add_bench, _add_verify, _add_stylize):
         add(sub)
     from cvexport import batch_predict, triton
+    from cvexport.stream import command as stream_command
 
+    stream_command.add_parser(sub)
     batch_predict.add_parser(sub)
     triton.add_parser(sub)
     return parser

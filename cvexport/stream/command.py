@@ -1,0 +1,293 @@
+"""``cvexport stream BUNDLE SOURCE [SOURCE ...] --out DIR``: the command line of real-time streams.
+
+``add_parser(subparsers)`` registers the subcommand; ``run(args)`` executes it and returns the
+exit status (0; 130 / 143 after a clean stop by SIGINT / SIGTERM, outputs complete); user
+mistakes raise :class:`cvexport.errors.CvexportError`, which the CLI prints as one line (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from cvexport.errors import CvexportError, stderr_warning
+
+SUMMARY = "summary.json"
+SUMMARY_FORMAT = "cvexport-stream-summary/1"
+SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}  # 128 + signal number, as shells report them
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _seconds(allow_zero: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+        if value != value or value < 0 or (value == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(f"{text} must be {'0 or more' if allow_zero else 'more than 0'}")
+        return value
+    return parse
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``stream`` on an argparse subparsers object (``set_defaults(func=run)``)."""
+    p = subparsers.add_parser(
+        "stream", help="run a bundle on video files, image folders, cameras or network streams in real time: "
+        "per-frame JSONL, annotated mp4 and a summary per source",
+        description="Sources: a video file, an image file, folder or glob (name order), a V4L2 camera "
+        "(/dev/video0, v4l2:///dev/video0, 0) or a network stream (rtsp://, rtmp://, tcp://, udp://, http(s)://, "
+        "srt://); several at once are batched together. Outputs: DIR/<name>.jsonl, DIR/<name>.mp4, DIR/summary.json.")
+    p.add_argument("bundle", help="bundle directory written by 'cvexport build'")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="video file, image folder or glob, camera or URL")
+    p.add_argument("--out", required=True, help="directory for <name>.jsonl, <name>.mp4 and summary.json")
+    p.add_argument("--backend", default="ort", help="ort (ONNX Runtime, default), ort-cuda, ort-trt, trt or torch")
+    p.add_argument("--threads", type=_positive_int,
+                   help="CPU threads for inference (default for ort and torch: one fewer than the CPU cores, leaving "
+                        "one to decode, preprocess and encode; ONNX Runtime's own default takes every core and its "
+                        "idle workers spin, which slows the other stages)")
+    p.add_argument("--realtime", action="store_true",
+                   help="pace files and image folders at their frame rate and drop frames when behind, as a camera "
+                        "(default: every frame of a file is processed, as fast as possible)")
+    p.add_argument("--frames", type=_positive_int, help="stop each source after this many processed frames")
+    p.add_argument("--duration", type=_seconds(), help="stop after this many seconds")
+    p.add_argument("--loop", action="store_true", help="start files and image folders again at their end")
+    p.add_argument("--stride", type=_positive_int, default=1, help="process every N-th frame only (default 1)")
+    p.add_argument("--no-video", dest="video", action="store_false",
+                   help="write the JSONL and summary only, no annotated mp4 (saves the encoding time)")
+    p.add_argument("--on-source-error", choices=("fail", "skip"), default="fail",
+                   help="with several sources, one that cannot be opened or is lost for good: fail (default) stops "
+                        "with an error; skip warns and goes on with the others")
+    p.add_argument("--preprocess", choices=("exact", "ffmpeg"), default="exact",
+                   help="exact (default): the letterbox of 'cvexport run' on each decoded RGB frame, results equal "
+                        "Predictor.predict; ffmpeg: FFmpeg's scaler straight from the decoded frame to the network "
+                        "size (faster, slightly different pixels)")
+    p.add_argument("--fps", type=_seconds(), default=30.0,
+                   help="frame rate of image-folder sources, for --realtime and their mp4 (default 30)")
+    p.add_argument("--timeout", type=_seconds(), default=10.0,
+                   help="live sources: seconds to wait for a connection or for data before it counts as lost "
+                        "(default 10)")
+    p.add_argument("--reconnect-timeout", type=_seconds(allow_zero=True), default=60.0,
+                   help="live sources: give up after this many seconds without a connection (default 60; 0: never "
+                        "reconnect; inf: keep trying)")
+    p.add_argument("--camera-size", metavar="WxH", help="V4L2 capture size, e.g. 1280x720 (default: the camera's)")
+    p.add_argument("--camera-fps", help="V4L2 frame rate, e.g. 30")
+    p.add_argument("--camera-format", help="V4L2 pixel format, e.g. mjpeg or yuyv422")
+    p.add_argument("--rtsp-transport", choices=("tcp", "udp"), help="RTSP transport (default: FFmpeg's, udp then tcp)")
+    p.add_argument("--status", choices=("auto", "live", "plain", "none"), default="auto",
+                   help="auto (default): a live table on a terminal, a line per source every --status-interval "
+                        "seconds otherwise")
+    p.add_argument("--status-interval", type=_seconds(), default=5.0, help="seconds between plain status lines")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    return execute(args)
+
+
+CPU_BACKENDS = ("ort", "torch")
+
+
+def pipeline_threads() -> int:
+    """Inference threads when --threads is not given: the cores this process may use, less one.
+
+    Measured on a 2-core AMD EPYC: one SSD fp32 inference costs 10 ms of CPU time with one ONNX
+    Runtime thread and 20 ms with its default two (the second worker spins while it waits),
+    for at most ~15 % less wall time when nothing else runs; in a pipeline that CPU is taken
+    from decoding, preprocessing and encoding, which need 4-15 ms of it per 720p frame
+    (summary.json's ``cpu_ms_per_frame``, benchmarks/stream_benchmark.py).
+    """
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+def _default_predictor(bundle, backend: str, threads: int | None):
+    from cvexport.runtime.predictor import Predictor
+
+    return Predictor(bundle, backend=backend, threads=threads)
+
+
+def _gather(items: list, attempt: Callable, policy: str, total: int, warn: Callable[[str], None]) -> list:
+    """``attempt(item)`` for each item. A CvexportError fails the command when ``policy`` is "fail"
+    or there is a single source (``total``); with "skip" it is warned about and the item left out,
+    an error only if nothing is left."""
+    kept, errors = [], []
+    for item in items:
+        try:
+            kept.append(attempt(item))
+        except CvexportError as exc:
+            if policy == "fail" or total == 1:
+                raise
+            errors.append(exc)
+            warn(f"{exc}; skipping it (--on-source-error skip)")
+    if not kept:
+        raise CvexportError(f"no source could be opened (all {total} failed, see the warnings); the last: {errors[-1]}")
+    return kept
+
+
+def _install_signals(on_signal: Callable[[str], None]) -> dict:
+    """SIGINT / SIGTERM call ``on_signal(name)`` instead of ending the process (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum, frame):
+        on_signal(signal.Signals(signum).name)
+
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def execute(args, make_predictor: Callable | None = None) -> int:
+    """Run ``stream`` for parsed ``args``. ``make_predictor(bundle, backend, threads)`` builds the
+    predictor (tests pass one that wraps it, e.g. to make inference slower than the source)."""
+    from cvexport.atomic import check_file_target, write_text_atomic
+    from cvexport.bundle import load_bundle
+    from cvexport.stream.pipeline import Pipeline, PipelineOptions, StreamSource
+    from cvexport.stream.sinks import remove_previous_outputs
+    from cvexport.stream.sources import ReadOptions, SourceEvents, open_reader, parse_source, unique_names
+    from cvexport.stream.stats import SourceStats
+    from cvexport.stream.status import StatusView
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CvexportError(f"--out {out} is a file; pass a directory")
+    check_file_target(out / SUMMARY, "--out")
+    if args.camera_size and not _is_size(args.camera_size):
+        raise CvexportError(f"--camera-size {args.camera_size!r} is not WIDTHxHEIGHT, e.g. 1280x720")
+    bundle = load_bundle(args.bundle)
+    policy = args.on_source_error
+    specs = _gather(list(args.sources), parse_source, policy, len(args.sources), stderr_warning)
+    specs = unique_names(specs)
+
+    reconnect = None if args.reconnect_timeout == float("inf") else args.reconnect_timeout
+    read_options = ReadOptions(fps=args.fps, loop=args.loop, open_timeout=args.timeout, read_timeout=args.timeout,
+                               reconnect_timeout=reconnect, camera_size=args.camera_size, camera_fps=args.camera_fps,
+                               camera_format=args.camera_format, rtsp_transport=args.rtsp_transport)
+    if args.loop and any(spec.live for spec in specs):
+        stderr_warning("--loop applies to files and image folders; live sources reconnect instead")
+
+    if args.threads is None and args.backend in CPU_BACKENDS:
+        args.threads = pipeline_threads()
+    make_predictor = make_predictor or _default_predictor
+    predictor = make_predictor(bundle, args.backend, args.threads)
+    view = StatusView(args.status, interval=args.status_interval)
+    opened: list = []
+    try:
+        def open_one(spec):
+            events = SourceEvents(log=view.log)
+            src = StreamSource(spec, open_reader(spec, read_options, events), events, SourceStats(spec.name),
+                               live=spec.live)
+            opened.append(src)
+            return src
+
+        # Opened last, after the model is loaded: a live source starts delivering at once.
+        try:
+            sources = _gather(specs, open_one, policy, len(args.sources), stderr_warning)
+        except BaseException:
+            for src in opened:  # the ones opened before another failed
+                src.reader.close()
+            raise
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            remove_previous_outputs(out)
+            for src in sources:
+                check_file_target(out / f"{src.spec.name}.jsonl", "--out")
+                if args.video:
+                    check_file_target(out / f"{src.spec.name}.mp4", "--out")
+            options = PipelineOptions(realtime=args.realtime, frames=args.frames, duration=args.duration,
+                                      stride=args.stride, video=args.video, preprocess=args.preprocess,
+                                      on_source_error=policy)
+            pipeline = Pipeline(predictor, sources, out, options, view.log)
+            return _run_pipeline(pipeline, view, args, predictor, out, write_text_atomic)
+        finally:
+            for src in sources:
+                if not src.threads:  # never started; a started decoder closes its own reader
+                    src.reader.close()
+    finally:
+        view.close()
+        close = getattr(predictor, "__exit__", None)
+        if close is not None:
+            close(None, None, None)
+
+
+def _is_size(text: str) -> bool:
+    parts = text.lower().split("x")
+    return len(parts) == 2 and all(p.isdigit() and int(p) > 0 for p in parts)
+
+
+def _run_pipeline(pipeline, view, args, predictor, out: Path, write_text_atomic) -> int:
+    from cvexport.cpu import describe_cpu
+
+    signals_seen: list[str] = []
+
+    def on_signal(name: str) -> None:
+        signals_seen.append(name)
+        if len(signals_seen) == 1:
+            view.log(f"{name}: draining the pipeline and closing the outputs (send it again to stop at once)")
+            pipeline.stop(name)
+        else:
+            pipeline.abort.set()
+
+    previous = _install_signals(on_signal)
+    view.attach(pipeline.sources)
+    error: BaseException | None = None
+    try:
+        pipeline.run(tick=view.tick)
+    except BaseException as exc:  # summary.json is still written, then the error goes on
+        error = exc
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        view.close()
+    bundle = predictor.bundle
+    summary = {
+        "format": SUMMARY_FORMAT,
+        "bundle": str(args.bundle), "model": bundle.manifest.get("model"), "task": bundle.task,
+        "precision": bundle.precision, "backend": args.backend, "threads": args.threads,
+        "max_batch": bundle.max_batch, "preprocess": args.preprocess, "realtime": args.realtime,
+        "stride": args.stride, "cpu": describe_cpu(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **pipeline.summary(),
+    }
+    write_text_atomic(out / SUMMARY, json.dumps(summary, indent=2) + "\n")
+    for entry in summary["sources"]:
+        print(_final_line(entry, out), flush=True)
+    print(f"wrote {out / SUMMARY}", flush=True)
+    if error is not None:
+        raise error
+    stopped_by = summary["stopped_by"]
+    if stopped_by in SIGNAL_EXIT:
+        print(f"cvexport: stopped by {stopped_by}; every output was closed", file=sys.stderr, flush=True)
+        return SIGNAL_EXIT[stopped_by]
+    return 0
+
+
+def _final_line(entry: dict, out: Path) -> str:
+    e2e = entry["latency_ms"]["end_to_end"]
+    latency = "" if not e2e["count"] else f"; end-to-end p50 {e2e['p50']:.1f} ms, p95 {e2e['p95']:.1f} ms"
+    fps = "" if entry["fps_out"] is None else f", {entry['fps_out']:.1f} fps"
+    files = ", ".join(str(out / name) for name in (entry["jsonl"], entry["video"]) if name)
+    state = "" if entry["status"] in ("ended", "stopped") else f" [{entry['status']}: {entry['error']}]"
+    return (f"{entry['name']}: {entry['frames_processed']} of {entry['frames_in']} frames processed "
+            f"({entry['frames_dropped']} dropped, {entry['frames_corrupt_skipped']} corrupt, "
+            f"{entry['reconnects']} reconnects){fps}{latency} -> {files}{state}")

@@ -1,0 +1,567 @@
+"""The stream pipeline: decode -> preprocess -> batched inference -> postprocess + sinks.
+
+Threads, per source unless said otherwise::
+
+    decoder --inbox--> preparer --ready--> [ONE inference thread, all sources] --sink queue--> sink
+
+* **decoder** demuxes and decodes (PyAV releases the GIL while FFmpeg works). A *live* source
+  (camera, network, or a file paced by ``--realtime``) puts into an inbox of one frame where the
+  newest frame wins: a frame still waiting when the next arrives is dropped and counted, so lag
+  never builds up. A file's inbox is a short FIFO that blocks the decoder instead (nothing dropped).
+* **preparer** letterboxes and normalizes one frame at a time. It takes a frame only once the
+  inference thread has room for it (``ready_room``), so no work is spent on frames that would be
+  dropped, and preprocessing hides behind the inference of the previous batch. For a live
+  source it also waits until that inference is about to end (its running mean time, less the
+  time preprocessing takes) before it takes the newest frame: a frame prepared as soon as there
+  was room would wait a whole inference, stale, before its turn.
+* **inference** takes the ready frames of all sources, round robin, up to the bundle's maximum
+  batch, without waiting for more (waiting would add latency; on CPU a bigger batch buys
+  little), runs the network once and hands each frame's slice of the outputs to its sink.
+* **sink** maps results back to the frame's pixels (``predictor.finish``), draws and encodes
+  the annotated frame, and writes the JSONL line last: a frame's end-to-end latency runs from
+  the moment it left the decoder to that line.
+
+Every queue is bounded, so a slow stage pushes back up to the inbox, where a live source drops
+and a file waits. A stop (end of every source, ``--frames``, ``--duration``, a signal) closes
+the inboxes and lets what is already decoded drain through, then closes every output; a second
+signal or an error aborts the drain but still closes the outputs.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cvexport.errors import CvexportError
+from cvexport.stream.sinks import JsonlWriter, VideoWriter, pick_picture
+from cvexport.stream.sources import Reader, SourceError, SourceEvents, SourceSpec
+from cvexport.stream.stats import STAGES, SourceStats
+
+PREPROCESS_MODES = ("exact", "ffmpeg")
+# Threads check their stop flags this often while they wait (seconds).
+POLL_S = 0.05
+# Live sources: take the newest frame this long (plus the preprocessing time) before the running
+# inference is expected to end, as a margin for the estimate's jitter.
+JIT_MARGIN_S = 0.003
+EWMA_WEIGHT = 0.2  # of the newest sample in the running means of inference and preprocessing times
+# A live decoder blocked in a network read is not waited for longer than this once stopping.
+DECODER_JOIN_S = 2.0
+# Thread switches every 1 ms instead of Python's 5: decoders and the sinks hand the GIL back
+# and forth many times per frame, and each hand-over may wait a full interval (measured in
+# benchmarks/stream_benchmark.py).
+SWITCH_INTERVAL_S = 0.001
+
+_END = object()  # end of a source's frames, passed down every queue in order
+
+
+@dataclass
+class PipelineOptions:
+    realtime: bool = False  # pace files and images at their frame rate, then treat them as live
+    frames: int | None = None  # stop each source after this many processed frames
+    duration: float | None = None  # stop everything after this many seconds
+    stride: int = 1  # process every stride-th decoded frame
+    video: bool = True  # write the annotated mp4
+    preprocess: str = "exact"  # "exact": Predictor.prepare on the RGB frame; "ffmpeg": FFmpeg's scaler
+    on_source_error: str = "fail"  # a source lost mid-run: "fail" stops the run, "skip" goes on without it
+
+
+@dataclass
+class Prepared:
+    """A frame ready for inference: its (1, ...) network input and the letterbox that undoes it."""
+
+    raw: Any  # the RawFrame
+    rgb: np.ndarray | None  # full-size uint8 RGB, when preprocessing needed it
+    tensor: np.ndarray
+    letterbox: Any
+    prepare_start: float
+    ready_at: float
+
+
+class Inbox:
+    """Decoded frames waiting for the preparer.
+
+    ``newest_wins`` (live sources): room for one frame, ``put`` replaces a waiting frame (and
+    says "replaced": a drop). Otherwise a FIFO of ``capacity`` whose ``put`` waits for room.
+    ``close`` ends it: later puts are refused ("closed") and ``get`` returns None once it is empty.
+    """
+
+    def __init__(self, capacity: int, newest_wins: bool):
+        self.items: deque = deque()
+        self.capacity = 1 if newest_wins else max(1, capacity)
+        self.newest_wins = newest_wins
+        self.closed = False
+        self.cond = threading.Condition()
+
+    def put(self, item, abort: threading.Event) -> str:
+        """"queued", "replaced" (the waiting frame was dropped for this one) or "closed" (refused)."""
+        with self.cond:
+            if not self.newest_wins:
+                while len(self.items) >= self.capacity and not self.closed and not abort.is_set():
+                    self.cond.wait(POLL_S)
+            if self.closed or abort.is_set():
+                return "closed"
+            replaced = self.newest_wins and bool(self.items)
+            if replaced:
+                self.items.clear()
+            self.items.append(item)
+            self.cond.notify_all()
+            return "replaced" if replaced else "queued"
+
+    def get(self, abort: threading.Event):
+        with self.cond:
+            while not self.items and not self.closed and not abort.is_set():
+                self.cond.wait(POLL_S)
+            if abort.is_set() or not self.items:
+                return None
+            item = self.items.popleft()
+            self.cond.notify_all()
+            return item
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+
+@dataclass
+class StreamSource:
+    """One source's runtime state: its reader, queues, counters and outputs."""
+
+    spec: SourceSpec
+    reader: Reader
+    events: SourceEvents
+    stats: SourceStats
+    live: bool
+    inbox: Inbox = None
+    ready: deque = field(default_factory=deque)
+    ready_room: threading.Semaphore = None
+    sink_queue: queue.Queue = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    jsonl: JsonlWriter | None = None
+    video: VideoWriter | None = None
+    status: str = "running"
+    error: str | None = None
+    first_pts: float | None = None
+    prepare_s: float = 0.0  # running mean of this source's preprocessing time
+    preparing_since: float = 0.0  # perf_counter when the frame being prepared was taken; 0: none
+    threads: list = field(default_factory=list)
+
+
+def _letterbox_geometry(width: int, height: int, net_w: int, net_h: int) -> tuple[int, int, int, int]:
+    """(new_w, new_h, pad_x, pad_y) exactly as :func:`cvexport.images.letterbox` computes them."""
+    scale = min(net_w / width, net_h / height)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    return new_w, new_h, (net_w - new_w) // 2, (net_h - new_h) // 2
+
+
+class Pipeline:
+    """Runs ``sources`` through ``predictor`` into ``out`` until they end or it is stopped.
+
+    ``predictor``: a :class:`cvexport.runtime.predictor.Predictor` (or anything with its
+    ``bundle``, ``task``, ``prepare``, ``infer`` and ``finish``). ``log``: one-line messages.
+    """
+
+    def __init__(self, predictor, sources: list[StreamSource], out: Path, options: PipelineOptions,
+                 log: Callable[[str], None]):
+        self.predictor, self.sources, self.out, self.options, self.log = predictor, sources, Path(out), options, log
+        self.abort = threading.Event()
+        self.stopping = threading.Event()
+        self.stopped_by: str | None = None
+        self.failure: BaseException | None = None
+        self.source_failure: SourceError | None = None
+        self.cond = threading.Condition()  # guards every source's ready deque
+        self.batch_sizes: Counter = Counter()
+        self.cpu_seconds: dict[str, float] = {}
+        self.process_cpu_start = 0.0
+        self.inference_thread: threading.Thread | None = None
+        self.inference_s: float | None = None  # running mean of one inference call
+        self.inference_ends = 0.0  # when the running inference should end (perf_counter); 0: idle
+        self.started_at = 0.0
+        contract = predictor.bundle.input
+        self.input_name, self.net_w, self.net_h = contract["name"], int(contract["width"]), int(contract["height"])
+        self.max_batch = max(1, int(predictor.bundle.max_batch))
+        outputs = predictor.bundle.manifest.get("outputs", [])
+        self.batched_outputs = {o["name"] for o in outputs if o.get("shape") and o["shape"][0] == "batch"}
+        for src in sources:
+            newest_wins = src.live or options.realtime
+            src.inbox = Inbox(2, newest_wins)
+            # A live source keeps one prepared frame (the newest) and a short sink queue (a deeper
+            # one would only add latency); a file may queue full batches.
+            src.ready_room = threading.Semaphore(1 if newest_wins else self.max_batch)
+            src.sink_queue = queue.Queue(maxsize=2 if newest_wins else max(2, self.max_batch))
+
+    # ------------------------------------------------------------------ control
+    def stop(self, why: str) -> None:
+        """Drain: no new frames are taken, what is decoded goes through, outputs close."""
+        if self.stopped_by is None:
+            self.stopped_by = why
+        self.stopping.set()
+        for src in self.sources:
+            src.stop.set()
+            src.inbox.close()
+
+    def fail(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
+        self.stop("error")
+        self.abort.set()
+
+    def _guard(self, role: str, body: Callable, *args) -> Callable:
+        """``body(*args)`` for a thread: an exception goes to the main thread (re-raised there),
+        and the thread's CPU time is added to ``cpu_seconds[role]`` (what each stage costs, for
+        the summary: unlike wall times it does not grow when other work shares the cores)."""
+        def run():
+            try:
+                body(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread, re-raised there
+                self.fail(exc)
+            finally:
+                with self.cond:
+                    self.cpu_seconds[role] = self.cpu_seconds.get(role, 0.0) + time.thread_time()
+        return run
+
+    # ------------------------------------------------------------------ decoder
+    def _decode(self, src: StreamSource) -> None:
+        options, stats = self.options, src.stats
+        paced = options.realtime and not src.live
+        pace_origin: tuple[float, float] | None = None
+        accepted = 0
+        try:
+            for raw in src.reader.frames(src.stop):
+                stats.count_decoded(raw.decoded_at)
+                if raw.index % options.stride:
+                    stats.count("skipped_stride")
+                    continue
+                if paced:
+                    # Hold each frame until its time comes, as a camera would deliver it.
+                    media_t = raw.pts if raw.pts is not None else raw.index / (src.reader.fps or 30.0)
+                    if pace_origin is None:
+                        pace_origin = (time.perf_counter(), media_t)
+                    wait = pace_origin[0] + (media_t - pace_origin[1]) - time.perf_counter()
+                    if wait > 0 and src.stop.wait(wait):
+                        break
+                    raw.decoded_at = time.perf_counter()
+                outcome = src.inbox.put(raw, self.abort)
+                if outcome == "closed":  # stopping: decoded, never to be processed
+                    stats.count("unprocessed")
+                    break
+                if outcome == "replaced":
+                    stats.count("dropped")
+                accepted += 1
+                if options.frames and not src.inbox.newest_wins and accepted >= options.frames:
+                    break  # a file drops nothing: exactly this many frames will be processed
+        except SourceError as exc:
+            src.error = str(exc)
+            src.status = "lost" if src.live else "failed"
+            if options.on_source_error == "skip" and len(self.sources) > 1:
+                self.log(f"{exc}; going on without it (--on-source-error skip)")
+            else:
+                if self.source_failure is None:
+                    self.source_failure = exc
+                self.stop("source error")
+        finally:
+            src.inbox.close()
+            src.reader.close()
+
+    # ------------------------------------------------------------------ preparer
+    def _prepare_one(self, raw) -> Prepared:
+        from cvexport.images import LETTERBOX_FILL, Letterbox
+        from cvexport.preprocess import to_network_input
+
+        start = time.perf_counter()
+        if raw.rgb is not None or self.options.preprocess == "exact":
+            # The very preprocessing Predictor.predict does, on the decoded RGB frame.
+            rgb = raw.rgb if raw.rgb is not None else raw.video.to_ndarray(format="rgb24")
+            batch = self.predictor.prepare([rgb])
+            return Prepared(raw, rgb, batch.feed[self.input_name], batch.letterboxes[0], start, time.perf_counter())
+        # FFmpeg's scaler straight from the decoded YUV frame to the letterbox's content size,
+        # then the same padding and normalization: the same geometry, other resampling.
+        new_w, new_h, pad_x, pad_y = _letterbox_geometry(raw.width, raw.height, self.net_w, self.net_h)
+        content = raw.video.reformat(new_w, new_h, format="rgb24", interpolation="BILINEAR").to_ndarray()
+        canvas = np.full((self.net_h, self.net_w, 3), LETTERBOX_FILL, dtype=np.uint8)
+        canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = content
+        tensor = to_network_input([canvas], self.predictor.bundle.input)
+        box_map = Letterbox(new_w / raw.width, new_h / raw.height, float(pad_x), float(pad_y), raw.width, raw.height)
+        return Prepared(raw, None, tensor, box_map, start, time.perf_counter())
+
+    def _wait_for_turn(self, src: StreamSource) -> None:
+        """A live source's preparer waits until the running inference is about to end (see the
+        module docstring), or until it ends, the source closes or the run aborts."""
+        with self.cond:
+            while not self.abort.is_set() and not src.inbox.closed:
+                due = self.inference_ends - 1.5 * src.prepare_s - JIT_MARGIN_S
+                wait = due - time.perf_counter()
+                if wait <= 0:
+                    return
+                self.cond.wait(min(wait, POLL_S))
+
+    def _prepare(self, src: StreamSource) -> None:
+        while not self.abort.is_set():
+            if not src.ready_room.acquire(timeout=POLL_S):
+                continue
+            if src.inbox.newest_wins:
+                self._wait_for_turn(src)
+            raw = src.inbox.get(self.abort)
+            if raw is None:
+                src.ready_room.release()
+                break
+            src.preparing_since = time.perf_counter()
+            item = self._prepare_one(raw)
+            seconds = item.ready_at - item.prepare_start
+            src.prepare_s = seconds if not src.prepare_s else src.prepare_s + EWMA_WEIGHT * (seconds - src.prepare_s)
+            with self.cond:
+                src.preparing_since = 0.0
+                src.ready.append(item)
+                self.cond.notify_all()
+        with self.cond:
+            src.ready.append(_END)
+            self.cond.notify_all()
+
+    # ------------------------------------------------------------------ inference
+    def _wait_for_stragglers(self) -> None:
+        """With a frame ready, wait (a preprocessing time at most) for live frames being prepared
+        right now: they were timed to be ready as this inference starts, and missing the batch
+        would cost them a whole inference of waiting. Called with ``self.cond`` held."""
+        while not self.abort.is_set():
+            now = time.perf_counter()
+            due = [src.preparing_since + 1.5 * src.prepare_s for src in self.sources
+                   if src.inbox.newest_wins and src.preparing_since and not src.ready]
+            due = [t for t in due if t > now]
+            if not due:
+                return
+            self.cond.wait(min(max(due) - now, POLL_S))
+
+    def _take_batch(self, start: int) -> tuple[list[tuple[StreamSource, Prepared]], list[StreamSource]]:
+        """Up to max_batch ready frames, one per source per round starting at ``start``; and the
+        sources whose end was reached (to be told after this batch's frames)."""
+        batch, ended = [], []
+        n = len(self.sources)
+        progress = True
+        while progress and len(batch) < self.max_batch:
+            progress = False
+            for k in range(n):
+                src = self.sources[(start + k) % n]
+                if not src.ready or src in ended or len(batch) >= self.max_batch:
+                    continue
+                item = src.ready.popleft()
+                if item is _END:
+                    ended.append(src)
+                    continue
+                batch.append((src, item))
+                progress = True
+        return batch, ended
+
+    def _infer(self) -> None:
+        remaining = set(range(len(self.sources)))
+        turn = 0
+        while remaining and not self.abort.is_set():
+            with self.cond:
+                while not any(src.ready for src in self.sources) and not self.abort.is_set():
+                    self.cond.wait(POLL_S)
+                self._wait_for_stragglers()
+                batch, ended = self._take_batch(turn)
+                if batch:  # before any preparer gets room: each then knows when to take its next frame
+                    self.inference_ends = time.perf_counter() + (self.inference_s or 0.0)
+            turn = (turn + 1) % len(self.sources)
+            for src, _ in batch:
+                src.ready_room.release()
+            if batch:
+                tensor = np.concatenate([item.tensor for _, item in batch])
+                started = time.perf_counter()
+                outputs = self.predictor.infer({self.input_name: tensor})
+                seconds = time.perf_counter() - started
+                with self.cond:
+                    self.inference_s = seconds if self.inference_s is None else \
+                        self.inference_s + EWMA_WEIGHT * (seconds - self.inference_s)
+                    self.inference_ends = 0.0
+                    self.cond.notify_all()
+                self.batch_sizes[len(batch)] += 1
+                for i, (src, item) in enumerate(batch):
+                    mine = {name: (value[i : i + 1] if name in self.batched_outputs else value)
+                            for name, value in outputs.items()}
+                    self._hand_to_sink(src, (item, mine, started, seconds, len(batch)))
+            for src in ended:
+                self._hand_to_sink(src, _END)
+                remaining.discard(self.sources.index(src))
+
+    def _hand_to_sink(self, src: StreamSource, entry) -> None:
+        while not self.abort.is_set():
+            try:
+                src.sink_queue.put(entry, timeout=POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    # ------------------------------------------------------------------ sink
+    def _video_seconds(self, src: StreamSource, raw) -> float:
+        """When the frame shows in the mp4: source time for files (every frame kept), arrival
+        time for live sources (their gaps are real time)."""
+        if src.live or self.options.realtime or raw.pts is None:
+            return raw.decoded_at - self.started_at
+        if src.first_pts is None:
+            src.first_pts = raw.pts
+        return raw.pts - src.first_pts
+
+    def _sink(self, src: StreamSource) -> None:
+        from cvexport.runtime.predictor import PreparedBatch
+
+        task, stats, limit = self.predictor.task, src.stats, self.options.frames
+        try:
+            while True:
+                try:
+                    entry = src.sink_queue.get(timeout=POLL_S)
+                except queue.Empty:
+                    if self.abort.is_set():
+                        break
+                    continue
+                if entry is _END:
+                    break
+                if self.abort.is_set() or (limit and stats.processed >= limit):
+                    stats.count("unprocessed")  # in flight when the stop came
+                    continue
+                item, outputs, infer_start, infer_s, batch_size = entry
+                raw = item.raw
+                start = time.perf_counter()
+                prediction = self.predictor.finish(outputs, PreparedBatch({}, [item.letterbox]))[0]
+                record = task.record(prediction)
+                post_done = time.perf_counter()
+                encode_s = None
+                if src.video is not None:
+                    rgb = item.rgb if item.rgb is not None else raw.video.to_ndarray(format="rgb24")
+                    src.video.write(pick_picture(task.render(rgb, prediction)), self._video_seconds(src, raw))
+                    encode_s = time.perf_counter() - post_done
+                done = time.perf_counter()
+                latencies = {
+                    "decode": raw.decode_s,
+                    "queue": (item.prepare_start - raw.decoded_at) + (infer_start - item.ready_at),
+                    "preprocess": item.ready_at - item.prepare_start,
+                    "inference": infer_s,
+                    "postprocess": post_done - start,
+                    "encode": encode_s,
+                    "end_to_end": done - raw.decoded_at,
+                }
+                line = {"frame": raw.index, "pts": None if raw.pts is None else round(raw.pts, 6),
+                        "time": round(raw.decoded_at - self.started_at, 6), "width": raw.width, "height": raw.height}
+                if raw.path is not None:
+                    line["image"] = raw.path
+                line["batch"] = batch_size
+                line["latency_ms"] = {k: None if v is None else round(v * 1e3, 3) for k, v in latencies.items()}
+                line.update(record)
+                src.jsonl.write(line)
+                stats.add_frame(latencies, done)
+                if limit and stats.processed >= limit:
+                    src.stop.set()  # a live source: its decoder ends, what is in flight is not written
+                    src.inbox.close()
+        finally:
+            self._close_outputs(src)
+
+    def _close_outputs(self, src: StreamSource) -> None:
+        for writer in (src.video, src.jsonl):
+            if writer is not None:
+                try:
+                    writer.close()
+                except Exception as exc:  # noqa: BLE001 - the other outputs must still close
+                    self.log(f"source {src.spec.name}: closing {writer.path.name} failed ({exc})")
+        if src.status == "running":  # not lost or failed: it reached its end, or the run was stopped
+            src.status = "stopped" if self.stopping.is_set() else "ended"
+
+    # ------------------------------------------------------------------ run
+    def start(self) -> None:
+        self.started_at = time.perf_counter()
+        for src in self.sources:
+            src.jsonl = JsonlWriter(self.out / f"{src.spec.name}.jsonl")
+            if self.options.video:
+                src.video = VideoWriter(self.out / f"{src.spec.name}.mp4", src.reader.fps)
+        self.process_cpu_start = time.process_time()
+        self.inference_thread = threading.Thread(target=self._guard("inference", self._infer), name="stream-inference",
+                                                 daemon=True)
+        for src in self.sources:
+            # Daemons: a decoder blocked in a network read must not keep the process alive.
+            src.threads = [
+                threading.Thread(target=self._guard("decode", self._decode, src), name=f"decode-{src.spec.name}",
+                                 daemon=True),
+                threading.Thread(target=self._guard("preprocess", self._prepare, src), name=f"prepare-{src.spec.name}",
+                                 daemon=True),
+                threading.Thread(target=self._guard("sink", self._sink, src), name=f"sink-{src.spec.name}",
+                                 daemon=True),
+            ]
+        for src in self.sources:
+            for thread in src.threads:
+                thread.start()
+        self.inference_thread.start()
+
+    def sinks_done(self) -> bool:
+        return all(not src.threads[2].is_alive() for src in self.sources)
+
+    def run(self, tick: Callable[[], None] | None = None, tick_s: float = 0.25) -> None:
+        """Start, then wait in this (the main) thread until every sink is done, calling ``tick``
+        (the status view) every ``tick_s`` and applying ``--duration``."""
+        previous_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        try:
+            self.start()
+            while not self.sinks_done():
+                time.sleep(min(tick_s, 0.05) if self.stopping.is_set() else tick_s)
+                if self.options.duration and not self.stopping.is_set() and \
+                        time.perf_counter() - self.started_at >= self.options.duration:
+                    self.stop("duration")
+                if tick:
+                    tick()
+            if self.stopped_by is None:
+                self.stopped_by = "end"
+            self.inference_thread.join(timeout=DECODER_JOIN_S)
+            for src in self.sources:
+                src.threads[0].join(timeout=DECODER_JOIN_S)
+                src.threads[1].join(timeout=DECODER_JOIN_S)
+        finally:
+            sys.setswitchinterval(previous_interval)
+        if self.failure is not None:
+            raise self.failure
+        if self.source_failure is not None:
+            raise self.source_failure
+
+    # ------------------------------------------------------------------ summary
+    def summary(self) -> dict:
+        sources = []
+        for src in self.sources:
+            s = src.stats
+            span = (s.last_done_at - s.first_decoded_at) if s.last_done_at and s.first_decoded_at else None
+            sources.append({
+                "name": src.spec.name, "source": src.spec.text, "kind": src.spec.kind, "live": src.live,
+                "jsonl": f"{src.spec.name}.jsonl",
+                "video": f"{src.spec.name}.mp4" if src.video is not None and src.video.frames else None,
+                "width": src.reader.width, "height": src.reader.height,
+                "source_fps": None if not src.reader.fps else round(src.reader.fps, 3),
+                "status": src.status, "error": src.error,
+                "frames_in": s.decoded, "frames_processed": s.processed, "frames_dropped": s.dropped,
+                "frames_corrupt_skipped": src.events.corrupt, "frames_skipped_stride": s.skipped_stride,
+                "frames_unprocessed_at_stop": s.unprocessed, "reconnects": src.events.reconnects,
+                "seconds": None if span is None else round(span, 3),
+                "fps_in": None if not span else round(s.decoded / span, 2),
+                "fps_out": None if not span else round(s.processed / span, 2),
+                "latency_ms": {stage: s.latency[stage].summary_ms() for stage in STAGES},
+            })
+        processed = sum(src.stats.processed for src in self.sources)
+        with self.cond:
+            cpu = dict(self.cpu_seconds)
+        # The process's CPU time beyond the stage threads': the backend's own worker threads
+        # (ONNX Runtime's intra-op pool past its first thread), the main thread, the encoder's threads.
+        cpu["other"] = max(0.0, time.process_time() - self.process_cpu_start - sum(cpu.values()))
+        return {"sources": sources, "batches": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+                "stopped_by": self.stopped_by, "seconds": round(time.perf_counter() - self.started_at, 3),
+                "cpu_ms_per_frame": {role: round(seconds * 1e3 / processed, 3) if processed else None
+                                     for role, seconds in sorted(cpu.items())}}
+
+
+def check_mode(preprocess: str) -> str:
+    if preprocess not in PREPROCESS_MODES:
+        raise CvexportError(f"--preprocess {preprocess!r} is not known; use one of: {', '.join(PREPROCESS_MODES)}")
+    return preprocess

@@ -1,0 +1,137 @@
+"""Stream outputs: ``<name>.jsonl`` (one line per processed frame) and ``<name>.mp4`` (annotated).
+
+Why these are written in place rather than through :mod:`cvexport.atomic`: a stream has no
+natural end (a camera runs until stopped), and its JSONL is meant to be followed while it
+grows (``tail -f``). So each output is made safe to read at any moment instead:
+
+* the JSONL is opened unbuffered and every line goes out in one ``write``, so the file always
+  ends on a whole line, even after a crash between frames;
+* the mp4 is *fragmented* (``frag_keyframe+empty_moov``): a fragment per keyframe (one per
+  second) is complete on disk as soon as it is written, so the video plays up to the last
+  second even if the process is killed; a normal stop (end of input, ``--frames``,
+  ``--duration``, Ctrl-C, SIGTERM) flushes the encoder and closes it completely.
+
+summary.json, written once at the end, does go through :func:`cvexport.atomic.write_text_atomic`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+# Task pictures, in the order the mp4 prefers them: boxes or a label drawn on the frame, the
+# mask blended over it (segmentation), the stylized frame.
+VIDEO_PICTURES = ("annotated", "overlay", "stylized")
+VIDEO_TIME_BASE = Fraction(1, 1000)  # frame times in ms: live sources drop frames, so the rate varies
+
+
+class JsonlWriter:
+    """One JSON object per line; the file holds only whole lines at every moment."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.file = open(self.path, "wb", buffering=0)
+
+    def write(self, record: dict) -> None:
+        line = (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
+        view = memoryview(line)
+        while view:  # a regular file takes it in one write; loop in case it does not
+            view = view[self.file.write(view):]
+
+    def close(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+
+
+def pick_picture(pictures: dict):
+    """The one picture of a task's ``render`` output that goes into the video."""
+    for key in VIDEO_PICTURES:
+        if key in pictures:
+            return pictures[key]
+    return next(iter(pictures.values()))
+
+
+class VideoWriter:
+    """Annotated frames -> H.264 yuv420p in a fragmented mp4 (see the module docstring).
+
+    The size is fixed by the first frame, rounded up to even numbers (yuv420p needs them) by
+    repeating the last row / column, so pixel coordinates in the JSONL stay those of the video.
+    Frames of another size (an image folder of mixed sizes) are letterboxed into it.
+    """
+
+    def __init__(self, path: Path, fps: float | None, keyframe_seconds: float = 1.0):
+        self.path = Path(path)
+        self.fps = fps if fps and fps > 0 else 30.0
+        self.keyframe_seconds = keyframe_seconds
+        self.container = self.stream = None
+        self.width = self.height = 0
+        self.last_pts = -1
+        self.frames = 0
+
+    def _open(self, width: int, height: int) -> None:
+        import av
+
+        from cvexport.stream.synthetic import new_encoder_stream
+
+        self.width, self.height = width + width % 2, height + height % 2
+        self.container = av.open(str(self.path), "w", format="mp4",
+                                 options={"movflags": "frag_keyframe+empty_moov+default_base_moof"})
+        self.stream = new_encoder_stream(self.container, self.width, self.height, round(self.fps),
+                                         gop=max(1, round(self.fps * self.keyframe_seconds)))
+        self.stream.codec_context.time_base = VIDEO_TIME_BASE
+        self.stream.time_base = VIDEO_TIME_BASE
+
+    def _fit(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        if (w, h) == (self.width, self.height):
+            return image
+        if w in (self.width, self.width - 1) and h in (self.height, self.height - 1):
+            return np.pad(image, ((0, self.height - h), (0, self.width - w), (0, 0)), mode="edge")
+        from cvexport.images import letterbox
+
+        return letterbox(image, self.width, self.height)[0]
+
+    def write(self, image, seconds: float) -> None:
+        """Add ``image`` (uint8 RGB (H, W, 3) array or PIL image) shown from ``seconds`` on."""
+        import av
+
+        image = np.asarray(image)
+        if self.container is None:
+            self._open(image.shape[1], image.shape[0])
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(self._fit(image)), format="rgb24")
+        # Strictly increasing times: a reconnect may restart the source clock.
+        pts = max(int(round(seconds / VIDEO_TIME_BASE)), self.last_pts + 1)
+        frame.pts, frame.time_base = pts, VIDEO_TIME_BASE
+        self.last_pts = pts
+        self.container.mux(self.stream.encode(frame))
+        self.frames += 1
+
+    def close(self) -> None:
+        """Flush the encoder and finish the file (idempotent)."""
+        if self.container is None:
+            return
+        container, self.container = self.container, None
+        try:
+            container.mux(self.stream.encode(None))
+        finally:
+            container.close()
+
+
+def remove_previous_outputs(out: Path) -> None:
+    """A re-run into the same --out removes the outputs the previous run's summary.json lists
+    (and nothing else), so no stale source's JSONL or video sits beside the new ones."""
+    try:
+        previous = json.loads((out / "summary.json").read_text())
+        names = {entry.get(key) for entry in previous.get("sources", []) for key in ("jsonl", "video")}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return
+    for name in names:
+        # Only bare names of the kinds this command writes, never a path that leaves --out.
+        if isinstance(name, str) and os.sep not in name and "/" not in name and name.endswith((".jsonl", ".mp4")):
+            path = out / name
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
