@@ -14,7 +14,7 @@ import numpy as np
 
 from cvexport.compare import Parity, shapes_differ
 from cvexport.metrics import Metric
-from cvexport.tasks import Task, register_task
+from cvexport.tasks import EVERY_PRECISION_AND_UINT8, Task, register_task
 
 TOP_K = 5
 PARITY_IMAGES = 32  # 99.5 % agreement needs more than a handful of images to mean anything
@@ -78,13 +78,7 @@ class ClassificationTask(Task):
     core_outputs = ("logits",)
     TOLERANCES = TOLERANCES
     METRICS = (Metric("top1", "top-1"),)
-    # Every precision; uint8 input (in-graph normalization) once, at fp32.
-    build_variants = (
-        {"precision": "fp32", "input_format": "float"},
-        {"precision": "fp16", "input_format": "float"},
-        {"precision": "int8", "input_format": "float"},
-        {"precision": "fp32", "input_format": "uint8"},
-    )
+    build_variants = EVERY_PRECISION_AND_UINT8
 
     # ------------------------------------------------------------------------- export
     def append_sections(self, core, model, spec, options):

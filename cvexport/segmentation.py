@@ -14,7 +14,7 @@ import numpy as np
 
 from cvexport.compare import Parity, shapes_differ
 from cvexport.metrics import Metric
-from cvexport.tasks import Task, register_task
+from cvexport.tasks import EVERY_PRECISION_AND_UINT8, Task, register_task
 
 # Background black, then distinct colours per class (colorized masks and overlays).
 PALETTE = np.array([(0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -81,13 +81,7 @@ class SegmentationTask(Task):
     core_outputs = ("logits",)
     TOLERANCES = TOLERANCES
     METRICS = (Metric("miou", "mIoU"), Metric("pixel_acc", "pixel acc"))
-    # Every precision; uint8 input (in-graph normalization) once, at fp32.
-    build_variants = (
-        {"precision": "fp32", "input_format": "float"},
-        {"precision": "fp16", "input_format": "float"},
-        {"precision": "int8", "input_format": "float"},
-        {"precision": "fp32", "input_format": "uint8"},
-    )
+    build_variants = EVERY_PRECISION_AND_UINT8
 
     # ------------------------------------------------------------------------- export
     def append_sections(self, core, model, spec, options):

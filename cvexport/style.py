@@ -19,7 +19,7 @@ import numpy as np
 from cvexport.compare import Parity, shapes_differ
 from cvexport.errors import CvexportError
 from cvexport.metrics import Metric
-from cvexport.tasks import Task, TaskOption, register_task
+from cvexport.tasks import EVERY_PRECISION_AND_UINT8, Task, TaskOption, register_task
 
 # ------------------------------------------------------------------------- parity
 @dataclass(frozen=True)
@@ -120,13 +120,7 @@ class StyleTask(Task):
     TOLERANCES = TOLERANCES
     METRICS = (Metric("style_loss", "style loss", higher_is_better=False, fraction=False),
                Metric("content_loss", "content loss", higher_is_better=False, fraction=False))
-    # Every precision; uint8 input (in-graph normalization) once, at fp32.
-    build_variants = (
-        {"precision": "fp32", "input_format": "float"},
-        {"precision": "fp16", "input_format": "float"},
-        {"precision": "int8", "input_format": "float"},
-        {"precision": "fp32", "input_format": "uint8"},
-    )
+    build_variants = EVERY_PRECISION_AND_UINT8
     # Each output costs VGG-19 passes for its losses; a build records the metric on this many.
     build_verify_images = 16
     # ONNX Runtime's faster U8S8 CPU form lost too much here (measured on 16 val photos: PSNR 33 dB,

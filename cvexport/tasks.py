@@ -37,6 +37,16 @@ if TYPE_CHECKING:
     from cvexport.export.precision import Int8Options
 
 
+# The build variants most tasks test (``Task.build_variants``): every precision with float input,
+# and uint8 input (the in-graph normalization section) once, at fp32.
+EVERY_PRECISION_AND_UINT8 = (
+    {"precision": "fp32", "input_format": "float"},
+    {"precision": "fp16", "input_format": "float"},
+    {"precision": "int8", "input_format": "float"},
+    {"precision": "fp32", "input_format": "uint8"},
+)
+
+
 @dataclass(frozen=True)
 class TaskOption:
     """A build option one task owns: ``BuildOptions.task_options[name]`` and the CLI flag ``--name``."""

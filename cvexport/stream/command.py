@@ -16,21 +16,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from cvexport.argtypes import positive_int
 from cvexport.errors import CvexportError, stderr_warning
 
 SUMMARY = "summary.json"
 SUMMARY_FORMAT = "cvexport-stream-summary/1"
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}  # 128 + signal number, as shells report them
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def _seconds(allow_zero: bool = False) -> Callable[[str], float]:
@@ -57,17 +48,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="video file, image folder or glob, camera or URL")
     p.add_argument("--out", required=True, help="directory for <name>.jsonl, <name>.mp4 and summary.json")
     p.add_argument("--backend", default="ort", help="ort (ONNX Runtime, default), ort-cuda, ort-trt, trt or torch")
-    p.add_argument("--threads", type=_positive_int,
+    p.add_argument("--threads", type=positive_int,
                    help="CPU threads for inference (default for ort and torch: one fewer than the CPU cores, leaving "
                         "one to decode, preprocess and encode; ONNX Runtime's own default takes every core and its "
                         "idle workers spin, which slows the other stages)")
     p.add_argument("--realtime", action="store_true",
                    help="pace files and image folders at their frame rate and drop frames when behind, as a camera "
                         "(default: every frame of a file is processed, as fast as possible)")
-    p.add_argument("--frames", type=_positive_int, help="stop each source after this many processed frames")
+    p.add_argument("--frames", type=positive_int, help="stop each source after this many processed frames")
     p.add_argument("--duration", type=_seconds(), help="stop after this many seconds")
     p.add_argument("--loop", action="store_true", help="start files and image folders again at their end")
-    p.add_argument("--stride", type=_positive_int, default=1, help="process every N-th frame only (default 1)")
+    p.add_argument("--stride", type=positive_int, default=1, help="process every N-th frame only (default 1)")
     p.add_argument("--no-video", dest="video", action="store_false",
                    help="write the JSONL and summary only, no annotated mp4 (saves the encoding time)")
     p.add_argument("--on-source-error", choices=("fail", "skip"), default="fail",
