@@ -119,24 +119,28 @@ def input_contract(spec, options: BuildOptions) -> dict[str, Any]:
         # The graph takes the camera's frames as they come and letterboxes them itself.
         contract["width"], contract["height"] = options.frame_size
         contract["letterbox"] = {"in_graph": True, "network_width": width, "network_height": height,
-                                 "resize": "linear, half_pixel, no antialiasing (ONNX Resize)"}
+                                 "resize": "k x k box prefilter when shrinking 2x or more (AveragePool), "
+                                           "then linear, half_pixel (ONNX Resize)"}
         contract["resize"] = (f"letterbox in graph from {options.frame_size[0]}x{options.frame_size[1]} frames "
                               f"to {width}x{height} (keep aspect, pad grey 114, centred); other sizes are "
                               "letterboxed to the frame size first by the runtime")
     return contract
 
 
-def run_parity(bundle_dir: Path, precision: str, log: Callable[[str], None]) -> dict[str, Any]:
+def run_parity(bundle_dir: Path, precision: str, log: Callable[[str], None],
+               frames: list | None = None) -> dict[str, Any]:
     """ONNX Runtime vs the PyTorch fp32 reference on val images at batch 1 and 4, for every
-    graph in the bundle (the TensorRT-ready one, and the CPU form where there is one)."""
+    graph in the bundle (the TensorRT-ready one, and the CPU form where there is one); ``frames``
+    (uint8 RGB pictures) default to the task's parity frames of the model's own data."""
+    from cvexport.registry import bundle_spec
     from cvexport.runtime import create_runner
     from cvexport.runtime.ort_runner import OrtRunner
     from cvexport.runtime.predictor import prepare_batch
 
     bundle = load_bundle(bundle_dir)
     task = get_task(bundle.task)
-    spec = get_spec(bundle.manifest["model"])
-    frames = task.parity_frames(spec)
+    if frames is None:
+        frames = task.parity_frames(bundle_spec(bundle))
     reference_runner = create_runner(bundle, "torch")
     tolerance = task.TOLERANCES[precision]
     cpu = cpu_info()
@@ -203,8 +207,10 @@ def measure_int8_gain(bundle_dir: Path, fp32_graph, log: Callable[[str], None]) 
     from cvexport.runtime.ort_runner import OrtRunner, create_session
     from cvexport.runtime.predictor import prepare_batch
 
+    from cvexport.registry import bundle_spec
+
     bundle = load_bundle(bundle_dir)
-    frame = get_task(bundle.task).parity_frames(get_spec(bundle.manifest["model"]))[:1]
+    frame = get_task(bundle.task).parity_frames(bundle_spec(bundle))[:1]
     feed = prepare_batch(bundle, frame).feed
     int8 = OrtRunner(bundle)
     fp32 = create_session(fp32_graph.SerializeToString(), ["CPUExecutionProvider"])
@@ -228,7 +234,8 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
     import onnx
 
     started = time.perf_counter()
-    spec = get_spec(options.model)
+    # Weights fine-tuned on a user's dataset bring their own class names and input size.
+    spec = get_spec(options.model).for_weights(options.weights)
     _check_options(options)
     if options.engine not in ENGINE_CHOICES:
         raise CvexportError(f"unknown engine choice '{options.engine}'; choose one of: {', '.join(ENGINE_CHOICES)}")
@@ -240,6 +247,7 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
     prepared = task.prepare_weights(spec, options, log)
     weights = prepared or (Path(options.weights) if options.weights else spec.weights_path())
     model = spec.load_model(weights)
+    data = _training_data(spec, log)
     log(f"exporting {spec.name} ({spec.description}) as {options.precision}{task.describe(options)}, "
         f"batch 1..{options.max_batch}, {options.input_format} input")
     int8 = None
@@ -286,6 +294,7 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
                 for o in graph.graph.output
             ],
             "class_names": list(spec.class_names),
+            **({"dataset": spec.dataset} if spec.dataset is not None else {}),
             **task.manifest_entries(spec, options),
             "trt_compat": {"ok": compat.ok, "checked_against": TRT_VERSION,
                            "warnings": [f.message for f in compat.by_severity("warning")]},
@@ -297,13 +306,18 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
                                 "activations": "symmetric int8 (onnx)", "weights": "per-channel symmetric int8",
                                 "bias": "float"}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        report = run_parity(tmp, options.precision, log)
-        if options.verify_images:
+        report = run_parity(tmp, options.precision, log, frames=_parity_pictures(data) if data else None)
+        custom = spec.dataset is not None or tuple(spec.class_names) != tuple(get_spec(spec.name).class_names)
+        if options.verify_images and custom and data is None:
+            # The model's own val split has other classes than these weights: its metric would mean nothing.
+            log("task metric not measured: the weights' training data is not at hand; measure it with "
+                f"'cvexport verify {out} --data DIR'")
+        elif options.verify_images:
             from cvexport.verify import verify_rows
 
             # Some task metrics are costly (style: VGG-19 losses per output); the task may cap the count.
             images = min(options.verify_images, task.build_verify_images or options.verify_images)
-            report["verify"] = verify_rows(tmp, ["ort"], val_images=images, log=log)
+            report["verify"] = verify_rows(tmp, ["ort"], val_images=images, log=log, data=data)
             # The build's parity gate is run_parity above; here the task metric gates, and a
             # wider-sample parity shortfall is recorded and said, not hidden.
             for row in report["verify"]:
@@ -331,6 +345,31 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
 
 
 ENGINE_CHOICES = ("auto", "trt", "ort")
+PARITY_PICTURES = 8
+
+
+def _training_data(spec, log: Callable[[str], None]):
+    """The user dataset the weights were fine-tuned on (recorded in their checkpoint), opened and
+    checked, when it is still where it was; None for the shipped data or when it is not."""
+    if spec.dataset is None:
+        return None
+    from cvexport.verify import recorded_dataset
+
+    try:
+        data = recorded_dataset(spec.dataset, spec.task, spec.class_names)
+    except CvexportError as exc:
+        log(f"note: {exc}")
+        return None
+    log(f"checking on the val split of {data.describe()}")
+    return data
+
+
+def _parity_pictures(data) -> list:
+    """Up to PARITY_PICTURES pictures of the user's data for the parity check: val first, then train."""
+    from cvexport.images import load_image
+
+    entries = (data.splits["val"] + data.splits["train"])[:PARITY_PICTURES]
+    return [load_image(entry.image) for entry in entries]
 
 
 def _require_tensorrt() -> None:

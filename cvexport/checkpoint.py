@@ -43,3 +43,25 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     return tensors, meta
 
 
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata of a checkpoint written by :func:`save_checkpoint`, without reading its
+    tensors (class names, input size, dataset: what a build needs before it loads the weights)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CvexportError(f"checkpoint not found: {path}; run 'cvexport train' or pass an existing file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get(_META_KEY, "{}"))
+    except Exception as exc:  # safetensors raises several types for corrupt headers
+        raise CvexportError(
+            f"checkpoint {path} is corrupt or not a safetensors file ({exc.__class__.__name__}); "
+            "re-train or restore it"
+        ) from None
+    if not isinstance(meta, dict):
+        raise CvexportError(f"checkpoint {path} has metadata of type {type(meta).__name__}, not an object; "
+                            "re-train or restore it")
+    return meta
+
+

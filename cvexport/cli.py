@@ -137,32 +137,122 @@ def _remove_previous_pictures(out: Path) -> None:
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a reference model from scratch (reproduces the shipped weights)")
+    p = sub.add_parser("train", help="train a reference model from scratch (reproduces the shipped weights), "
+                       "or fine-tune it on your own dataset (--data)")
     p.add_argument("model", help="model name (see 'cvexport list')")
+    p.add_argument("--data", metavar="DIR",
+                   help="fine-tune on your dataset: COCO for ssd (DIR/annotations/{train,val}.json, DIR/images/), "
+                   "ImageFolder for classifier (DIR/{train,val}/<class>/), VOC for fcn (DIR/JPEGImages/, "
+                   "DIR/SegmentationClass/, DIR/ImageSets/Segmentation/{train,val}.txt, DIR/labelmap.txt)")
     p.add_argument("--run-dir", help="checkpoints and metrics.jsonl (default runs/MODEL); an existing run resumes")
     p.add_argument("--out", help="final weights file (default RUN_DIR/MODEL.safetensors)")
     p.add_argument("--epochs", type=_positive_int, help="override the recipe's epoch count")
     p.add_argument("--max-steps", type=_positive_int, help="stop after this many steps (smoke runs)")
-    p.add_argument("--val-images", type=int, default=None, help="val images for the final metric (default 256)")
+    p.add_argument("--val-images", type=_positive_int, default=None,
+                   help="val images for the final metric (default: 256, with --data the whole val split)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in the run directory")
+    fine = p.add_argument_group("fine-tuning (with --data)")
+    fine.add_argument("--pretrained", metavar="FILE",
+                      help="classifier, fcn: start from this torchvision ResNet-18 state dict (ImageNet weights); "
+                      "default: one in $TORCH_HOME/hub/checkpoints if present, else the shipped weights")
+    fine.add_argument("--scratch", action="store_true", help="start from random weights (a baseline for fine-tuning)")
+    fine.add_argument("--input-size", type=_positive_int, metavar="N", help="network input side (default the model's)")
+    fine.add_argument("--batch-size", type=_positive_int, help="images per step (default the model's recipe)")
+    fine.add_argument("--lr", type=float, help="base learning rate; the new head learns 10x faster")
+    fine.add_argument("--threads", type=_positive_int,
+                      help="CPU threads (default 1: fastest on a shared machine, see the README)")
+    fine.add_argument("--no-augment", dest="augment", action="store_false",
+                      help="do not flip training pictures left-right (for classes where direction matters)")
+    p.add_argument("--vgg-weights", metavar="FILE",
+                   help="style: VGG-19 features from this torchvision VGG-19 state dict (ImageNet weights); "
+                   "default: one in $TORCH_HOME/hub/checkpoints if present, else random features")
     p.set_defaults(func=_cmd_train)
+
+
+_FINE_TUNING_FLAGS = (("pretrained", "--pretrained"), ("scratch", "--scratch"), ("input_size", "--input-size"),
+                      ("batch_size", "--batch-size"), ("lr", "--lr"), ("threads", "--threads"))
 
 
 def _cmd_train(args) -> int:
     from cvexport.atomic import check_file_target
     from cvexport.registry import get_spec
-    from cvexport.models.training import train_model
 
     spec = get_spec(args.model)
+    given = [flag for name, flag in _FINE_TUNING_FLAGS if getattr(args, name) not in (None, False)]
+    given += [] if args.augment else ["--no-augment"]
+    if args.data is None and given:
+        verb = "apply" if len(given) > 1 else "applies"
+        raise CvexportError(f"{', '.join(given)} {verb} to fine-tuning on your data: add --data DIR")
+    if args.vgg_weights and spec.task != "style":
+        raise CvexportError(f"--vgg-weights applies to the style model; '{spec.name}' is a {spec.task} model")
     run_dir = Path(args.run_dir or Path("runs") / spec.name)
     if run_dir.exists() and not run_dir.is_dir():
         raise CvexportError(f"--run-dir {run_dir} is a file, where the run's directory is expected; choose another path")
     out = check_file_target(args.out if args.out else run_dir / f"{spec.name}.safetensors", "--out")
-    record = train_model(spec, run_dir, out, epochs=args.epochs, max_steps=args.max_steps,
-                         val_images=args.val_images, resume=not args.fresh)
+    if args.data is not None:
+        return _train_on_data(args, spec, run_dir, out)
+    from cvexport.models.training import train_model
+
+    vgg = _vgg_weights(args.vgg_weights) if spec.task == "style" else None
+    if spec.task == "style":
+        from cvexport.models.vgg_features import using_vgg_weights, vgg_record
+
+        print(f"VGG-19 features: {vgg.describe() if vgg else vgg_record()['features']}", flush=True)
+        with using_vgg_weights(vgg):
+            record = train_model(spec, run_dir, out, epochs=args.epochs, max_steps=args.max_steps,
+                                 val_images=args.val_images, resume=not args.fresh)
+            _record_vgg(out, vgg_record())
+    else:
+        record = train_model(spec, run_dir, out, epochs=args.epochs, max_steps=args.max_steps,
+                             val_images=args.val_images, resume=not args.fresh)
     print(json.dumps(record, indent=2))
     print(f"wrote {out}; build with: cvexport build {spec.name} --weights {out}")
     return 0
+
+
+def _train_on_data(args, spec, run_dir: Path, out: Path) -> int:
+    """``train MODEL --data DIR``: everything checked (flags, start file, the whole dataset)
+    before the run directory is touched."""
+    from cvexport.models.finetune import check_input_size, choose_start, finetune
+    from cvexport.models.user_datasets import open_dataset
+
+    if spec.task == "style":
+        raise CvexportError("--data applies to the ssd, classifier and fcn models; the style model takes its "
+                            "style image with 'cvexport build style --style IMAGE'")
+    if args.input_size is not None:
+        check_input_size(spec, args.input_size)
+    if args.lr is not None and not 0 < args.lr < 10:
+        raise CvexportError(f"--lr {args.lr} must be a positive learning rate below 10")
+    start, pretrained = choose_start(spec, args.scratch, args.pretrained)
+    dataset = open_dataset(spec.task, args.data, spec.name)
+    record = finetune(spec, dataset, run_dir, out, start=start, pretrained=pretrained, input_size=args.input_size,
+                      epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
+                      threads=args.threads, augment=args.augment, val_images=args.val_images,
+                      resume=not args.fresh, log=lambda line: print(line, flush=True))
+    print(json.dumps(record, indent=2))
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k.startswith("val_") and isinstance(v, float))
+    print(f"val: {metrics} on {record.get('val_images')} images; throughput {record['throughput']['steps_per_s']} "
+          f"steps/s, {record['throughput']['images_per_s']} images/s on {record['throughput']['threads']} thread(s)")
+    print(f"wrote {out}; build with: cvexport build {spec.name} --weights {out} --fp16")
+    return 0
+
+
+def _vgg_weights(given: str | None):
+    """The torchvision VGG-19 file to use (--vgg-weights, else the hub cache), checked key by key; None: random."""
+    from cvexport.pretrained import VGG19, find_pretrained, vgg19_feature_weights
+
+    found = find_pretrained(VGG19, given, "--vgg-weights")
+    if found is not None:
+        vgg19_feature_weights(found)  # refuse a file that does not fit before any work
+    return found
+
+
+def _record_vgg(path: Path, record: dict) -> None:
+    """Add which VGG-19 features a style network was trained with to its checkpoint's metadata."""
+    from cvexport.checkpoint import load_checkpoint, save_checkpoint
+
+    tensors, meta = load_checkpoint(path)
+    save_checkpoint(path, tensors, {**meta, "vgg": record})
 
 
 def _add_stylize(sub) -> None:
@@ -174,6 +264,9 @@ def _add_stylize(sub) -> None:
     p.add_argument("--steps", type=_positive_int, default=None, help="Adam steps (default: the method's own)")
     p.add_argument("--size", type=_positive_int, default=None, help="long side of the synthesized image in pixels")
     p.add_argument("--plot", help="also write the loss curves as a PNG (needs matplotlib)")
+    p.add_argument("--vgg-weights", metavar="FILE",
+                   help="VGG-19 features from this torchvision VGG-19 state dict (ImageNet weights, as the course "
+                   "uses); default: one in $TORCH_HOME/hub/checkpoints if present, else random features")
     p.set_defaults(func=_cmd_stylize)
 
 
@@ -190,10 +283,13 @@ def _cmd_stylize(args) -> int:
     check_file_target(out.with_suffix(".losses.json"), "--out")
     if args.plot:
         check_file_target(args.plot, "--plot")
+    from cvexport.models.vgg_features import RANDOM_VGG
     from cvexport.stylize import save_loss_plot, stylize
 
+    vgg = _vgg_weights(args.vgg_weights)
+    print(f"VGG-19 features: {vgg.describe() if vgg else RANDOM_VGG}", flush=True)
     options = {k: v for k, v in (("steps", args.steps), ("size", args.size)) if v is not None}
-    image, history = stylize(content, style, progress=True, **options)
+    image, history = stylize(content, style, progress=True, vgg_weights=vgg, **options)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         Image.fromarray(image).save(tmp, format="PNG" if out.suffix.lower() == ".png" else "JPEG")
@@ -294,6 +390,9 @@ def _add_verify(sub) -> None:
                    help="ort (default), ort-cuda, ort-trt or trt; repeat or comma-separate for several "
                         "(torch, the reference, always runs)")
     p.add_argument("--val-images", type=_positive_int, default=256, help="val images to measure on (default 256)")
+    p.add_argument("--data", metavar="DIR",
+                   help="measure on the val split of your dataset (COCO, ImageFolder or VOC, as for 'train --data'; "
+                   "default: the one the bundle was fine-tuned on, if any, else the model's own)")
     p.add_argument("--max-drop", "--max-map-drop", dest="max_drop", type=float, default=1.0, metavar="N",
                    help="largest worsening of the task metric vs torch that still passes: points for mAP, top-1 "
                         "and mIoU, percent for style losses (default 1.0)")
@@ -310,8 +409,9 @@ def _cmd_verify(args) -> int:
     if args.json:
         check_file_target(args.json, "--json")
     report = verify_bundle(args.bundle, _backend_names(args.backend), val_images=args.val_images,
-                           max_drop=args.max_drop)
+                           max_drop=args.max_drop, data_dir=args.data)
     Console().print(verify_table(report))
+    print(f"measured on: {report['data']}")
     for note in report["notes"]:
         print(f"note: {note}")
     if args.json:

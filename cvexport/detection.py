@@ -162,6 +162,31 @@ def valid_detections(outputs: Mapping[str, np.ndarray], index: int) -> tuple[np.
     )
 
 
+def remove_small_boxes(boxes: np.ndarray, min_size: float = 1.0) -> np.ndarray:
+    """Indices of the boxes whose width and height are both at least ``min_size``.
+
+    A detection mapped back to the original picture (letterbox undone, clipped to the picture)
+    can collapse to nothing: a box lying on the letterbox padding comes back zero pixels high.
+    Such a box shows no object, so post-processing drops it, as torchvision's detectors do with
+    ``torchvision.ops.remove_small_boxes``. Numpy, so the runtime needs no torch.
+
+    Args:
+        boxes (ndarray[N, 4]) in (x1, y1, x2, y2) pixels of the original picture
+        min_size (float): smallest width and height kept, in pixels
+    Returns:
+        ndarray[K] int64: indices of the boxes kept, in increasing order. Inverted boxes
+        (x2 < x1 or y2 < y1) and boxes with NaN coordinates are not kept.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must be (N, 4), got shape {boxes.shape}")
+    widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    # Written so NaN compares false and is dropped.
+    return np.flatnonzero((widths >= min_size) & (heights >= min_size)).astype(np.int64)
+
+
 def _match_image(parity: DetectionParity, tolerance: DetectionTolerance, ref: tuple, test: tuple) -> None:
     """Greedy matching of one image's detections, highest IoU first, within each class."""
     ref_boxes, ref_scores, ref_classes = ref
@@ -425,11 +450,17 @@ class DetectionTask(Task):
     # ------------------------------------------------------------------------- results
     def to_predictions(self, outputs: dict[str, np.ndarray], letterboxes: Sequence, class_names: Sequence[str],
                        input_width: int, input_height: int) -> list[list[dict[str, Any]]]:
-        """Per image, a list of {"box": [x1, y1, x2, y2] pixels of the original, "class_id", "class_name", "score"}."""
+        """Per image, a list of {"box": [x1, y1, x2, y2] pixels of the original, "class_id", "class_name", "score"}.
+
+        A box narrower or lower than one pixel once mapped back to the original is dropped: it
+        lay on the letterbox padding and shows nothing of the picture (``remove_small_boxes``).
+        """
         results = []
         for index, box_map in enumerate(letterboxes):
             boxes, scores, classes = valid_detections(outputs, index)
             pixels = box_map.boxes_to_original(boxes, input_width, input_height)
+            keep = remove_small_boxes(pixels)
+            pixels, scores, classes = pixels[keep], scores[keep], classes[keep]
             results.append([
                 {"box": [round(float(v), 2) for v in box], "class_id": int(c), "class_name": class_names[int(c)],
                  "score": round(float(s), 5)}

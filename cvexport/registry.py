@@ -1,14 +1,22 @@
 """Model registry: one spec per model, iterated by the CLI, the tests and the benchmarks.
 
 Specs are cheap to import: the torch model and its weights are built only when asked for.
+
+A registered spec describes the shipped weights. Weights fine-tuned on a user's dataset
+(``cvexport train MODEL --data DIR``) record their class names and input size in the
+checkpoint's metadata; :meth:`ModelSpec.for_weights` gives the spec of such a checkpoint (same
+model, the checkpoint's classes and size, the network built for them), and :meth:`ModelSpec.load_model`
+builds the network the checkpoint was trained as, so every consumer of a spec (build, the task
+sections, the torch runner, bench) sees the classes the weights were trained for.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from cvexport.errors import CvexportError
 from cvexport.models.detection_data import CLASS_NAMES as DETECTION_CLASSES
@@ -31,18 +39,75 @@ class ModelSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     defaults: dict[str, Any] = field(default_factory=dict)
+    # (num_classes, input side) -> untrained module in eval mode, for weights trained on other
+    # classes or at another size; None: the model has no class list (style)
+    make: Callable[[int, int], Any] | None = None
+    # the dataset the weights were trained on (checkpoint metadata "dataset"); None: the shipped data
+    dataset: dict[str, Any] | None = None
 
     def weights_path(self) -> Path:
         return Path(str(resources.files("cvexport.models") / "weights" / self.weights))
 
+    def with_classes(self, class_names: Sequence[str], input_side: int | None = None,
+                     description: str | None = None, dataset: dict[str, Any] | None = None) -> "ModelSpec":
+        """This model for other classes (and input size): its network is built for them."""
+        if self.make is None:
+            raise CvexportError(f"model '{self.name}' has no class list to replace")
+        side = self.input_size[0] if input_side is None else int(input_side)
+        names = tuple(class_names)
+        return replace(self, class_names=names, input_size=(side, side),
+                       build=functools.partial(self.make, len(names), side),
+                       description=description or self.description, dataset=dataset)
+
+    def for_weights(self, weights: str | Path | None) -> "ModelSpec":
+        """The spec of the checkpoint ``weights`` (None: the shipped one, this spec): its class
+        names and input size where its metadata records others (weights fine-tuned on a user's
+        dataset), else this spec. A checkpoint of another model is a one-line error."""
+        from cvexport.checkpoint import read_metadata
+
+        if weights is None:
+            return self
+        path = Path(weights)
+        meta = read_metadata(path)
+        trained_for = meta.get("model")
+        if trained_for is not None and trained_for != self.name:
+            raise CvexportError(f"checkpoint {path} holds weights of model '{trained_for}', not '{self.name}'; "
+                                f"pass it to 'cvexport build {trained_for}' or use weights trained for '{self.name}'")
+        names = meta.get("class_names")
+        side = meta.get("input_size")
+        dataset = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else None
+        if self.make is None or names is None:
+            return self
+        if not (isinstance(names, list) and names and all(isinstance(n, str) and n.strip() for n in names)
+                and len(set(names)) == len(names)):
+            raise CvexportError(f"checkpoint {path} records class_names {str(names)[:120]}, not a list of distinct "
+                                "non-empty names; re-train it with 'cvexport train'")
+        if side is not None and not (isinstance(side, int) and 32 <= side <= 2048):
+            raise CvexportError(f"checkpoint {path} records input_size {side!r}, not a side of 32..2048 pixels; "
+                                "re-train it with 'cvexport train'")
+        if tuple(names) == self.class_names and side in (None, self.input_size[0]) and dataset is None:
+            return self
+        side = side or self.input_size[0]
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        trained_on = (f"the {dataset.get('format', 'user')} dataset '{Path(str(dataset.get('path', '?'))).name}'"
+                      if dataset is not None else f"checkpoint {path.name}")
+        description = (f"{meta.get('architecture', self.name)} fine-tuned on {trained_on}, {len(names)} classes "
+                       f"({shown}), {side}x{side}")
+        return self.with_classes(names, side, description, dataset)
+
     def load_model(self, weights: str | Path | None = None):
-        """The torch model with trained weights (shipped ones unless ``weights`` is given)."""
+        """The torch model with trained weights (shipped ones unless ``weights`` is given), built
+        for the classes and input size the checkpoint records (see :meth:`for_weights`)."""
         from cvexport.checkpoint import load_checkpoint
 
         path = Path(weights) if weights is not None else self.weights_path()
+        spec = self.for_weights(path) if weights is not None else self
         tensors, _ = load_checkpoint(path)
-        model = self.build()
-        missing, unexpected = model.load_state_dict(tensors, strict=False)
+        model = spec.build()
+        try:
+            missing, unexpected = model.load_state_dict(tensors, strict=False)
+        except RuntimeError:  # a tensor of another shape (another class count than recorded)
+            missing, unexpected = ["(shape mismatch)"], []
         if missing or unexpected:
             raise CvexportError(
                 f"checkpoint {path} does not fit model '{self.name}' "
@@ -52,6 +117,12 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+
+
+def bundle_spec(bundle) -> ModelSpec:
+    """The spec of the weights a bundle was built from (their class names and input size)."""
+    spec = get_spec(bundle.manifest["model"])
+    return spec.for_weights(bundle.weights_path) if "weights" in bundle.manifest else spec
 
 
 def register_model(spec: ModelSpec) -> ModelSpec:
@@ -71,10 +142,14 @@ def get_spec(name: str) -> ModelSpec:
     return _REGISTRY[name]
 
 
-def _build_tinyssd():
+def _make_tinyssd(num_classes: int, input_side: int):
     from cvexport.models.tinyssd import TinySSD
 
-    return TinySSD(num_classes=len(DETECTION_CLASSES)).eval()
+    return TinySSD(num_classes=num_classes, input_size=input_side).eval()
+
+
+def _build_tinyssd():
+    return _make_tinyssd(len(DETECTION_CLASSES), 256)
 
 
 register_model(
@@ -89,22 +164,35 @@ register_model(
         metric="mAP@0.5",
         trainer="cvexport.models.ssd_training",
         defaults={"score_threshold": 0.25, "iou_threshold": 0.45, "max_detections": 100},
+        make=_make_tinyssd,
     )
 )
 
 
-def _build_classifier():
-    from cvexport.models.classification_data import TARGET_CLASSES
+def _make_classifier(num_classes: int, input_side: int = 0):
+    # ResNet-18 pools globally: any input side fits the same network.
     from cvexport.models.classifier import build_classifier
 
-    return build_classifier(len(TARGET_CLASSES)).eval()
+    return build_classifier(num_classes).eval()
+
+
+def _build_classifier():
+    from cvexport.models.classification_data import TARGET_CLASSES
+
+    return _make_classifier(len(TARGET_CLASSES))
+
+
+def _make_fcn(num_classes: int, input_side: int = 0):
+    # Fully convolutional: any input side that is a multiple of 32 fits the same network.
+    from cvexport.models.fcn import build_fcn
+
+    return build_fcn(num_classes).eval()
 
 
 def _build_fcn():
-    from cvexport.models.fcn import build_fcn
     from cvexport.models.segmentation_data import SEG_CLASSES
 
-    return build_fcn(len(SEG_CLASSES)).eval()
+    return _make_fcn(len(SEG_CLASSES))
 
 
 def _register_resnet_models() -> None:
@@ -123,6 +211,7 @@ def _register_resnet_models() -> None:
             build=_build_classifier,
             metric="top-1",
             trainer="cvexport.models.classifier_training",
+            make=_make_classifier,
         )
     )
     register_model(
@@ -137,6 +226,7 @@ def _register_resnet_models() -> None:
             build=_build_fcn,
             metric="mIoU",
             trainer="cvexport.models.fcn_training",
+            make=_make_fcn,
         )
     )
 

@@ -2,8 +2,10 @@
 
 The synthesized image starts as the content image and is optimized directly with Adam
 (lr 0.3, step decay x0.8 every 50 steps) against the perceptual loss of
-cvexport.models.style_loss: content 1, style 1e3, total variation 10, on the random-weight
-VGG-19 of cvexport.models.vgg_features (ImageNet weights cannot be downloaded here).
+cvexport.models.style_loss: content 1, style 1e3, total variation 10, on the VGG-19 features of
+cvexport.models.vgg_features: the user's torchvision ImageNet VGG-19 when given
+(``vgg_weights``; the CLI also finds it in the torch hub cache), else the project's random-weight
+VGG-19 (nothing is downloaded).
 """
 
 from __future__ import annotations
@@ -35,21 +37,26 @@ def _fit(image: np.ndarray, what: str, height: int | None = None, width: int | N
 
 
 def stylize(content: np.ndarray, style: np.ndarray, steps: int = DEFAULT_STEPS, lr: float = 0.3,
-            size: int = DEFAULT_SIZE, progress: bool = True) -> tuple[np.ndarray, list[dict[str, float]]]:
+            size: int = DEFAULT_SIZE, progress: bool = True,
+            vgg_weights=None) -> tuple[np.ndarray, list[dict[str, float]]]:
     """Render ``content`` in the style of ``style`` (both uint8 RGB (H, W, 3), any sizes).
 
     The content image is resized so its long side is ``size``, the style image to the same shape.
+    ``vgg_weights``: a :class:`cvexport.pretrained.PretrainedFile` of a torchvision VGG-19 for the
+    features (None: the random-weight VGG-19).
     Returns (uint8 RGB image at that working size, per-step losses [{"step", "total", "content",
     "style", "tv"}] measured before each update, weighted as summed).
     """
     import torch
 
     from cvexport.models.style_loss import PerceptualLoss, uint8_to_tensor
+    from cvexport.models.vgg_features import using_vgg_weights
     from cvexport.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
     content = _fit(content, "content", long_side=size)
     style = _fit(style, "style", *content.shape[:2])
-    loss = PerceptualLoss(uint8_to_tensor(style))
+    with using_vgg_weights(vgg_weights):  # the loss builds its VGG-19 features here, once
+        loss = PerceptualLoss(uint8_to_tensor(style))
     x0 = uint8_to_tensor(content)
     targets = loss.content_targets(x0)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)

@@ -10,6 +10,11 @@ PyTorch fp32 reference (backend "torch") on the very same network inputs:
   by more than ``max_drop`` (points for fractions such as mAP, percent for losses).
 - output parity: the task's comparison of raw outputs (detections matched by class and IoU,
   top-1 agreement, pixel agreement, PSNR) within the tolerance of the bundle's precision.
+
+A bundle built from weights fine-tuned on a user's dataset is measured on that dataset's val
+split: the one given with ``--data DIR`` (its classes must be the bundle's), else the one its
+manifest records when it is still there. The metric is the same evaluator on the same path
+(COCO mAP, top-1, mIoU; VOC's void pixels left out).
 """
 
 from __future__ import annotations
@@ -59,15 +64,48 @@ def _row(task, backend: str, metrics: dict[str, float], reference: dict[str, flo
     return row
 
 
+def recorded_dataset(record: dict[str, Any], task: str, class_names: Sequence[str]):
+    """The user dataset a checkpoint or manifest records (``dataset``: format, path, sha256),
+    opened and checked, with the classes the weights were trained for; a one-line error when it
+    is gone or has other classes."""
+    from pathlib import Path
+
+    from cvexport.models.user_datasets import check_classes, open_dataset
+
+    path = Path(str(record.get("path", "")))
+    if not path.is_dir():
+        raise CvexportError(f"the weights were trained on the {record.get('format', 'user')} dataset at {path}, which "
+                            "is not there; pass --data DIR with its val split")
+    data = open_dataset(task, path)
+    check_classes(data, class_names, "the weights were trained for")
+    return data
+
+
+def bundle_dataset(bundle: Bundle, data_dir: str | None):
+    """The user dataset to verify ``bundle`` on: ``data_dir`` (checked against the bundle's
+    classes), else the one its manifest records; None for a bundle of the shipped data."""
+    from cvexport.models.user_datasets import check_classes, open_dataset
+
+    if data_dir is not None:
+        data = open_dataset(bundle.task, data_dir, bundle.manifest["model"])
+        check_classes(data, bundle.class_names, f"bundle {bundle.path} was built for")
+        return data
+    if "dataset" in bundle.manifest:
+        return recorded_dataset(bundle.manifest["dataset"], bundle.task, bundle.class_names)
+    return None
+
+
 def verify_rows(bundle: Bundle | str, backends: Sequence[str] = ("ort",), val_images: int | None = None,
                 max_drop: float = DEFAULT_MAX_DROP, log: Callable[[str], None] | None = None,
-                warn: Callable[[str], None] = stderr_warning) -> list[dict[str, Any]]:
+                warn: Callable[[str], None] = stderr_warning, data=None) -> list[dict[str, Any]]:
     """One row per backend, the torch reference first (see the module docstring).
 
     Each row: backend, the task's metric values, ``<key>_drop`` per metric, parity (the full
     statistics), parity_summary, metric_passed, parity_passed, passed, reasons (why it failed;
     empty when it passed). Backends that cannot run here are an error when they are the only
-    one asked for, else skipped with a warning.
+    one asked for, else skipped with a warning. ``data``: a user dataset
+    (:class:`cvexport.models.user_datasets.UserDataset`) whose val split replaces the model's own
+    (default: the one the bundle's manifest records, if any).
     """
     from cvexport.registry import get_spec
     from cvexport.runtime.predictor import finish_batch, prepare_batch
@@ -85,6 +123,8 @@ def verify_rows(bundle: Bundle | str, backends: Sequence[str] = ("ort",), val_im
                             "against it, e.g. --backend ort")
     task = get_task(bundle.task)
     tolerance, tolerance_note = tolerance_for(task, bundle.precision)
+    if data is None:
+        data = bundle_dataset(bundle, None)
 
     runners = {REFERENCE: create_runner(bundle, REFERENCE)}
     try:
@@ -94,7 +134,10 @@ def verify_rows(bundle: Bundle | str, backends: Sequence[str] = ("ort",), val_im
                 runners[name] = runner
         if names and len(runners) == 1:
             raise CvexportError(f"none of the backends {', '.join(names)} can run here (see the warnings above)")
-        images, truths = task.val_samples(get_spec(bundle.manifest["model"]), val_images)
+        if data is not None:
+            images, truths = data.images_and_truths("val", val_images)
+        else:
+            images, truths = task.val_samples(get_spec(bundle.manifest["model"]), val_images)
         predictions: dict[str, list] = {name: [] for name in runners}
         parity_precision = bundle.precision if tolerance_note is None else FALLBACK_PRECISION
         parity = {name: task.new_parity(parity_precision) for name in runners if name != REFERENCE}
@@ -110,7 +153,11 @@ def verify_rows(bundle: Bundle | str, backends: Sequence[str] = ("ort",), val_im
         for runner in runners.values():
             runner.close()
 
-    metrics = {name: task.metrics(preds, truths, bundle) for name, preds in predictions.items()}
+    if data is not None:  # e.g. VOC's void pixels are no class to score
+        metrics = {name: task.metrics(*data.metric_inputs(preds, truths), bundle)
+                   for name, preds in predictions.items()}
+    else:
+        metrics = {name: task.metrics(preds, truths, bundle) for name, preds in predictions.items()}
     rows = [_row(task, name, metrics[name], metrics[REFERENCE], parity.get(name), tolerance, max_drop)
             for name in runners]
     if log is not None:
@@ -131,14 +178,16 @@ def _summary_line(task, row: dict[str, Any], images: int) -> str:
 
 def verify_bundle(bundle: Bundle | str, backends: Sequence[str] = ("ort",), val_images: int | None = None,
                   max_drop: float = DEFAULT_MAX_DROP, log: Callable[[str], None] | None = None,
-                  warn: Callable[[str], None] = stderr_warning) -> dict[str, Any]:
-    """The full report: bundle, settings, tolerance used, notes, ``rows`` (``verify_rows``) and ``passed``."""
+                  warn: Callable[[str], None] = stderr_warning, data_dir: str | None = None) -> dict[str, Any]:
+    """The full report: bundle, settings, tolerance used, notes, ``rows`` (``verify_rows``) and
+    ``passed``; ``data_dir``: the user dataset whose val split to measure on (see the module docstring)."""
     from cvexport.tasks import get_task
 
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     task = get_task(bundle.task)
     val_images = DEFAULT_VAL_IMAGES if val_images is None else val_images
-    rows = verify_rows(bundle, backends, val_images, max_drop, log=log, warn=warn)
+    data = bundle_dataset(bundle, data_dir)
+    rows = verify_rows(bundle, backends, val_images, max_drop, log=log, warn=warn, data=data)
     tolerance, tolerance_note = tolerance_for(task, bundle.precision)
     note = task.metric_note(bundle.manifest)
     notes = [note] if note else []
@@ -150,7 +199,8 @@ def verify_bundle(bundle: Bundle | str, backends: Sequence[str] = ("ort",), val_
         "task": bundle.task,
         "precision": bundle.precision,
         "split": "val",
-        "val_images": val_images,
+        "data": data.describe() if data is not None else "the model's own val split",
+        "val_images": min(val_images, len(data.splits["val"])) if data is not None else val_images,
         "score_threshold": bundle.manifest.get("postprocess", {}).get("score_threshold"),
         "metrics": [{"key": m.key, "label": m.label, "higher_is_better": m.higher_is_better, "unit": m.unit}
                     for m in task.METRICS],

@@ -12,6 +12,12 @@ Every sample is a pure function of (dataset, split, index, seed); classes are ba
 (label = index mod number of classes) and train/val come from different seeds.
 Shapes are lists of primitives in unit-box coordinates, so one drawer serves every
 shape and the segmentation dataset reuses it (``shape_mask``, ``fill_pattern``).
+
+Camera frames (``make_frame``) put the same objects on frames of other shapes (16:9, 4:3, 9:16
+for val; random with camera effects for training), fitted to the network input by the
+runtime's letterbox (``fit_to_input``). The object is sized relative to the frame's short side,
+as a photograph of one object is framed: on a 16:9 frame it ends up smaller in the network input
+than on a square one, which is what letterboxing does to a classifier's input.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cvexport.images import Letterbox
+from cvexport.models import camera_frames
 from cvexport.models.photos import random_background
 
 INPUT_SIZE = 64  # ResNet-18 trains at ~0.2 s per batch of 64 on 2 CPU cores at this size
@@ -27,6 +35,7 @@ TARGET_TRAIN_SIZE = 4800  # 600 per class (80 per class: val top-1 0.81; 240: 0.
 SPLIT_SEEDS = {"train": 0, "val": 1}
 DATASET_SEEDS = {"source": 10, "target": 20}
 MIN_SCALE, MAX_SCALE = 0.45, 0.9  # object box side, as a fraction of the image side
+FRAME_STREAM = 1  # random stream of camera frames, apart from the square samples
 
 
 def _star(points: int = 5, inner: float = 0.45) -> list[tuple[float, float]]:
@@ -127,29 +136,62 @@ def fill_pattern(fill: str, size: int | tuple[int, int], rng: np.random.Generato
 
 
 def random_box(rng: np.random.Generator, side: float, min_scale: float, max_scale: float,
-               canvas: int) -> tuple[float, float, float, float]:
+               canvas: int | tuple[int, int]) -> tuple[float, float, float, float]:
     """Pixel box (x1, y1, x2, y2) of scale sqrt(w*h) in [min, max] x ``side`` (aspect 2:3 to 3:2),
-    placed uniformly inside a ``canvas``-pixel square."""
+    placed uniformly inside a ``canvas``-pixel square or a (height, width) canvas (a side longer
+    than the canvas is cut to it)."""
+    canvas_h, canvas_w = (canvas, canvas) if isinstance(canvas, int) else canvas
     scale = rng.uniform(min_scale, max_scale) * side
     aspect = float(np.exp(rng.uniform(np.log(2 / 3), np.log(3 / 2))))
-    w, h = min(scale * np.sqrt(aspect), canvas - 1), min(scale / np.sqrt(aspect), canvas - 1)
-    x1, y1 = rng.uniform(0, canvas - w), rng.uniform(0, canvas - h)
+    w, h = min(scale * np.sqrt(aspect), canvas_w - 1), min(scale / np.sqrt(aspect), canvas_h - 1)
+    x1, y1 = rng.uniform(0, canvas_w - w), rng.uniform(0, canvas_h - h)
     return float(x1), float(y1), float(x1 + w), float(y1 + h)
 
 
-def make_sample(dataset: str, split: str, index: int, seed: int = 0, size: int = INPUT_SIZE) -> ClassificationSample:
-    """One deterministic sample: a (size, size, 3) uint8 image and its class index."""
+def _rng(dataset: str, split: str, index: int, seed: int, *stream: int) -> np.random.Generator:
     if dataset not in CLASSES:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(CLASSES)}")
     if split not in SPLIT_SEEDS:
         raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLIT_SEEDS)}")
-    rng = np.random.default_rng([seed, DATASET_SEEDS[dataset], SPLIT_SEEDS[split], index])
-    label = index % len(CLASSES[dataset])
+    return np.random.default_rng([seed, DATASET_SEEDS[dataset], SPLIT_SEEDS[split], index, *stream])
+
+
+def _shape_and_fill(dataset: str, label: int, rng: np.random.Generator) -> tuple[str, str]:
     if dataset == "source":
-        shape, fill = SOURCE_SHAPES[label // len(FILLS)], FILLS[label % len(FILLS)]
-    else:
-        shape, fill = TARGET_CLASSES[label], FILLS[rng.integers(len(FILLS))]
-    image = random_background(rng, size)
-    mask = shape_mask(shape, random_box(rng, size, MIN_SCALE, MAX_SCALE, size), size, int(rng.integers(4)))
-    image = np.where(mask[..., None], fill_pattern(fill, size, rng), image)
-    return ClassificationSample(image=np.ascontiguousarray(image, dtype=np.uint8), label=label)
+        return SOURCE_SHAPES[label // len(FILLS)], FILLS[label % len(FILLS)]
+    return TARGET_CLASSES[label], FILLS[rng.integers(len(FILLS))]
+
+
+def _draw_object(rng: np.random.Generator, image: np.ndarray, shape: str, fill: str) -> np.ndarray:
+    """``image`` (H, W, 3) with one ``shape`` object, its side relative to the image's short side."""
+    canvas = image.shape[:2]
+    mask = shape_mask(shape, random_box(rng, min(canvas), MIN_SCALE, MAX_SCALE, canvas), canvas, int(rng.integers(4)))
+    return np.ascontiguousarray(np.where(mask[..., None], fill_pattern(fill, canvas, rng), image), dtype=np.uint8)
+
+
+def make_sample(dataset: str, split: str, index: int, seed: int = 0, size: int = INPUT_SIZE) -> ClassificationSample:
+    """One deterministic sample: a (size, size, 3) uint8 image and its class index."""
+    rng = _rng(dataset, split, index, seed)
+    label = index % len(CLASSES[dataset])
+    shape, fill = _shape_and_fill(dataset, label, rng)
+    return ClassificationSample(image=_draw_object(rng, random_background(rng, size), shape, fill), label=label)
+
+
+def make_frame(dataset: str, split: str, index: int, seed: int = 0, view: str = "camera", size: int = INPUT_SIZE,
+               effects: bool = False) -> ClassificationSample:
+    """One deterministic camera frame, shaped by ``view`` (``camera_frames.VIEW_ASPECTS``) for a
+    network of side ``size``; ``effects`` adds random camera effects (drawn after the scene)."""
+    rng = _rng(dataset, split, index, seed, FRAME_STREAM, camera_frames.view_names().index(view))
+    label = index % len(CLASSES[dataset])
+    shape, fill = _shape_and_fill(dataset, label, rng)
+    height, width = camera_frames.frame_shape(rng, view, size)
+    image = _draw_object(rng, camera_frames.frame_background(rng, height, width), shape, fill)
+    if effects:
+        image = camera_frames.camera_effects(image, rng)
+    return ClassificationSample(image=image, label=label)
+
+
+def fit_to_input(frame: ClassificationSample, size: int = INPUT_SIZE) -> tuple[ClassificationSample, Letterbox]:
+    """``frame`` as the network gets it (the runtime's letterbox to ``size`` square)."""
+    image, box_map = camera_frames.fit_image(frame.image, size)
+    return ClassificationSample(image=image, label=frame.label), box_map

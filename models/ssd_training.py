@@ -3,6 +3,12 @@
 Loss as taught: cross-entropy on anchor classes plus L1 on the offsets of positive
 anchors. Negatives are hard-mined at 3:1 (the SSD paper's ratio) so the thousands of
 easy background anchors do not drown the few positives.
+
+Evaluation follows what users get: each val picture is letterboxed to the input as the
+runtime does, detections are mapped back to the picture and those that collapse there are
+dropped (``remove_small_boxes``). Square val (the letterbox is then the identity) and
+letterboxed camera frames (16:9, 4:3, 9:16) are reported apart, with a count of "ghosts":
+detections lying mostly on the letterbox padding, where there is nothing to detect.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cvexport.metrics import ImageDetections, detection_map
-from cvexport.models.detection_data import CLASS_NAMES, make_sample
+from cvexport.models.camera_frames import content_box, metric_suffix
+from cvexport.models.detection_data import CLASS_NAMES, fit_to_input, make_frame, make_sample
 from cvexport.models.tinyssd import INPUT_SIZE, TinySSD
+from cvexport.detection import remove_small_boxes
 from cvexport.ops.boxes import assign_anchors, encode_offsets
 from cvexport.ops.detection import NmsConfig, postprocess
 from cvexport.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_float_nchw
@@ -29,6 +37,15 @@ MIN_NEGATIVES = 16
 VAL_SIZE = 256
 # mAP is measured at a low score threshold, as COCO evaluation expects ranked detections.
 EVAL_NMS = NmsConfig(score_threshold=0.01, iou_threshold=0.45, max_detections=100)
+# Ghosts are counted among the detections a user sees: the bundles' default score threshold.
+GHOST_SCORE = 0.25
+GHOST_PADDING_SHARE = 0.5  # a ghost has more than this share of its area on the padding
+# Val views: "square" is the original val split; the others are camera frames (detection_data.make_frame).
+EVAL_VIEWS = ("square", "16:9", "4:3", "9:16")
+# Training data of a phase (TrainConfig.extra["data"]): square samples; camera frames of random
+# shape with camera effects, letterboxed as the runtime does; or "mixed", half of each (even
+# indices square, odd ones camera frames): fine-tuning on frames alone cost 2 points on square val.
+DATA_KINDS = ("square", "camera", "mixed")
 
 
 def images_to_tensor(images: list[np.ndarray]) -> Tensor:
@@ -52,8 +69,24 @@ def label_anchors(anchors: Tensor, boxes: Tensor, labels: Tensor) -> tuple[Tenso
     return cls_target, offsets, positive
 
 
-def make_batch(indices: np.ndarray, anchors: Tensor, split: str = "train", seed: int = 0) -> dict[str, Tensor]:
-    samples = [make_sample(split, int(i), seed=seed, size=INPUT_SIZE) for i in indices]
+def training_samples(indices, data: str = "square", split: str = "train", seed: int = 0) -> list:
+    """The samples a batch is made of, as the network gets them (DetectionSample, boxes
+    normalized to the network input); ``data`` is one of DATA_KINDS."""
+    if data == "square":
+        return [make_sample(split, int(i), seed=seed, size=INPUT_SIZE) for i in indices]
+    if data == "camera":
+        return [fit_to_input(make_frame(split, int(i), seed=seed, size=INPUT_SIZE, effects=True), INPUT_SIZE)[0]
+                for i in indices]
+    if data == "mixed":
+        indices = [int(i) for i in indices]
+        return (training_samples([i for i in indices if i % 2 == 0], "square", split, seed)
+                + training_samples([i for i in indices if i % 2 == 1], "camera", split, seed))
+    raise ValueError(f"unknown training data {data!r}; expected one of {DATA_KINDS}")
+
+
+def make_batch(indices: np.ndarray, anchors: Tensor, split: str = "train", seed: int = 0,
+               data: str = "square") -> dict[str, Tensor]:
+    samples = training_samples(indices, data, split, seed)
     targets = [
         label_anchors(anchors, torch.from_numpy(s.boxes), torch.from_numpy(s.labels)) for s in samples
     ]
@@ -81,27 +114,70 @@ def multibox_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, d
     return cls_loss + box_loss, {"cls": float(cls_loss.detach()), "box": float(box_loss.detach())}
 
 
+def val_pictures(view: str, indices, seed: int = 0) -> list:
+    """Val pictures of ``view`` as users pass them (DetectionSample, boxes normalized to the picture)."""
+    if view == "square":
+        return [make_sample("val", int(i), seed=seed, size=INPUT_SIZE) for i in indices]
+    return [make_frame("val", int(i), seed=seed, view=view, size=INPUT_SIZE) for i in indices]
+
+
+def padding_share(boxes: np.ndarray, content: np.ndarray) -> np.ndarray:
+    """Share of each box's area outside ``content`` (the picture in the network input), i.e. on
+    the padding. boxes (ndarray[D, 4]) and content (ndarray[4]) in (x1, y1, x2, y2), normalized;
+    a box with no area counts as all padding (none of it shows the picture)."""
+    boxes = np.clip(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), 0.0, 1.0)
+    area = (boxes[:, 2] - boxes[:, 0]).clip(min=0) * (boxes[:, 3] - boxes[:, 1]).clip(min=0)
+    inside_w = (np.minimum(boxes[:, 2], content[2]) - np.maximum(boxes[:, 0], content[0])).clip(min=0)
+    inside_h = (np.minimum(boxes[:, 3], content[3]) - np.maximum(boxes[:, 1], content[1])).clip(min=0)
+    inside = np.divide(inside_w * inside_h, area, out=np.zeros_like(area), where=area > 0)
+    return 1.0 - inside
+
+
 @torch.no_grad()
-def evaluate_map(model: nn.Module, size: int = VAL_SIZE, seed: int = 0, batch_size: int = 32) -> dict[str, float]:
-    """mAP@0.5 and mAP@0.5:0.95 of the PyTorch reference pipeline on the first ``size`` val images."""
+def evaluate_view(model: nn.Module, view: str = "square", size: int = VAL_SIZE, seed: int = 0,
+                  batch_size: int = 32) -> dict[str, float]:
+    """Metrics on the first ``size`` val pictures of ``view``, through the users' path: letterbox,
+    network, NMS, boxes mapped back to each picture, collapsed boxes dropped.
+
+    Returns (names suffixed by ``camera_frames.metric_suffix(view)``): ``val_map50`` / ``val_map``
+    (COCO mAP@0.5 and mAP@0.5:0.95, in pixels of each picture), ``val_ghosts`` (detections at GHOST_SCORE with
+    more than GHOST_PADDING_SHARE of their area on the padding, before anything is dropped) and
+    ``val_collapsed`` (detections at GHOST_SCORE that ``remove_small_boxes`` drops).
+    """
     model.eval()
     predictions, ground_truth = [], []
+    ghosts = collapsed = 0
     for start in range(0, size, batch_size):
-        samples = [make_sample("val", i, seed=seed, size=INPUT_SIZE) for i in range(start, min(size, start + batch_size))]
-        cls_logits, offsets = model(images_to_tensor([s.image for s in samples]))
+        pictures = val_pictures(view, range(start, min(size, start + batch_size)), seed)
+        fitted = [fit_to_input(picture, INPUT_SIZE) for picture in pictures]
+        cls_logits, offsets = model(images_to_tensor([sample.image for sample, _ in fitted]))
         out = postprocess(cls_logits, offsets, model.anchors, EVAL_NMS)
-        for b, sample in enumerate(samples):
+        for b, (picture, (_, box_map)) in enumerate(zip(pictures, fitted)):
             n = int(out["num_detections"][b, 0])
-            predictions.append(
-                ImageDetections(
-                    boxes=out["detection_boxes"][b, :n].numpy() * INPUT_SIZE,
-                    classes=out["detection_classes"][b, :n].numpy(),
-                    scores=out["detection_scores"][b, :n].numpy(),
-                )
-            )
-            ground_truth.append(ImageDetections(boxes=sample.boxes * INPUT_SIZE, classes=sample.labels))
+            boxes = out["detection_boxes"][b, :n].numpy()
+            scores = out["detection_scores"][b, :n].numpy()
+            classes = out["detection_classes"][b, :n].numpy()
+            shown = scores >= GHOST_SCORE
+            ghosts += int((padding_share(boxes[shown], content_box(box_map, INPUT_SIZE)) > GHOST_PADDING_SHARE).sum())
+            pixels = box_map.boxes_to_original(boxes, INPUT_SIZE, INPUT_SIZE)
+            keep = remove_small_boxes(pixels)
+            collapsed += int(shown.sum()) - int(shown[keep].sum())
+            predictions.append(ImageDetections(boxes=pixels[keep], classes=classes[keep], scores=scores[keep]))
+            height, width = picture.image.shape[:2]
+            scale = np.array([width, height, width, height], dtype=np.float64)
+            ground_truth.append(ImageDetections(boxes=picture.boxes.astype(np.float64) * scale, classes=picture.labels))
     metrics = detection_map(predictions, ground_truth, CLASS_NAMES)
-    return {"val_map50": metrics["map50"], "val_map": metrics["map"], "val_images": size}
+    key = metric_suffix(view)
+    return {f"val_map50{key}": metrics["map50"], f"val_map{key}": metrics["map"],
+            f"val_ghosts{key}": ghosts, f"val_collapsed{key}": collapsed}
+
+
+def evaluate_map(model: nn.Module, size: int = VAL_SIZE, seed: int = 0, views=EVAL_VIEWS) -> dict[str, float]:
+    """:func:`evaluate_view` on every view of ``views``, plus ``val_images`` (pictures per view)."""
+    record: dict[str, float] = {}
+    for view in views:
+        record.update(evaluate_view(model, view, size=size, seed=seed))
+    return {**record, "val_images": size}
 
 
 def default_config() -> list[Any]:
@@ -111,7 +187,10 @@ def default_config() -> list[Any]:
     0.873 after it, 39 min on 2 CPU cores). Phases 2 and 3: warm restarts (fresh momentum,
     new cosine cycle, lower peak rate) over the larger train split 0..8191 (0.894 after
     phase 2, 0.896 after phase 3). Phase 4: one more restart at the phase-2 rate with a new
-    shuffling seed (0.905 after it; 12.5 min).
+    shuffling seed (0.905 after it; 12.5 min). Up to here the data is square samples only,
+    and on letterboxed 16:9 frames the model reported boxes on the padding (issue #13).
+    Phase 5: fine-tuning on square samples and camera frames together (``extra["data"] =
+    "mixed"``; frames of random aspect ratio and size, camera effects, the runtime's letterbox).
     """
     from cvexport.models.training import TrainConfig
 
@@ -120,30 +199,64 @@ def default_config() -> list[Any]:
         TrainConfig(epochs=3, batch_size=32, train_size=8192, lr=0.02, warmup_steps=20, seed=0),
         TrainConfig(epochs=2, batch_size=32, train_size=8192, lr=0.01, warmup_steps=10, seed=0),
         TrainConfig(epochs=2, batch_size=32, train_size=8192, lr=0.02, warmup_steps=20, seed=1),
+        TrainConfig(epochs=3, batch_size=32, train_size=8192, lr=0.01, warmup_steps=20, seed=2,
+                    extra={"data": "mixed"}),
+        TrainConfig(epochs=3, batch_size=32, train_size=8192, lr=0.02, warmup_steps=20, seed=3,
+                    extra={"data": "mixed"}),
     ]
+
+
+def phase_data(config: Any) -> str:
+    """Which DATA_KINDS a phase trains on (square samples unless its config says otherwise)."""
+    return config.extra.get("data", "square")
+
+
+def write_contact_sheet(run_dir: str | Path, phases: list[Any], seed: int = 0, per_kind: int = 8) -> Path:
+    """A contact sheet of the first ``per_kind`` training samples of each kind of data the
+    phases use, as the network gets them, with their boxes (``run_dir/contact_sheet.png``)."""
+    from cvexport.models.contact_sheet import FILE_NAME, detection_cell, save_contact_sheet
+
+    kinds = list(dict.fromkeys(phase_data(config) for config in phases))
+    cells = [detection_cell(sample.image, sample.boxes, sample.labels, CLASS_NAMES)
+             for kind in kinds for sample in training_samples(range(per_kind), kind, "train", seed)]
+    return save_contact_sheet(Path(run_dir) / FILE_NAME, cells, columns=per_kind // 2)
+
+
+def train_phases(model: TinySSD, phases: list[Any], run_dir: str | Path, val_size: int = VAL_SIZE,
+                 first: int = 1) -> dict[str, Any]:
+    """Train ``model`` through ``phases[first - 1:]``, phase N keeping its checkpoints in
+    ``run_dir/phaseN`` (an interrupted run resumes where it stopped); val metrics are measured
+    after the last phase. The data seed stays the first phase's: every phase reads the same splits."""
+    from cvexport.models.training import fit
+
+    anchors = model.anchors
+    data_seed = phases[0].seed
+    record: dict[str, Any] = {}
+    for number, config in enumerate(phases, start=1):
+        if number < first:
+            continue
+        last = number == len(phases)
+        record = fit(
+            model,
+            make_batch=lambda idx, data=phase_data(config): make_batch(idx, anchors, "train", data_seed, data),
+            loss_fn=multibox_loss,
+            config=config,
+            run_dir=Path(run_dir) / f"phase{number}",
+            evaluate=(lambda m: evaluate_map(m, size=val_size, seed=data_seed)) if (val_size and last) else None,
+        )
+    return record
 
 
 def train(run_dir: str | Path, phases: list[Any], val_size: int = VAL_SIZE) -> tuple[TinySSD, dict[str, Any]]:
     """Train TinySSD from scratch through ``phases``; returns the model (eval mode) and the final
-    metrics record (val mAP measured after the last phase). Each phase keeps its checkpoints in
-    ``run_dir/phaseN`` so an interrupted run resumes where it stopped."""
-    from cvexport.models.training import fit, seed_everything
+    metrics record (val metrics of every view measured after the last phase). Writes the contact
+    sheet of the training data first, so it can be looked at while training runs."""
+    from cvexport.models.training import seed_everything
 
+    write_contact_sheet(run_dir, phases, seed=phases[0].seed)
     seed_everything(phases[0].seed)
     model = TinySSD(num_classes=len(CLASS_NAMES)).to(memory_format=torch.channels_last)
-    anchors = model.anchors
-    record: dict[str, Any] = {}
-    for number, config in enumerate(phases, start=1):
-        last = number == len(phases)
-        record = fit(
-            model,
-            # The data seed stays the first phase's: every phase reads the same train split.
-            make_batch=lambda idx: make_batch(idx, anchors, "train", phases[0].seed),
-            loss_fn=multibox_loss,
-            config=config,
-            run_dir=Path(run_dir) / f"phase{number}",
-            evaluate=(lambda m: evaluate_map(m, size=val_size, seed=phases[0].seed)) if (val_size and last) else None,
-        )
+    record = train_phases(model, phases, run_dir, val_size)
     model.eval()
     return model, record
 

@@ -20,27 +20,97 @@ are almost never active on photographs (gains of 100x+), and a single Adam step 
 raised the loss 3x. Per-layer scaling keeps the loss smooth and brings the style term to the
 same order as total variation under the issue's weights 1 / 1e3 / 10 (He scale alone leaves
 style ~10x weaker than TV).
+
+A user who has torchvision's ImageNet VGG-19 (``--vgg-weights FILE`` or the torch hub cache, see
+:mod:`cvexport.pretrained`) gets those weights instead, as the course uses them: as they are,
+without the rescaling above (the course's loss weights were chosen for them). Callers choose
+with :func:`using_vgg_weights` around the code that builds the loss, so the loss modules that
+build the features need no new argument; :func:`vgg_record` says in a checkpoint which
+features a network was trained with.
 """
 
 from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 VGG_SEED = 19
+RANDOM_VGG = f"random VGG-19 (seed {VGG_SEED}, per-layer normalized on photographs)"
+
+# The ImageNet VGG-19 chosen by using_vgg_weights: (PretrainedFile, its features' tensors), or None.
+_selected: tuple[Any, dict[str, Tensor]] | None = None
 
 
-def vgg19_features(max_layer: int = 28, seed: int = VGG_SEED) -> nn.Sequential:
+@contextlib.contextmanager
+def using_vgg_weights(found) -> Iterator[None]:
+    """Within the block, :func:`vgg19_features` takes its weights from ``found`` (a
+    :class:`cvexport.pretrained.PretrainedFile` of a torchvision VGG-19, read and checked here,
+    once); None keeps the random features."""
+    global _selected
+    from cvexport.pretrained import vgg19_feature_weights
+
+    previous = _selected
+    _selected = None if found is None else (found, vgg19_feature_weights(found))
+    try:
+        yield
+    finally:
+        _selected = previous
+
+
+def vgg_record() -> dict[str, Any]:
+    """Which features :func:`vgg19_features` builds now, as a checkpoint records it."""
+    if _selected is None:
+        return {"features": RANDOM_VGG}
+    return {"features": "torchvision VGG-19", **_selected[0].record()}
+
+
+def vgg_file_of(meta: Mapping[str, Any]):
+    """The VGG-19 file a style checkpoint's metadata (``vgg``, written from :func:`vgg_record`)
+    says it was trained with, as a PretrainedFile for :func:`using_vgg_weights`; None for the
+    random features. A file that is gone or changed is a one-line error: losses measured with
+    other features than training used would not mean the same."""
+    from pathlib import Path
+
+    from cvexport.digest import sha256_file
+    from cvexport.errors import CvexportError
+    from cvexport.pretrained import VGG19, PretrainedFile
+
+    record = meta.get("vgg") or {}
+    if "file" not in record:
+        return None
+    path = Path(record["file"])
+    if not path.is_file() or sha256_file(path) != record.get("sha256"):
+        raise CvexportError(f"the style network was trained with the VGG-19 weights {path}, which are "
+                            f"{'gone' if not path.is_file() else 'changed'}; restore that file")
+    return PretrainedFile(path, VGG19, record.get("origin", "checkpoint"))
+
+
+def vgg19_features(max_layer: int = 28, seed: int = VGG_SEED,
+                   weights: Mapping[str, Tensor] | None = None) -> nn.Sequential:
     """The layers of ``torchvision.models.vgg19(weights=None).features[:max_layer + 1]`` with
-    deterministic random, Gatys-normalized weights (see module docstring); frozen, eval mode, ReLUs
-    non-inplace so :func:`extract` can keep activations. Input: Tensor[B, 3, H, W] normalized with
-    ImageNet mean/std."""
+    deterministic random, Gatys-normalized weights (see module docstring), or ``weights`` (keys
+    as in ``vgg19().features.state_dict()``; default: the ones :func:`using_vgg_weights` chose, if
+    any); frozen, eval mode, ReLUs non-inplace so :func:`extract` can keep activations. Input:
+    Tensor[B, 3, H, W] normalized with ImageNet mean/std."""
     from torchvision.models.vgg import cfgs, make_layers
 
     # make_layers is what vgg19() builds its .features from; skipping the 120M-weight
     # classifier head saves seconds per build.
     features = make_layers(cfgs["E"])[: max_layer + 1]
+    if weights is None and _selected is not None:
+        weights = _selected[1]
+    if weights is not None:
+        own = features.state_dict()
+        features.load_state_dict({key: weights[key] for key in own})
+        for layer in features:
+            if isinstance(layer, nn.ReLU):
+                layer.inplace = False
+        features.requires_grad_(False)
+        return features.eval()
     rng = np.random.default_rng(seed)
     x = _calibration_batch()
     with torch.no_grad():

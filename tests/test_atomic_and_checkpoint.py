@@ -268,3 +268,30 @@ def test_meta_is_stored_as_json(tmp_path):
     save_checkpoint(path, {"a": torch.ones(1)}, META)
     with safe_open(str(path), framework="pt") as f:
         assert json.loads(f.metadata()["cvexport"]) == META
+
+
+def test_read_metadata_without_the_tensors(tmp_path):
+    from cvexport.checkpoint import read_metadata
+
+    path = tmp_path / "ckpt.safetensors"
+    save_checkpoint(path, _tensors(), META)
+    assert read_metadata(path) == load_checkpoint(path)[1] == json.loads(json.dumps(META))
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [_truncate, _truncate_header, _garbage, _huge_header_length, _bad_meta_json, lambda p: p.write_bytes(b""),
+     lambda p: p.unlink()],
+    ids=["truncated", "truncated-header", "garbage", "huge-header-length", "bad-meta-json", "empty", "missing"],
+)
+def test_read_metadata_of_a_bad_checkpoint_is_one_line_error(tmp_path, corrupt):
+    from cvexport.checkpoint import read_metadata
+
+    path = tmp_path / "ckpt.safetensors"
+    save_checkpoint(path, _tensors(), META)
+    corrupt(path)
+    with pytest.raises(CvexportError) as excinfo:
+        read_metadata(path)
+    message = str(excinfo.value)
+    assert "\n" not in message and str(path) in message
+    assert "corrupt" in message or "not found" in message

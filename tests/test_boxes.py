@@ -1,9 +1,10 @@
-"""Box operations (cvexport/ops/boxes.py) and TinySSD anchors / output shapes, against hand-computed values."""
+"""Box operations (cvexport/ops/boxes.py, and the results-side remove_small_boxes) and TinySSD anchors / output shapes, against hand-computed values."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,6 +18,7 @@ from cvexport.ops.boxes import (
     encode_offsets,
     multibox_prior,
 )
+from cvexport.detection import remove_small_boxes
 
 SQRT2 = math.sqrt(2.0)
 
@@ -262,6 +264,67 @@ def test_clip_boxes():
     torch.testing.assert_close(clip_boxes(boxes, width=100, height=60), expected)
     # leading batch dims kept
     assert clip_boxes(boxes[None].repeat(2, 1, 1), 1.0, 1.0).shape == (2, 3, 4)
+
+
+# ------------------------------------------------------------------ remove_small_boxes
+def test_remove_small_boxes_keeps_boxes_at_least_min_size_on_both_sides():
+    boxes = np.array([
+        [10, 10, 50, 40],  # 40 x 30: kept
+        [10, 0, 50, 0],  # zero height (a ghost on the padding edge, mapped back): dropped
+        [10, 20, 10.5, 80],  # 0.5 px wide: dropped
+        [0, 0, 1, 1],  # exactly 1 x 1: kept (the bound is inclusive, as torchvision's)
+        [5, 5, 5.999, 30],  # just under 1 px wide: dropped
+        [30, 30, 20, 40],  # inverted: dropped
+        [np.nan, 0, 10, 10],  # NaN: dropped
+    ])
+    assert remove_small_boxes(boxes).tolist() == [0, 3]
+    assert remove_small_boxes(boxes).dtype == np.int64
+
+
+def test_remove_small_boxes_min_size_and_input_kinds():
+    boxes = np.array([[0, 0, 2, 5], [0, 0, 5, 2], [0, 0, 3, 3]], dtype=np.float32)
+    assert remove_small_boxes(boxes, min_size=3.0).tolist() == [2]
+    assert remove_small_boxes(boxes, min_size=0.0).tolist() == [0, 1, 2]
+    assert remove_small_boxes(torch.from_numpy(boxes), min_size=2.5).tolist() == [2]  # a CPU tensor reads as an array
+    assert remove_small_boxes(boxes.tolist(), min_size=2.0).tolist() == [0, 1, 2]
+
+
+def test_remove_small_boxes_empty_and_wrong_shapes():
+    assert remove_small_boxes(np.zeros((0, 4))).tolist() == []
+    assert remove_small_boxes([]).tolist() == []
+    with pytest.raises(ValueError, match="shape"):
+        remove_small_boxes(np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="shape"):
+        remove_small_boxes(np.zeros(4))
+
+
+def test_remove_small_boxes_drops_what_collapses_in_the_letterbox_padding():
+    """A 640x360 frame letterboxed to 256: bands of 56 px above and below the picture. A box
+    lying in the top band maps back to zero height; one straddling the edge keeps its inside part."""
+    from cvexport.images import letterbox
+
+    _, box_map = letterbox(np.zeros((360, 640, 3), np.uint8), 256, 256)
+    network = np.array([[0.2, 0.10, 0.4, 0.21], [0.2, 0.20, 0.4, 0.40]])  # content starts at y = 56/256 = 0.21875
+    pixels = box_map.boxes_to_original(network, 256, 256)
+    assert pixels[0, 3] - pixels[0, 1] == 0.0 and pixels[1, 3] - pixels[1, 1] > 1.0
+    assert remove_small_boxes(pixels).tolist() == [1]
+
+
+def test_detection_results_leave_out_boxes_that_collapse_on_the_picture():
+    """``DetectionTask.to_predictions`` is what run, stream, predict and verify read bundle
+    outputs through: a box on the padding band is not among the results, the others are."""
+    from cvexport.detection import DetectionTask
+    from cvexport.images import letterbox
+
+    _, box_map = letterbox(np.zeros((360, 640, 3), np.uint8), 256, 256)
+    outputs = {"num_detections": np.array([[3]], np.int32),
+               "detection_boxes": np.array([[[0.2, 0.10, 0.4, 0.21], [0.2, 0.20, 0.4, 0.40], [0.5, 0.5, 0.6, 0.6],
+                                             [0, 0, 0, 0]]], np.float32),
+               "detection_scores": np.array([[0.9, 0.8, 0.7, 0.0]], np.float32),
+               "detection_classes": np.array([[1, 0, 1, 0]], np.int32)}
+    (results,) = DetectionTask().to_predictions(outputs, [box_map], ["a", "b"], 256, 256)
+    assert [(d["class_name"], d["score"]) for d in results] == [("a", 0.8), ("b", 0.7)]
+    assert all(d["box"][2] - d["box"][0] >= 1 and d["box"][3] - d["box"][1] >= 1 for d in results)
 
 
 # ------------------------------------------------------------------------------ TinySSD
