@@ -17,7 +17,8 @@ missed target, each run's CPU time per frame by pipeline thread (summary.json's
     python benchmarks/stream_benchmark.py [--frames 300] [--samples 2] [--minutes 30] [--bundle DIR] [--out benchmarks/results]
 
 Writes ``stream.json``, ``stream.md`` (the table the README quotes) and ``stream_frame.png`` (a
-frame of an annotated video) under ``--out``.
+frame of an annotated video) under ``--out``; ``--still-only docs/images/stream_frame.png`` makes
+only that picture (one run of the shipped SSD over the video).
 """
 
 from __future__ import annotations
@@ -199,6 +200,8 @@ def main() -> int:
                         help="comma list of inference thread counts, each given to both bench and stream (default 1,2)")
     parser.add_argument("--preprocess", default="exact,ffmpeg", help="comma list of --preprocess modes")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument("--still-only", metavar="PNG",
+                        help="only stream the video once with the annotated MP4 and write its frame here (the README picture)")
     args = parser.parse_args()
 
     from cvexport.build import BuildOptions, build
@@ -213,6 +216,12 @@ def main() -> int:
         # max_batch 4: the four-source runs batch up to one frame of each.
         build(BuildOptions(model="ssd", precision="fp32", max_batch=4, out=str(bundle), verify_images=0,
                            engine="ort"), log=lambda line: None)
+    if args.still_only:
+        out = work / "still"
+        _stream(bundle, [video], out, 1, True, args.preprocess.split(",")[0], frames=None)
+        _save_still(out / "720p.mp4", Path(args.still_only))
+        print(f"wrote {args.still_only}")
+        return 0
     threads_list = [int(t) for t in args.threads.split(",")]
     modes = args.preprocess.split(",")
 

@@ -24,8 +24,8 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], m
         save_file(contiguous, str(tmp), metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a checkpoint written by :func:`save_checkpoint`; a bad file is a one-line error."""
+def _read(path: str | os.PathLike, with_tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, metadata) of a checkpoint; tensors stay unread unless ``with_tensors``."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -34,26 +34,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get(_META_KEY, "{}"))
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises several types for corrupt headers
-        raise CvexportError(
-            f"checkpoint {path} is corrupt or not a safetensors file ({exc.__class__.__name__}); "
-            "re-train or restore it"
-        ) from None
-    return tensors, meta
-
-
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The metadata of a checkpoint written by :func:`save_checkpoint`, without reading its
-    tensors (class names, input size, dataset: what a build needs before it loads the weights)."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise CvexportError(f"checkpoint not found: {path}; run 'cvexport train' or pass an existing file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get(_META_KEY, "{}"))
+            tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else {}
     except Exception as exc:  # safetensors raises several types for corrupt headers
         raise CvexportError(
             f"checkpoint {path} is corrupt or not a safetensors file ({exc.__class__.__name__}); "
@@ -62,6 +43,17 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise CvexportError(f"checkpoint {path} has metadata of type {type(meta).__name__}, not an object; "
                             "re-train or restore it")
-    return meta
+    return tensors, meta
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_checkpoint`; a bad file is a one-line error."""
+    return _read(path, with_tensors=True)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata of a checkpoint written by :func:`save_checkpoint`, without reading its
+    tensors (class names, input size, dataset: what a build needs before it loads the weights)."""
+    return _read(path, with_tensors=False)[1]
 
 

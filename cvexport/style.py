@@ -163,9 +163,9 @@ class StyleTask(Task):
         return out
 
     # ------------------------------------------------------------------------- export
-    def int8_keep_float(self, core) -> list[str]:
-        """INT8 keeps the first and the last convolution in float: they map pixels in and out,
-        where 8-bit steps show directly in the picture."""
+    def int8_keep_float(self, core, form: str) -> list[str]:
+        """INT8 keeps the first and the last convolution in float in every form: they map pixels
+        in and out, where 8-bit steps show directly in the picture."""
         from cvexport.export.quantize import sensitive_nodes
 
         convs = [n.name for n in core.graph.node if n.op_type == "Conv"]

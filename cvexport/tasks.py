@@ -141,8 +141,9 @@ class Task:
         """The task's FP32 sections after the network, ending in the output contract."""
         raise NotImplementedError
 
-    def int8_keep_float(self, core: onnx.ModelProto) -> list[str]:
-        """Nodes INT8 keeps in float (where quantizing them costs measurable accuracy)."""
+    def int8_keep_float(self, core: onnx.ModelProto, form: str) -> list[str]:
+        """Nodes INT8 keeps in float in the graph of quantize ``form`` (where quantizing them
+        costs measurable accuracy)."""
         return []
 
     def manifest_entries(self, spec, options) -> dict[str, Any]:

@@ -189,8 +189,11 @@ def default_config() -> list[Any]:
     phase 2, 0.896 after phase 3). Phase 4: one more restart at the phase-2 rate with a new
     shuffling seed (0.905 after it; 12.5 min). Up to here the data is square samples only,
     and on letterboxed 16:9 frames the model reported boxes on the padding (issue #13).
-    Phase 5: fine-tuning on square samples and camera frames together (``extra["data"] =
+    Phases 5 and 6: fine-tuning on square samples and camera frames together (``extra["data"] =
     "mixed"``; frames of random aspect ratio and size, camera effects, the runtime's letterbox).
+    mAP@0.5 square / 16:9 / 4:3 was 0.905 / 0.786 / 0.816 with 402 ghosts on the 16:9 padding
+    before; 0.897 / 0.864 / 0.859 after phase 5, 0.905 / 0.873 / 0.876 and no ghost after phase 6
+    (17 min per epoch of 256 steps on one core beside other jobs).
     """
     from cvexport.models.training import TrainConfig
 

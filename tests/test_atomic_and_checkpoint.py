@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cvexport.atomic import atomic_path, write_bytes_atomic, write_text_atomic
-from cvexport.checkpoint import load_checkpoint, save_checkpoint
+from cvexport.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from cvexport.digest import sha256_file
 from cvexport.errors import CvexportError
 
@@ -227,29 +227,32 @@ def _bad_meta_json(path):
     save_file({"a": torch.ones(2)}, str(path), metadata={"cvexport": "{not json"})
 
 
+@pytest.mark.parametrize("read", [load_checkpoint, read_metadata], ids=["load", "metadata"])
 @pytest.mark.parametrize(
     "corrupt",
     [_truncate, _truncate_header, _garbage, _huge_header_length, _bad_meta_json, lambda p: p.write_bytes(b"")],
     ids=["truncated", "truncated-header", "garbage", "huge-header-length", "bad-meta-json", "empty"],
 )
-def test_corrupt_checkpoint_is_one_line_error(tmp_path, corrupt):
+def test_corrupt_checkpoint_is_one_line_error(tmp_path, corrupt, read):
+    """Both readers (tensors and metadata, or metadata alone) refuse a bad file in one line."""
     path = tmp_path / "ckpt.safetensors"
     save_checkpoint(path, _tensors(), META)
     corrupt(path)
     with pytest.raises(CvexportError) as excinfo:
-        load_checkpoint(path)
+        read(path)
     message = str(excinfo.value)
     assert "\n" not in message
     assert str(path) in message and "corrupt" in message
 
 
+@pytest.mark.parametrize("read", [load_checkpoint, read_metadata], ids=["load", "metadata"])
 @pytest.mark.parametrize("make_dir", [False, True], ids=["missing", "directory"])
-def test_missing_checkpoint_is_one_line_error(tmp_path, make_dir):
+def test_missing_checkpoint_is_one_line_error(tmp_path, make_dir, read):
     path = tmp_path / "nope.safetensors"
     if make_dir:
         path.mkdir()
     with pytest.raises(CvexportError) as excinfo:
-        load_checkpoint(path)
+        read(path)
     message = str(excinfo.value)
     assert "\n" not in message
     assert "not found" in message and str(path) in message
@@ -271,27 +274,6 @@ def test_meta_is_stored_as_json(tmp_path):
 
 
 def test_read_metadata_without_the_tensors(tmp_path):
-    from cvexport.checkpoint import read_metadata
-
     path = tmp_path / "ckpt.safetensors"
     save_checkpoint(path, _tensors(), META)
     assert read_metadata(path) == load_checkpoint(path)[1] == json.loads(json.dumps(META))
-
-
-@pytest.mark.parametrize(
-    "corrupt",
-    [_truncate, _truncate_header, _garbage, _huge_header_length, _bad_meta_json, lambda p: p.write_bytes(b""),
-     lambda p: p.unlink()],
-    ids=["truncated", "truncated-header", "garbage", "huge-header-length", "bad-meta-json", "empty", "missing"],
-)
-def test_read_metadata_of_a_bad_checkpoint_is_one_line_error(tmp_path, corrupt):
-    from cvexport.checkpoint import read_metadata
-
-    path = tmp_path / "ckpt.safetensors"
-    save_checkpoint(path, _tensors(), META)
-    corrupt(path)
-    with pytest.raises(CvexportError) as excinfo:
-        read_metadata(path)
-    message = str(excinfo.value)
-    assert "\n" not in message and str(path) in message
-    assert "corrupt" in message or "not found" in message

@@ -70,8 +70,10 @@ def test_fine_tune_groups_give_the_new_fc_ten_times_the_rate():
 
 
 def test_recipe_matches_the_taught_fine_tuning_setup():
-    source, tune = classifier_training.default_config()
-    assert tune.weight_decay == 1e-3 and tune.lr < source.lr
+    source, *tuning = classifier_training.default_config()
+    assert all(tune.weight_decay == 1e-3 and tune.lr < source.lr for tune in tuning)
+    # The last fine-tuning phase sees letterboxed camera frames beside square samples (issue #13).
+    assert [classifier_training.phase_data(tune) for tune in tuning] == ["square", "mixed"]
     assert classifier_training.HEAD_LR_SCALE == 10.0
 
 

@@ -27,7 +27,7 @@ class Int8Plan:
 
     options: Int8Options
     calibration: list[np.ndarray]  # float32 NCHW batches in the core's input contract
-    keep_float: Callable[[onnx.ModelProto], list[str]]  # nodes of the core to keep in float
+    keep_float: Callable[[onnx.ModelProto, str], list[str]]  # (core, quantize form) -> nodes kept in float
     cpu_graphs: bool = True  # also make INT8_CPU_GRAPHS (False: the TensorRT form serves the CPU too)
 
 
@@ -84,15 +84,14 @@ def precision_graphs(core: onnx.ModelProto, spec, precision: str, finish: Callab
 
         if int8 is None:
             raise ValueError("an int8 export needs an Int8Plan (calibration batches and the layers kept in float)")
-        keep_float = int8.keep_float(core)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             graphs = {"onnx": finish(quantize_core(core, int8.calibration, method=int8.options.method,
-                                                   exclude=keep_float, form="qdq-trt"))}
+                                                   exclude=int8.keep_float(core, "qdq-trt"), form="qdq-trt"))}
             if int8.cpu_graphs:
                 for graph in INT8_CPU_GRAPHS:
-                    graphs[graph.key] = finish(quantize_core(core, int8.calibration, exclude=keep_float,
-                                                             form=graph.form))
+                    graphs[graph.key] = finish(quantize_core(core, int8.calibration, form=graph.form,
+                                                             exclude=int8.keep_float(core, graph.form)))
         for warning in {str(w.message) for w in caught if issubclass(w.category, UserWarning)}:
             warn(f"warning: {warning}")
         graphs["fp32"] = finish(core)
