@@ -208,7 +208,7 @@ def _full_images(count: int, k: int = K) -> list:
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_short_output_where_reference_fills_every_slot_fails_at_every_precision(precision):
-    # EfficientNMS_TRT's pre-NMS candidate cap: 196 of 200 on one image. Diluted over 8 full
+    # EfficientNMS_TRT's pre-NMS candidate cap: e.g. 196 of 200 on one image. Diluted over 8 full
     # images the match fraction stays above the fp16/int8 tolerances; the count gap must not.
     images = _full_images(8)
     short = [dets[: K - 4] for dets in images[:1]] + images[1:]
