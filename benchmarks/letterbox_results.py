@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VIEWS = (("square", ""), ("16:9", "_16x9"), ("4:3", "_4x3"), ("9:16", "_9x16"))
+VIEW_NAMES = ("square", "16:9", "4:3", "9:16")
 
 
 def weights_at(revision: str, name: str, directory: Path) -> Path:
@@ -52,14 +52,17 @@ def evaluate(name: str, weights: Path | None, val_images: int) -> dict:
 
 
 def markdown(data: dict) -> str:
+    from cvexport.models.camera_frames import metric_suffix
+
+    views = [(view, metric_suffix(view)) for view in VIEW_NAMES]
     lines = ["# Letterboxed camera frames: before and after (issue #13)", "", data["about"], "",
              f"Machine: {data['machine']}. Before: models/weights at {data['before']}; after: the work tree's.", "",
-             "| model | metric | " + " | ".join(v for v, _ in VIEWS) + " |", "| --- | --- |" + " ---: |" * len(VIEWS)]
+             "| model | metric | " + " | ".join(VIEW_NAMES) + " |", "| --- | --- |" + " ---: |" * len(VIEW_NAMES)]
 
     def row(model: str, label: str, key: str, fmt) -> None:
         for when in ("before", "after"):
             rec = data[model][when]
-            cells = [fmt(rec[key + s]) if key + s in rec else "–" for _, s in VIEWS]
+            cells = [fmt(rec[key + s]) if key + s in rec else "–" for _, s in views]
             lines.append(f"| {model} ({when}) | {label} | " + " | ".join(cells) + " |")
 
     row("ssd", "mAP@0.5", "val_map50", lambda v: f"{v:.3f}")
@@ -145,9 +148,10 @@ def main() -> int:
                          "before anything is dropped.",
                 "machine": describe_cpu(), "before": args.before,
                 "val_images": args.val_images}
+        before_ssd = weights_at(args.before, "ssd", work)
         if not args.skip_metrics:
             for name in ("ssd", "fcn", "classifier"):
-                before = weights_at(args.before, name, work)
+                before = before_ssd if name == "ssd" else weights_at(args.before, name, work)
                 size = args.val_images if name != "classifier" else max(args.val_images, 960)
                 data[name] = {"before": evaluate(name, before, size), "after": evaluate(name, None, size)}
                 print(name, json.dumps(data[name]), flush=True)
@@ -156,7 +160,7 @@ def main() -> int:
             (out / "letterbox_before_after.json").write_text(json.dumps(data, indent=1) + "\n")
             (out / "letterbox_before_after.md").write_text(markdown(data))
             print(markdown(data))
-        ghosts = picture(weights_at(args.before, "ssd", work), get_spec("ssd").weights_path(), Path(args.picture),
+        ghosts = picture(before_ssd, get_spec("ssd").weights_path(), Path(args.picture),
                          args.frame, work)
         print(f"picture {args.picture}: ghosts drawn {ghosts}")
     return 0

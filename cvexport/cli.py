@@ -193,16 +193,13 @@ def _cmd_train(args) -> int:
         return _train_on_data(args, spec, run_dir, out)
     from cvexport.models.training import train_model
 
+    from cvexport.models.vgg_features import RANDOM_VGG, using_vgg_weights
+
     vgg = _vgg_weights(args.vgg_weights) if spec.task == "style" else None
     if spec.task == "style":
-        from cvexport.models.vgg_features import using_vgg_weights, vgg_record
-
-        print(f"VGG-19 features: {vgg.describe() if vgg else vgg_record()['features']}", flush=True)
-        with using_vgg_weights(vgg):
-            record = train_model(spec, run_dir, out, epochs=args.epochs, max_steps=args.max_steps,
-                                 val_images=args.val_images, resume=not args.fresh)
-            _record_vgg(out, vgg_record())
-    else:
+        print(f"VGG-19 features: {vgg.describe() if vgg else RANDOM_VGG}", flush=True)
+    # The style network's loss builds its VGG-19 features within the block; its checkpoint records which.
+    with using_vgg_weights(vgg):
         record = train_model(spec, run_dir, out, epochs=args.epochs, max_steps=args.max_steps,
                              val_images=args.val_images, resume=not args.fresh)
     print(json.dumps(record, indent=2))
@@ -245,14 +242,6 @@ def _vgg_weights(given: str | None):
     if found is not None:
         vgg19_feature_weights(found)  # refuse a file that does not fit before any work
     return found
-
-
-def _record_vgg(path: Path, record: dict) -> None:
-    """Add which VGG-19 features a style network was trained with to its checkpoint's metadata."""
-    from cvexport.checkpoint import load_checkpoint, save_checkpoint
-
-    tensors, meta = load_checkpoint(path)
-    save_checkpoint(path, tensors, {**meta, "vgg": record})
 
 
 def _add_stylize(sub) -> None:

@@ -188,6 +188,11 @@ class Letterbox:
     original_width: int
     original_height: int
 
+    def content(self) -> tuple[int, int, int, int]:
+        """(left, top, width, height) in whole pixels of the network input: where the picture lies."""
+        return (int(self.pad_x), int(self.pad_y), round(self.scale_x * self.original_width),
+                round(self.scale_y * self.original_height))
+
     def boxes_to_original(self, boxes: np.ndarray, input_width: int, input_height: int) -> np.ndarray:
         """boxes (ndarray[D, 4]) in (x1, y1, x2, y2) normalized to the network input ->
         pixels of the original image, clipped to it."""
@@ -211,9 +216,7 @@ class Letterbox:
         (nearest for ``labels``, so class ids never blend; bilinear for pictures)."""
         from PIL import Image
 
-        new_w = round(self.scale_x * self.original_width)
-        new_h = round(self.scale_y * self.original_height)
-        top, left = int(self.pad_y), int(self.pad_x)
+        left, top, new_w, new_h = self.content()
         content = np.ascontiguousarray(array[top : top + new_h, left : left + new_w])
         resample = Image.NEAREST if labels else Image.BILINEAR
         return np.asarray(Image.fromarray(content).resize((self.original_width, self.original_height), resample))

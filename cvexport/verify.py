@@ -78,6 +78,12 @@ def recorded_dataset(record: dict[str, Any], task: str, class_names: Sequence[st
                             "is not there; pass --data DIR with its val split")
     data = open_dataset(task, path)
     check_classes(data, class_names, "the weights were trained for")
+    recorded = record.get("sha256")
+    if recorded and data.digest != recorded:
+        # Measuring on changed data without saying so would pass off another split as the trained-on one.
+        raise CvexportError(f"the {data.format} dataset at {path} has changed since the weights were trained on it "
+                            f"(sha256 {data.digest[:12]}, recorded {str(recorded)[:12]}); pass --data DIR to "
+                            "measure on it as it is now")
     return data
 
 

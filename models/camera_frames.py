@@ -123,9 +123,7 @@ def fit_labels(labels: np.ndarray, box_map: Letterbox, input_size: int) -> np.nd
     picture: nearest resize (ids never blend), padding = 0 (background)."""
     from PIL import Image
 
-    new_w = round(box_map.scale_x * box_map.original_width)
-    new_h = round(box_map.scale_y * box_map.original_height)
-    top, left = int(box_map.pad_y), int(box_map.pad_x)
+    left, top, new_w, new_h = box_map.content()
     resized = np.asarray(Image.fromarray(labels).resize((new_w, new_h), Image.NEAREST))
     out = np.zeros((input_size, input_size), dtype=labels.dtype)
     out[top : top + new_h, left : left + new_w] = resized

@@ -88,7 +88,6 @@ def save_contact_sheet(path: str | Path, cells: Sequence, columns: int = 4) -> P
     from cvexport.atomic import write_bytes_atomic
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     encoded = io.BytesIO()
     sheet.save(encoded, format="PNG")
     write_bytes_atomic(path, encoded.getvalue())  # never a half-written PNG beside the checkpoints

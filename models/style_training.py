@@ -154,6 +154,7 @@ def save_weights(model: StyleNet, path: str | Path, record: dict[str, Any], phas
     from dataclasses import asdict
 
     from cvexport.checkpoint import save_checkpoint
+    from cvexport.models.vgg_features import vgg_record
 
     style = default_style_image() if style_image is None else style_image
     meta = {
@@ -165,6 +166,7 @@ def save_weights(model: StyleNet, path: str | Path, record: dict[str, Any], phas
         "style_sha256": style_digest(style),
         "train_phases": [asdict(phase) for phase in phases],
         "metrics": {k: v for k, v in record.items() if k.startswith("val_") or k == "train_seconds"},
+        "vgg": vgg_record(),  # the features its loss used (random unless a VGG-19 file was selected)
     }
     save_checkpoint(path, model.state_dict(), meta)
 

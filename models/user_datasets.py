@@ -199,13 +199,11 @@ def check_classes(dataset: UserDataset, class_names: Sequence[str], what: str) -
 def _digest(root: Path, files: list[Path]) -> str:
     """sha256 over the files (relative name and contents, in a fixed order): the same dataset
     gives the same digest wherever it is copied, any changed byte another one."""
+    from cvexport.digest import sha256_file
+
     digest = hashlib.sha256()
     for path in sorted(set(files), key=lambda p: p.relative_to(root).as_posix()):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        digest.update(b"\0")
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + sha256_file(path).encode() + b"\0")
     return digest.hexdigest()
 
 
@@ -314,11 +312,11 @@ def _read_coco(root: Path):
             where = f"{name} annotations[{i}]" + (f" (id {ann['id']})" if isinstance(ann, dict) and "id" in ann else "")
             if not isinstance(ann, dict):
                 raise CvexportError(f"{where}: expected an object with 'image_id', 'category_id' and 'bbox'")
-            image = by_id.get(ann.get("image_id"))
+            image = by_id.get(ann.get("image_id")) if _is_id(ann.get("image_id")) else None
             if image is None:
                 raise CvexportError(f"{where}: image_id {json.dumps(ann.get('image_id'))} is not an id in 'images'; "
                                     "fix the id or add the image")
-            if ann.get("category_id") not in label_of or not _is_id(ann.get("category_id")):
+            if not _is_id(ann.get("category_id")) or ann.get("category_id") not in label_of:
                 raise CvexportError(f"{where} on '{image['file']}': category_id {json.dumps(ann.get('category_id'))} "
                                     f"is not a category (ids: {', '.join(str(c) for c, _ in categories)}); fix it or "
                                     "add the category")

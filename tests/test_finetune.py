@@ -169,6 +169,18 @@ def test_moved_data_is_said_not_guessed(tiny_run, folder, tmp_path, capsys):
     other = dataset_writers.write_voc(tmp_path / "voc", train=1, val=1)
     assert main(["verify", str(bundle), "--data", str(other)]) == 2  # not an ImageFolder
     one_line_stderr(capsys)
+    # The recorded dataset changed in place: said, not measured on silently; --data takes it as it is.
+    recorded = tmp_path / "changed"
+    shutil.copytree(folder, recorded)
+    next((recorded / "val" / "cross").iterdir()).unlink()
+    save_checkpoint(weights, tensors, {**meta, "dataset": {**meta["dataset"], "path": str(recorded)}})
+    changed = tmp_path / "changed-bundle"
+    assert main(["build", "classifier", "--weights", str(weights), "--out", str(changed), "--backend", "ort"]) == 0
+    assert "has changed since the weights were trained on it" in capsys.readouterr().out
+    assert main(["verify", str(changed)]) == 2
+    assert "has changed since the weights were trained on it" in one_line_stderr(capsys)
+    assert main(["verify", str(changed), "--data", str(recorded)]) == 0
+    capsys.readouterr()
     (moved / "val" / "cross").rename(moved / "val" / "plus")
     (moved / "train" / "cross").rename(moved / "train" / "plus")
     assert main(["verify", str(bundle), "--data", str(moved)]) == 2

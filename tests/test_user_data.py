@@ -233,6 +233,12 @@ BAD_COCO = {
     "unknown image id": (lambda root: _edit_json(root / "annotations" / "train.json", lambda d: _first_annotation(d)
                                                  .update(image_id=4242)),
                          r"annotations\[0\] \(id 1\): image_id 4242 is not an id in 'images'"),
+    "list as image id": (lambda root: _edit_json(root / "annotations" / "train.json", lambda d: _first_annotation(d)
+                                                 .update(image_id=[1])),
+                         r"annotations\[0\] \(id 1\): image_id \[1\] is not an id in 'images'"),
+    "object as category id": (lambda root: _edit_json(root / "annotations" / "train.json",
+                                                       lambda d: _first_annotation(d).update(category_id={"id": 3})),
+                              r"annotations\[0\] \(id 1\) .*category_id \{\"id\": 3\} is not a category"),
     "duplicate image id": (lambda root: _edit_json(root / "annotations" / "train.json",
                                                    lambda d: d["images"][1].update(id=d["images"][0]["id"])),
                            r"images\[1\]: id 1 appears twice"),
