@@ -23,6 +23,17 @@ from cvexport.models.detection_data import CLASS_NAMES as DETECTION_CLASSES
 from cvexport.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 
+
+def input_side_rule(model: str, side: Any) -> str | None:
+    """None when network ``model`` takes a ``side`` x ``side`` input, else the rule it breaks (one
+    rule for ``train --input-size`` and for checkpoints): the FCN's stride is 32; TinySSD halves
+    the input six times before its last stage (64 at least), and its anchors assume sides that halve evenly."""
+    low = 64 if model == "ssd" else 32
+    strided = model in ("ssd", "fcn")
+    if isinstance(side, int) and not isinstance(side, bool) and low <= side <= 1024 and not (strided and side % 32):
+        return None
+    return f"a multiple of 32 in {low}..1024" if strided else f"in {low}..1024"
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything the pipeline needs to know about one reference model."""
@@ -82,9 +93,9 @@ class ModelSpec:
                 and len(set(names)) == len(names)):
             raise CvexportError(f"checkpoint {path} records class_names {str(names)[:120]}, not a list of distinct "
                                 "non-empty names; re-train it with 'cvexport train'")
-        if side is not None and not (isinstance(side, int) and 32 <= side <= 2048):
-            raise CvexportError(f"checkpoint {path} records input_size {side!r}, not a side of 32..2048 pixels; "
-                                "re-train it with 'cvexport train'")
+        if side is not None and (rule := input_side_rule(self.name, side)) is not None:
+            raise CvexportError(f"checkpoint {path} records input_size {side!r}, not a side {rule} for "
+                                f"{self.name}; re-train it with 'cvexport train'")
         if tuple(names) == self.class_names and side in (None, self.input_size[0]) and dataset is None:
             return self
         side = side or self.input_size[0]

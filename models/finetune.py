@@ -440,9 +440,9 @@ def finetune(spec, dataset: UserDataset, run_dir: str | Path, out: str | Path, *
 
 
 def check_input_size(spec, side: int) -> None:
-    """The sides each network takes: the FCN's stride is 32; TinySSD halves the input six times
-    before its last stage (64 at least) and its anchors assume sides that halve evenly."""
-    low = 64 if spec.name == "ssd" else 32
-    if not low <= side <= 1024 or (spec.name in ("ssd", "fcn") and side % 32):
-        rule = f"a multiple of 32 in {low}..1024" if spec.name in ("ssd", "fcn") else f"in {low}..1024"
+    """--input-size must be a side the network takes (``registry.input_side_rule``)."""
+    from cvexport.registry import input_side_rule
+
+    rule = input_side_rule(spec.name, side)
+    if rule is not None:
         raise CvexportError(f"--input-size {side} does not fit {spec.name}: use a side {rule}")

@@ -7,6 +7,7 @@ datasets written here (other classes than the shipped models) and build ``--fp16
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -363,3 +364,22 @@ def test_another_input_size_is_recorded_and_built_for(tmp_path, capsys):
     assert model.cls_predictors[0].out_channels % (len(spec.class_names) + 1) == 0
     contract = input_contract(spec, BuildOptions(model="ssd"))
     assert (contract["height"], contract["width"]) == (128, 128)
+
+
+@pytest.mark.parametrize("meta,message", [
+    ({"input_size": 100}, "records input_size 100, not a side a multiple of 32 in 64..1024 for ssd"),
+    ({"input_size": "256"}, "records input_size '256', not a side a multiple of 32 in 64..1024 for ssd"),
+    ({"class_names": ["a", "a"]}, "records class_names ['a', 'a'], not a list of distinct non-empty names"),
+    ({"model": "fcn"}, "holds weights of model 'fcn', not 'ssd'"),
+])
+def test_checkpoint_metadata_that_does_not_fit_is_one_line(tmp_path, meta, message):
+    """A checkpoint is checked against the same rules training applies before anything is built."""
+    from cvexport.checkpoint import save_checkpoint
+    from cvexport.errors import CvexportError
+
+    tensors, shipped = load_checkpoint(get_spec("ssd").weights_path())
+    path = tmp_path / "odd.safetensors"
+    save_checkpoint(path, tensors, {**shipped, "class_names": ["round", "angular"], **meta})
+    with pytest.raises(CvexportError, match=re.escape(message)) as excinfo:
+        get_spec("ssd").for_weights(path)
+    assert "\n" not in str(excinfo.value)
