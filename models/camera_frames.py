@@ -13,6 +13,7 @@ arguments (randomness comes from the caller's generator).
 from __future__ import annotations
 
 import io
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -144,3 +145,30 @@ def content_box(box_map: Letterbox, input_size: int) -> np.ndarray:
     width = box_map.scale_x * box_map.original_width
     height = box_map.scale_y * box_map.original_height
     return np.array([box_map.pad_x, box_map.pad_y, box_map.pad_x + width, box_map.pad_y + height]) / input_size
+
+
+# Training data of a phase (TrainConfig.extra["data"]): square samples; camera frames of random
+# shape with camera effects, letterboxed as the runtime does; or "mixed", half of each (even
+# indices square, odd ones camera frames), so fine-tuning on frames keeps square: fine-tuning
+# the SSD on frames alone cost 2 points on square val.
+DATA_KINDS = ("square", "camera", "mixed")
+
+
+def phase_data(config: Any) -> str:
+    """Which DATA_KINDS a phase trains on (square samples unless its config says otherwise)."""
+    return config.extra.get("data", "square")
+
+
+def samples_of_kind(indices: Sequence[int], data: str, square: Callable[[list[int]], list],
+                    camera: Callable[[list[int]], list]) -> list:
+    """The samples of ``indices`` for data kind ``data`` (one of DATA_KINDS), from a trainer's
+    ``square`` and ``camera`` sample makers; "mixed" gives the even indices' square samples,
+    then the odd indices' camera frames."""
+    indices = [int(i) for i in indices]
+    if data == "square":
+        return square(indices)
+    if data == "camera":
+        return camera(indices)
+    if data == "mixed":
+        return square([i for i in indices if i % 2 == 0]) + camera([i for i in indices if i % 2 == 1])
+    raise ValueError(f"unknown training data {data!r}; expected one of {DATA_KINDS}")

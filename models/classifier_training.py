@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cvexport.models.camera_frames import metric_suffix
+from cvexport.models.camera_frames import metric_suffix, phase_data, samples_of_kind
 from cvexport.models.classification_data import (
     CLASSES,
     INPUT_SIZE,
@@ -39,23 +39,13 @@ EVAL_VIEWS = ("square", "16:9", "4:3", "9:16")
 HEAD_LR_SCALE = 10.0  # new fc layer learns 10x faster than the copied ones (d2l)
 
 
-# Training data of a phase (TrainConfig.extra["data"]): square samples; camera frames of random
-# shape with camera effects, letterboxed as the runtime does; or "mixed", half of each (even
-# indices square, odd ones camera frames), so fine-tuning on frames keeps square.
-DATA_KINDS = ("square", "camera", "mixed")
-
-
 def training_samples(indices, dataset: str, data: str = "square", split: str = "train", seed: int = 0) -> list:
-    """The samples a batch is made of, as the network gets them (INPUT_SIZE square)."""
-    if data == "square":
-        return [make_sample(dataset, split, int(i), seed=seed) for i in indices]
-    if data == "camera":
-        return [fit_to_input(make_frame(dataset, split, int(i), seed=seed, effects=True))[0] for i in indices]
-    if data == "mixed":
-        indices = [int(i) for i in indices]
-        return (training_samples([i for i in indices if i % 2 == 0], dataset, "square", split, seed)
-                + training_samples([i for i in indices if i % 2 == 1], dataset, "camera", split, seed))
-    raise ValueError(f"unknown training data {data!r}; expected one of {DATA_KINDS}")
+    """The samples a batch is made of, as the network gets them (INPUT_SIZE square); ``data`` is
+    one of camera_frames.DATA_KINDS."""
+    return samples_of_kind(
+        indices, data,
+        square=lambda idx: [make_sample(dataset, split, i, seed=seed) for i in idx],
+        camera=lambda idx: [fit_to_input(make_frame(dataset, split, i, seed=seed, effects=True))[0] for i in idx])
 
 
 def make_batch(indices: np.ndarray, dataset: str, split: str = "train", seed: int = 0,
@@ -190,11 +180,6 @@ def default_config() -> list[Any]:
         TrainConfig(epochs=4, batch_size=32, train_size=TARGET_TRAIN_SIZE, lr=0.01, weight_decay=1e-3, warmup_steps=20, seed=1,
                     extra={"data": "mixed"}),
     ]
-
-
-def phase_data(config: Any) -> str:
-    """Which DATA_KINDS a phase trains on (square samples unless its config says otherwise)."""
-    return config.extra.get("data", "square")
 
 
 def write_contact_sheet(run_dir: str | Path, phases: list[Any], seed: int = 0, per_kind: int = 8) -> Path:

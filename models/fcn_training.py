@@ -27,7 +27,7 @@ from cvexport.models.classifier_training import (
     round_weights_to_half,
     save_fp16_checkpoint,
 )
-from cvexport.models.camera_frames import metric_suffix
+from cvexport.models.camera_frames import metric_suffix, phase_data, samples_of_kind
 from cvexport.models.fcn import FCNResNet18
 from cvexport.models.segmentation_data import (
     INPUT_SIZE,
@@ -42,30 +42,23 @@ from cvexport.models.ssd_training import images_to_tensor
 VAL_SIZE = 256
 # Val views: "square" is the original val split; the others are camera frames (segmentation_data.make_frame).
 EVAL_VIEWS = ("square", "16:9", "4:3", "9:16")
-# Training data of a phase (TrainConfig.extra["data"]): square samples (randomly cropped); camera
-# frames of random shape with camera effects, letterboxed as the runtime does; or "mixed", half
-# of each (even indices square, odd ones camera frames), so fine-tuning on frames keeps square.
-DATA_KINDS = ("square", "camera", "mixed")
 
 
 def training_samples(indices, data: str = "square", split: str = "train", seed: int = 0) -> list:
     """The samples a batch is made of, as the network gets them (INPUT_SIZE square); ``data`` is
-    one of DATA_KINDS. Square train samples are randomly cropped, val ones used whole."""
-    if data == "mixed":
-        indices = [int(i) for i in indices]
-        return (training_samples([i for i in indices if i % 2 == 0], "square", split, seed)
-                + training_samples([i for i in indices if i % 2 == 1], "camera", split, seed))
-    if data == "camera":
-        return [fit_to_input(make_frame(split, int(i), seed=seed, effects=True), INPUT_SIZE)[0] for i in indices]
-    if data != "square":
-        raise ValueError(f"unknown training data {data!r}; expected one of {DATA_KINDS}")
-    samples = [make_sample(split, int(i), seed=seed) for i in indices]
-    if split == "train":
-        # Crops are drawn from the batch's own indices: an image gets a new crop each epoch
-        # (it lands in a different batch), and a resumed run sees exactly the same crops.
-        rng = np.random.default_rng([seed, *(int(i) for i in indices)])
-        samples = [random_crop(s, INPUT_SIZE, rng) for s in samples]
-    return samples
+    one of camera_frames.DATA_KINDS. Square train samples are randomly cropped, val ones used whole."""
+
+    def square(idx: list[int]) -> list:
+        samples = [make_sample(split, i, seed=seed) for i in idx]
+        if split == "train":
+            # Crops are drawn from the batch's own indices: an image gets a new crop each epoch
+            # (it lands in a different batch), and a resumed run sees exactly the same crops.
+            rng = np.random.default_rng([seed, *idx])
+            samples = [random_crop(s, INPUT_SIZE, rng) for s in samples]
+        return samples
+
+    return samples_of_kind(indices, data, square, camera=lambda idx: [
+        fit_to_input(make_frame(split, i, seed=seed, effects=True), INPUT_SIZE)[0] for i in idx])
 
 
 def make_batch(indices: np.ndarray, split: str = "train", seed: int = 0, data: str = "square") -> dict[str, Tensor]:
@@ -183,11 +176,6 @@ def default_config() -> list[Any]:
         TrainConfig(epochs=3, batch_size=16, train_size=4096, lr=0.01, weight_decay=1e-3, warmup_steps=30, seed=4,
                     extra={"data": "mixed"}),
     ]
-
-
-def phase_data(config: Any) -> str:
-    """Which DATA_KINDS a phase trains on (square samples unless its config says otherwise)."""
-    return config.extra.get("data", "square")
 
 
 def write_contact_sheet(run_dir: str | Path, phases: list[Any], seed: int = 0, per_kind: int = 8) -> Path:

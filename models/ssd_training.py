@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cvexport.metrics import ImageDetections, detection_map
-from cvexport.models.camera_frames import content_box, metric_suffix
+from cvexport.models.camera_frames import content_box, metric_suffix, phase_data, samples_of_kind
 from cvexport.models.detection_data import CLASS_NAMES, fit_to_input, make_frame, make_sample
 from cvexport.models.tinyssd import INPUT_SIZE, TinySSD
 from cvexport.detection import remove_small_boxes
@@ -42,10 +42,6 @@ GHOST_SCORE = 0.25
 GHOST_PADDING_SHARE = 0.5  # a ghost has more than this share of its area on the padding
 # Val views: "square" is the original val split; the others are camera frames (detection_data.make_frame).
 EVAL_VIEWS = ("square", "16:9", "4:3", "9:16")
-# Training data of a phase (TrainConfig.extra["data"]): square samples; camera frames of random
-# shape with camera effects, letterboxed as the runtime does; or "mixed", half of each (even
-# indices square, odd ones camera frames): fine-tuning on frames alone cost 2 points on square val.
-DATA_KINDS = ("square", "camera", "mixed")
 
 
 def images_to_tensor(images: list[np.ndarray]) -> Tensor:
@@ -71,17 +67,12 @@ def label_anchors(anchors: Tensor, boxes: Tensor, labels: Tensor) -> tuple[Tenso
 
 def training_samples(indices, data: str = "square", split: str = "train", seed: int = 0) -> list:
     """The samples a batch is made of, as the network gets them (DetectionSample, boxes
-    normalized to the network input); ``data`` is one of DATA_KINDS."""
-    if data == "square":
-        return [make_sample(split, int(i), seed=seed, size=INPUT_SIZE) for i in indices]
-    if data == "camera":
-        return [fit_to_input(make_frame(split, int(i), seed=seed, size=INPUT_SIZE, effects=True), INPUT_SIZE)[0]
-                for i in indices]
-    if data == "mixed":
-        indices = [int(i) for i in indices]
-        return (training_samples([i for i in indices if i % 2 == 0], "square", split, seed)
-                + training_samples([i for i in indices if i % 2 == 1], "camera", split, seed))
-    raise ValueError(f"unknown training data {data!r}; expected one of {DATA_KINDS}")
+    normalized to the network input); ``data`` is one of camera_frames.DATA_KINDS."""
+    return samples_of_kind(
+        indices, data,
+        square=lambda idx: [make_sample(split, i, seed=seed, size=INPUT_SIZE) for i in idx],
+        camera=lambda idx: [fit_to_input(make_frame(split, i, seed=seed, size=INPUT_SIZE, effects=True), INPUT_SIZE)[0]
+                            for i in idx])
 
 
 def make_batch(indices: np.ndarray, anchors: Tensor, split: str = "train", seed: int = 0,
@@ -207,11 +198,6 @@ def default_config() -> list[Any]:
         TrainConfig(epochs=3, batch_size=32, train_size=8192, lr=0.02, warmup_steps=20, seed=3,
                     extra={"data": "mixed"}),
     ]
-
-
-def phase_data(config: Any) -> str:
-    """Which DATA_KINDS a phase trains on (square samples unless its config says otherwise)."""
-    return config.extra.get("data", "square")
 
 
 def write_contact_sheet(run_dir: str | Path, phases: list[Any], seed: int = 0, per_kind: int = 8) -> Path:
