@@ -150,7 +150,8 @@ def content_box(box_map: Letterbox, input_size: int) -> np.ndarray:
 # Training data of a phase (TrainConfig.extra["data"]): square samples; camera frames of random
 # shape with camera effects, letterboxed as the runtime does; or "mixed", half of each (even
 # indices square, odd ones camera frames), so fine-tuning on frames keeps square: fine-tuning
-# the SSD on frames alone cost 2 points on square val.
+# the square-only SSD on frames alone cost 2 points on square val. Once the model knows both,
+# a last phase on frames alone at a low rate keeps square (the SSD recipe's phase 8).
 DATA_KINDS = ("square", "camera", "mixed")
 
 

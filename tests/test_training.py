@@ -70,11 +70,11 @@ def test_shipped_checkpoint_quality():
     metrics = ssd_training.evaluate_map(spec.load_model(), size=ssd_training.VAL_SIZE, views=("square", "16:9", "4:3"))
     # The project's quality bar (issue #2): mAP@0.5 >= 0.90 on square val.
     assert metrics["val_map50"] >= 0.90, metrics
-    # Issue #13 asks 0.90 on letterboxed 16:9 and 4:3 frames too; not reached yet (0.873 and
-    # 0.876 after two fine-tuning phases on camera frames, from 0.786 and 0.816). This floor
+    # Issue #13 asks 0.90 on letterboxed 16:9 and 4:3 frames too; not reached yet (0.889 and
+    # 0.884 after four fine-tuning phases on camera frames, from 0.786 and 0.816). This floor
     # keeps what was gained; raise it to 0.90 with the checkpoint that meets the target.
     for key in ("val_map50_16x9", "val_map50_4x3"):
-        assert metrics[key] >= 0.87, (key, metrics)
+        assert metrics[key] >= 0.88, (key, metrics)
     # The shipped square-only model put 402 boxes on the padding of these 256 16:9 frames.
     assert metrics["val_ghosts_16x9"] + metrics["val_ghosts_4x3"] <= 2, metrics
     # The checkpoint records what training measured; it must agree with what we measure now.
