@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/results_files.py, however this file is loaded
+from results_files import write_results  # noqa: E402
 VIEW_NAMES = ("square", "16:9", "4:3", "9:16")
 
 
@@ -136,6 +139,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     from cvexport.cpu import describe_cpu
+    from cvexport.models import ssd_training
     from cvexport.registry import get_spec
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,7 +147,9 @@ def main() -> int:
         data = {"about": "256 val pictures per view unless said otherwise (960 for the classifier's default); square = the "
                          "original val split; 16:9, 4:3, 9:16 = camera frames (detection_data/segmentation_data/"
                          "classification_data.make_frame) letterboxed by cvexport.images.letterbox; SSD detections "
-                         "mapped back to each picture and boxes under 1 px dropped (mAP at score 0.01, NMS IoU 0.45). "
+                         "mapped back to each picture and boxes under 1 px dropped (mAP at score "
+                         f"{ssd_training.EVAL_NMS.score_threshold}, NMS IoU {ssd_training.EVAL_NMS.iou_threshold}, "
+                         "the bundles' default, for before and after alike). "
                          "Ghosts: detections at score >= 0.25 with more than half their area on the padding, counted "
                          "before anything is dropped.",
                 "machine": describe_cpu(), "before": args.before,
@@ -155,11 +161,7 @@ def main() -> int:
                 size = args.val_images if name != "classifier" else max(args.val_images, 960)
                 data[name] = {"before": evaluate(name, before, size), "after": evaluate(name, None, size)}
                 print(name, json.dumps(data[name]), flush=True)
-            out = Path(args.out)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "letterbox_before_after.json").write_text(json.dumps(data, indent=1) + "\n")
-            (out / "letterbox_before_after.md").write_text(markdown(data))
-            print(markdown(data))
+            write_results(args.out, "letterbox_before_after", data, markdown(data), indent=1)
         ghosts = picture(before_ssd, get_spec("ssd").weights_path(), Path(args.picture),
                          args.frame, work)
         print(f"picture {args.picture}: ghosts drawn {ghosts}")

@@ -23,7 +23,6 @@ Writes ``ray.json`` (every sample, the CPU, versions, load) and ``ray.md`` (the 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -33,6 +32,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/results_files.py, however this file is loaded
+from results_files import write_results  # noqa: E402
 
 VIDEO_FRAMES = 48
 
@@ -161,12 +163,8 @@ def main(argv: list[str] | None = None) -> int:
               "versions": {**library_versions(), "ray": ray_module.__version__, "python": sys.version.split()[0]},
               "summary": summary, "samples": samples, "load_after": load_average(),
               "date": time.strftime("%Y-%m-%d")}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ray.json").write_text(json.dumps(record, indent=2) + "\n")
-    (out / "ray.md").write_text(markdown(record))
-    print(markdown(record))
-    print(f"wrote {out / 'ray.json'} and {out / 'ray.md'}")
+    write_results(args.out, "ray", record, markdown(record))
+    print(f"wrote {Path(args.out) / 'ray.json'} and {Path(args.out) / 'ray.md'}")
     return 0
 
 

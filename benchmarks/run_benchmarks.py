@@ -34,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/floors.py, however this file is loaded
 import floors  # noqa: E402
+from results_files import write_results  # noqa: E402
 
 # Frames of each network's own input size keep the comparison on what differs between
 # backends; letterboxing large camera frames is the same PIL code for all of them.
@@ -227,11 +228,7 @@ def main() -> None:
             "trt": "measured" if trt_reason is None else f"not measured: {trt_reason}",
         }
     results["seconds"] = round(time.perf_counter() - started, 1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "results.md").write_text(markdown(results))
-    print(markdown(results))
+    write_results(args.out, "results", results, markdown(results))
 
 
 def _rate(entry: dict[str, Any] | None, unit: str) -> str:

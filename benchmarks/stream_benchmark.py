@@ -35,6 +35,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/results_files.py, however this file is loaded
+from results_files import write_results  # noqa: E402
 
 TARGETS = {"jsonl": 0.80, "mp4": 0.55}
 WIDTH, HEIGHT, FPS = 1280, 720, 30
@@ -311,11 +313,7 @@ def main() -> int:
         "clean_share": CLEAN_SHARE, "samples_wanted": args.samples, "minutes": round((time.perf_counter() - started) / 60, 1),
         "ratios": ratios, "measurements": rows, "all_samples": samples, "stage_costs_ms": costs, "note": note,
     }
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "stream.json").write_text(json.dumps(record, indent=2) + "\n")
-    (out_dir / "stream.md").write_text(markdown(record))
-    print(markdown(record))
+    write_results(args.out, "stream", record, markdown(record))
     return 0
 
 

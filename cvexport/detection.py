@@ -53,7 +53,8 @@ TOLERANCES = {
 # What usually empties detection slots that the reference fills: said in the failure message.
 SHORT_OUTPUT_HINT = (
     "with --nms efficient this is TensorRT's EfficientNMS_TRT, which runs NMS on only its top 5000 "
-    "score candidates (2000 on Jetson TX1/TX2); raise --score-threshold, lower --max-detections or use --nms onnx"
+    "score candidates (2000 on Jetson TX1/TX2); raise --score-threshold or --iou-threshold, lower "
+    "--max-detections or use --nms onnx"
 )
 # Detection scores are probabilities; float rounding may step this far outside [0, 1].
 SCORE_SLACK = 1e-5
@@ -268,7 +269,8 @@ def check_candidate_limit(model, spec, anchors: np.ndarray, config, warn: Callab
         raise CvexportError(
             f"--score-threshold {config.score_threshold} with --max-detections {config.max_detections} needs {needed} "
             f"NMS candidates on the parity images, above EfficientNMS_TRT's fixed {CANDIDATE_LIMIT}: it would return "
-            "fewer detections than the model; raise --score-threshold, lower --max-detections, or use --nms onnx"
+            "fewer detections than the model; raise --score-threshold or --iou-threshold, lower --max-detections, "
+            "or use --nms onnx"
         )
     if needed > JETSON_TX_CANDIDATE_LIMIT:
         warn(f"warning: these NMS settings need up to {needed} candidates on the parity images; EfficientNMS_TRT "
@@ -338,7 +340,7 @@ class DetectionTask(Task):
         TaskOption("nms", "detection post-processing flavor: onnx (standard ops, default) or efficient "
                    "(EfficientNMS_TRT plugin, fastest on TensorRT)"),
         TaskOption("score_threshold", "drop detections scoring at or below this (default 0.25)", float),
-        TaskOption("iou_threshold", "per-class NMS IoU threshold (default 0.45)", float),
+        TaskOption("iou_threshold", "per-class NMS IoU threshold (default: the model's, 0.35 for ssd)", float),
         TaskOption("max_detections", "K, detections kept per image (default 100)", positive_int),
     )
     core_outputs = ("class_logits", "box_offsets")

@@ -247,7 +247,7 @@ def test_bad_flags_are_one_line(tmp_path, capsys, args, message):
 # from scratch (same recipe, same data order), sized to keep CI short: small batches, the SSD at
 # a 128 px input. Measured on the 2-core AMD EPYC, 1 thread, beside a training job: classifier
 # top-1 0.825 vs 0.175 from scratch (chance 0.20), FCN mIoU 0.821 vs 0.391 (all background 0.22),
-# SSD mAP@0.5 0.852 vs 0.067 (0.816 from the SSD before its phases 7-8); 20-40 s per run. The
+# SSD mAP@0.5 0.818 vs 0.067 (NMS IoU 0.35; 0.852 at 0.45 from the 8-phase SSD); 20-40 s per run. The
 # README's figures are the full recipe's.
 SLOW = {
     "classifier": {"write": lambda root: dataset_writers.write_imagefolder(root, train_per_class=40, val_per_class=16),

@@ -244,8 +244,10 @@ def test_efficient_nms_candidate_check_warns_for_jetson_tx_and_is_quiet_by_defau
     model = spec.load_model(spec.weights_path()).eval()
     anchors = model.anchors.numpy()
     quiet, warned = [], []
-    assert check_candidate_limit(model, spec, anchors, NmsConfig(0.25, 0.45, 100), quiet.append) < 2000
+    assert check_candidate_limit(model, spec, anchors, NmsConfig(**spec.defaults), quiet.append) < 2000
     assert quiet == []
+    # The settings with NMS IoU 0.45: fine on current GPUs, not on Jetson TX1/TX2 (at the
+    # default 0.35 they need more than any EfficientNMS_TRT keeps, and the build refuses them).
     needed = check_candidate_limit(model, spec, anchors, NmsConfig(0.01, 0.45, 200), warned.append)
-    assert 2000 < needed <= 5000  # the settings: fine on current GPUs, not on Jetson TX1/TX2
+    assert 2000 < needed <= 5000
     assert len(warned) == 1 and "Jetson TX1/TX2" in warned[0]
