@@ -36,12 +36,12 @@ UINT8_FRAMES = {"dtype": "uint8", "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
 NEGATIVE_RATIO = 3
 MIN_NEGATIVES = 16
 VAL_SIZE = 256
+BUNDLE_DEFAULTS = get_spec("ssd").defaults  # the NMS settings bundles are built with
 # mAP is measured at a low score threshold, as COCO evaluation expects ranked detections, and
-# at the NMS IoU threshold the bundles use by default (chosen by benchmarks/nms_iou_sweep.py).
-EVAL_NMS = NmsConfig(score_threshold=0.01, iou_threshold=get_spec("ssd").defaults["iou_threshold"],
-                     max_detections=100)
-# Ghosts are counted among the detections a user sees: the bundles' default score threshold.
-GHOST_SCORE = 0.25
+# at the NMS IoU threshold the bundles use (chosen by benchmarks/nms_iou_sweep.py).
+EVAL_NMS = NmsConfig(score_threshold=0.01, iou_threshold=BUNDLE_DEFAULTS["iou_threshold"], max_detections=100)
+# Ghosts are counted among the detections a user sees: at the bundles' score threshold.
+GHOST_SCORE = BUNDLE_DEFAULTS["score_threshold"]
 GHOST_PADDING_SHARE = 0.5  # a ghost has more than this share of its area on the padding
 # Val views: "square" is the original val split; the others are camera frames (detection_data.make_frame).
 EVAL_VIEWS = ("square", "16:9", "4:3", "9:16")
