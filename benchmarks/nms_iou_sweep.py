@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,14 +32,12 @@ from results_files import write_results  # noqa: E402
 def sweep(model, ious: list[float], start: int, size: int) -> dict[float, dict[str, float]]:
     from cvexport.models import ssd_training
     from cvexport.models.camera_frames import metric_suffix
-    from cvexport.ops.detection import NmsConfig
 
     table: dict[float, dict[str, float]] = {iou: {} for iou in ious}
     for view in ssd_training.EVAL_VIEWS:
         batches = ssd_training.network_outputs(model, view, range(start, start + size))
         for iou in ious:
-            nms = NmsConfig(score_threshold=ssd_training.EVAL_NMS.score_threshold, iou_threshold=iou,
-                            max_detections=ssd_training.EVAL_NMS.max_detections)
+            nms = replace(ssd_training.EVAL_NMS, iou_threshold=iou)
             table[iou].update(ssd_training.score_outputs(batches, model.anchors, view, nms))
         key = "val_map50" + metric_suffix(view)
         print(view, "mAP@0.5 by NMS IoU:", {iou: round(table[iou][key], 4) for iou in ious}, flush=True)

@@ -130,8 +130,9 @@ def padding_share(boxes: np.ndarray, content: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def network_outputs(model: nn.Module, view: str, indices, seed: int = 0, batch_size: int = 32) -> list[tuple]:
     """The network's raw outputs on the val pictures ``indices`` of ``view``, letterboxed as the
-    runtime does: one ``(pictures, fitted, cls_logits, offsets)`` per batch, so several NMS
-    settings can be scored without running the network again."""
+    runtime does, so several NMS settings can be scored without running the network again.
+    One ``(cls_logits, offsets, box_maps, truths)`` per batch: each picture's letterbox geometry
+    and its ground truth in pixels (the pictures themselves are not kept)."""
     model.eval()
     indices = list(indices)
     batches = []
@@ -139,18 +140,23 @@ def network_outputs(model: nn.Module, view: str, indices, seed: int = 0, batch_s
         pictures = val_pictures(view, indices[start:start + batch_size], seed)
         fitted = [fit_to_input(picture, INPUT_SIZE) for picture in pictures]
         cls_logits, offsets = model(images_to_tensor([sample.image for sample, _ in fitted]))
-        batches.append((pictures, fitted, cls_logits, offsets))
+        truths = []
+        for picture in pictures:
+            height, width = picture.image.shape[:2]
+            scale = np.array([width, height, width, height], dtype=np.float64)
+            truths.append(ImageDetections(boxes=picture.boxes.astype(np.float64) * scale, classes=picture.labels))
+        batches.append((cls_logits, offsets, [box_map for _, box_map in fitted], truths))
     return batches
 
 
-def score_outputs(batches: list[tuple], anchors: Tensor, view: str, nms: NmsConfig = None) -> dict[str, float]:
+def score_outputs(batches: list[tuple], anchors: Tensor, view: str, nms: NmsConfig | None = None) -> dict[str, float]:
     """Metrics of :func:`network_outputs` after ``nms`` (default EVAL_NMS); see :func:`evaluate_view`."""
     nms = nms or EVAL_NMS
     predictions, ground_truth = [], []
     ghosts = collapsed = 0
-    for pictures, fitted, cls_logits, offsets in batches:
+    for cls_logits, offsets, box_maps, truths in batches:
         out = postprocess(cls_logits, offsets, anchors, nms)
-        for b, (picture, (_, box_map)) in enumerate(zip(pictures, fitted)):
+        for b, box_map in enumerate(box_maps):
             n = int(out["num_detections"][b, 0])
             boxes = out["detection_boxes"][b, :n].numpy()
             scores = out["detection_scores"][b, :n].numpy()
@@ -161,9 +167,7 @@ def score_outputs(batches: list[tuple], anchors: Tensor, view: str, nms: NmsConf
             keep = remove_small_boxes(pixels)
             collapsed += int(shown.sum()) - int(shown[keep].sum())
             predictions.append(ImageDetections(boxes=pixels[keep], classes=classes[keep], scores=scores[keep]))
-            height, width = picture.image.shape[:2]
-            scale = np.array([width, height, width, height], dtype=np.float64)
-            ground_truth.append(ImageDetections(boxes=picture.boxes.astype(np.float64) * scale, classes=picture.labels))
+        ground_truth.extend(truths)
     metrics = detection_map(predictions, ground_truth, CLASS_NAMES)
     key = metric_suffix(view)
     return {f"val_map50{key}": metrics["map50"], f"val_map{key}": metrics["map"],
@@ -171,18 +175,16 @@ def score_outputs(batches: list[tuple], anchors: Tensor, view: str, nms: NmsConf
 
 
 def evaluate_view(model: nn.Module, view: str = "square", size: int = VAL_SIZE, seed: int = 0,
-                  batch_size: int = 32, start: int = 0, nms: NmsConfig = None) -> dict[str, float]:
-    """Metrics on val pictures ``start .. start + size - 1`` of ``view``, through the users' path:
-    letterbox, network, NMS (``nms``, default EVAL_NMS), boxes mapped back to each picture,
-    collapsed boxes dropped.
+                  batch_size: int = 32) -> dict[str, float]:
+    """Metrics on the first ``size`` val pictures of ``view``, through the users' path: letterbox,
+    network, NMS (EVAL_NMS), boxes mapped back to each picture, collapsed boxes dropped.
 
     Returns (names suffixed by ``camera_frames.metric_suffix(view)``): ``val_map50`` / ``val_map``
     (COCO mAP@0.5 and mAP@0.5:0.95, in pixels of each picture), ``val_ghosts`` (detections at GHOST_SCORE with
     more than GHOST_PADDING_SHARE of their area on the padding, before anything is dropped) and
     ``val_collapsed`` (detections at GHOST_SCORE that ``remove_small_boxes`` drops).
     """
-    batches = network_outputs(model, view, range(start, start + size), seed, batch_size)
-    return score_outputs(batches, model.anchors, view, nms)
+    return score_outputs(network_outputs(model, view, range(size), seed, batch_size), model.anchors, view)
 
 
 def evaluate_map(model: nn.Module, size: int = VAL_SIZE, seed: int = 0, views=EVAL_VIEWS) -> dict[str, float]:
@@ -213,7 +215,7 @@ def default_config() -> list[Any]:
     0.900) after phase 8 (41 and 40 min on one core beside another training job). A second
     mixed phase instead of phase 8 scored within 0.004 but failed FP16 parity (45/46
     detections on the parity set: one flipped), so it was not shipped. Phases 9 and 10: two more
-    mixed passes at lr 0.005 with new shuffling seeds (45 min each on one core beside another
+    mixed passes at lr 0.005 with new shuffling seeds (39 and 45 min on one core beside another
     job). From here on val is scored at NMS IoU 0.35, the bundles' default since it was chosen
     on a tuning split (benchmarks/nms_iou_sweep.py); at 0.35 phase 8 scored 0.924 / 0.897 / 0.897
     (9:16 0.913), phase 9 0.930 / 0.898 / 0.908 (0.919), phase 10 0.931 / 0.905 / 0.912 (0.919).
