@@ -67,3 +67,18 @@ def letterbox_frames(frames, contract: dict):
         frames = F.avg_pool2d(frames, kernel_size=k, stride=k)
     resized = F.interpolate(frames, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=False)
     return F.pad(resized, (pad_x, width - new_w - pad_x, pad_y, height - new_h - pad_y), value=float(LETTERBOX_FILL))
+
+
+def frame_size_note(contract: dict, width: int, height: int) -> str | None:
+    """One line to tell the user when a frame of ``width`` x ``height`` differs from the frame
+    size a ``build --frame-size`` graph was made for (None when it matches, or the graph takes
+    any size). Such frames are letterboxed to the built size first and then again in the graph:
+    a second resize, and a frame of another shape loses pixels to two paddings."""
+    if not contract.get("letterbox"):
+        return None
+    built_w, built_h = int(contract["width"]), int(contract["height"])
+    if (int(width), int(height)) == (built_w, built_h):
+        return None
+    return (f"frames of {width}x{height} differ from the {built_w}x{built_h} frames this bundle was built for "
+            f"(--frame-size): they are letterboxed to {built_w}x{built_h} first, which costs time and detail; "
+            f"build with --frame-size {width}x{height} for this source")
