@@ -58,3 +58,12 @@ def build_bundle(tmp_path_factory):
         return cache[key]
 
     return _build
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    """``fake_trt(version, **kwargs)``: install the fake ``tensorrt`` of tests/fakes/tensorrt_fake.py
+    (and a fake GPU identity) for the rest of the test; returns the fake module."""
+    from fakes.tensorrt_fake import fake_installer
+
+    return fake_installer(monkeypatch)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_trt_fake import (
+from fakes.tensorrt_fake import (
     API_RANGES,
     MODULE_ATTRS,
     FakeTensorRT,

@@ -1,4 +1,4 @@
-"""TrtRunner on CPU: the fake ``tensorrt`` (test_trt_fake) and a fake slice of torch's CUDA API.
+"""TrtRunner on CPU: the fake ``tensorrt`` (tests/fakes/tensorrt_fake.py) and a fake slice of torch's CUDA API.
 
 The fake execution context computes ``y = relu(input)``; a CUDA graph captured from it replays
 against the state the context's last enqueue left, as a real one reads buffers the context
@@ -10,18 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_trt_fake import FakeTorch, fake_installer, make_bundle
+from fakes.tensorrt_fake import FakeTorch, make_bundle
 
 from cvexport.errors import CvexportError
 from cvexport.runtime import trt_runner
 from cvexport.trt import environment as trt_environment
 from cvexport.trt.settings import EngineOptions
-
-
-@pytest.fixture
-def fake_trt(monkeypatch):
-    """``fake_trt(version, **kwargs)``: install the fake ``tensorrt`` of test_trt_fake."""
-    return fake_installer(monkeypatch)
 
 
 @pytest.fixture

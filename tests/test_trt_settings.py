@@ -1,5 +1,5 @@
 """The TensorRT layer without TensorRT: version dispatch, engine cache, metadata, clean errors,
-and the builder's plumbing driven by the fake ``tensorrt`` module of ``test_trt_fake`` (held to
+and the builder's plumbing driven by the fake ``tensorrt`` module of ``tests/fakes/tensorrt_fake.py`` (held to
 NVIDIA's real Python names per version) that records calls."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from test_trt_fake import FakeTensorRT, fake_installer, make_bundle
+from fakes.tensorrt_fake import FakeTensorRT, make_bundle
 
 from cvexport.errors import CvexportError
 from cvexport.trt import builder as trt_builder
@@ -38,12 +38,6 @@ from cvexport.trt.settings import (
 )
 
 INSTALL = "pip install 'cvexport[trt]'"
-
-
-@pytest.fixture
-def fake_trt(monkeypatch):
-    """``fake_trt(version, **kwargs)``: install the fake ``tensorrt`` of test_trt_fake."""
-    return fake_installer(monkeypatch)
 
 
 def _options(precision="fp32", **overrides):
