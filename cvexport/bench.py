@@ -259,16 +259,20 @@ def int8_statement(comparison: dict[str, Any]) -> str:
 def fp32_graph(bundle: Bundle, warn: Callable[[str], None] = stderr_warning):
     """The fp32 ONNX graph of an INT8 bundle's network (onnx.ModelProto), exported again from the
     bundle's own weights through the build's export path, with the same input contract, batch
-    range and task sections (detection: the same NMS and thresholds)."""
+    range and task sections (detection: the same NMS and thresholds), for the classes and
+    input size of those weights and the frame size of a ``--frame-size`` bundle."""
     from cvexport.build import BuildOptions
-    from cvexport.registry import get_spec
+    from cvexport.registry import bundle_spec
     from cvexport.tasks import get_task
 
-    spec = get_spec(bundle.manifest["model"])
+    # As the build made it: the weights' own spec (fine-tuned weights bring their classes and size).
+    spec = bundle_spec(bundle)
     task = get_task(spec.task)
+    letterboxed = bundle.input.get("letterbox")
     options = BuildOptions(
         model=spec.name, precision="fp32", max_batch=bundle.max_batch,
         input_format="uint8" if bundle.input["dtype"] == "uint8" else "float",
+        frame_size=(int(bundle.input["width"]), int(bundle.input["height"])) if letterboxed else None,
         task_options=task.options_from_manifest(bundle.manifest),
     )
     model = spec.load_model(bundle.verify_file("weights"))

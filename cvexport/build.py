@@ -147,6 +147,7 @@ def run_parity(bundle_dir: Path, precision: str, log: Callable[[str], None],
     report: dict[str, Any] = {"reference": "torch fp32", "tolerance": tolerance.__dict__, "cpu": cpu, "graphs": {}}
     passed = True
     failures: list[str] = []
+    compared_nothing = []  # failing checks that compared nothing (the advice differs)
     for graph in ("onnx", *(g.key for g in INT8_CPU_GRAPHS)):
         if graph not in bundle.manifest:
             continue
@@ -163,20 +164,28 @@ def run_parity(bundle_dir: Path, precision: str, log: Callable[[str], None],
         for batch in PARITY_BATCHES:
             if batch > bundle.max_batch:
                 continue
-            parity = task.new_parity(precision)
-            for start in range(0, len(frames) - batch + 1, batch):
-                feed = prepare_batch(bundle, frames[start:start + batch]).feed
+            parity = task.new_parity(precision, bundle.manifest)
+            # Fewer pictures than the batch (a small user dataset): repeated to fill one, so the
+            # batch is still checked rather than skipped by the loop below.
+            pictures = frames if len(frames) >= batch or not frames else (frames * batch)[:batch]
+            for start in range(0, len(pictures) - batch + 1, batch):
+                feed = prepare_batch(bundle, pictures[start:start + batch]).feed
                 parity.add(reference_runner.infer(feed), test_runner.infer(feed))
             ok = parity.passed()
             passed &= ok
             if not ok:
-                failures.append(f"parity of {bundle.manifest[graph]['file']} at batch {batch}: {parity.summary()}, "
-                                f"outside the {precision} tolerance ({_tolerance_text(tolerance)})")
+                compared_nothing.append(parity.compared() == 0)
+                # A check of nothing is not outside the tolerance; its summary says what it is.
+                outside = "" if compared_nothing[-1] else \
+                    f", outside the {precision} tolerance ({_tolerance_text(tolerance)})"
+                failures.append(f"parity of {bundle.manifest[graph]['file']} at batch {batch}: {parity.summary()}"
+                                f"{outside}")
             report["graphs"].setdefault(bundle.manifest[graph]["file"], {})[str(batch)] = {**parity.to_dict(), "passed": ok}
             log(f"parity {bundle.manifest[graph]['file']} ({precision}, onnxruntime cpu) batch {batch}: "
                 f"{parity.summary()} -> {'PASS' if ok else 'FAIL'}")
     report["passed"] = passed
     report["failures"] = failures
+    report["compared_nothing"] = bool(compared_nothing) and all(compared_nothing)
     return report
 
 
@@ -191,6 +200,35 @@ GATE_ADVICE = {
     "fp16": "build --fp32, and report the model if fp16 should hold",
     "fp32": "this is a bug in the export: please report it with the lines above",
 }
+# When the parity checks failed only for comparing nothing, the export is not in question.
+NOTHING_COMPARED_ADVICE = (
+    "with nothing compared the export is neither confirmed nor refuted: check that the weights give results on "
+    "such pictures ('cvexport run' on a few), that --frame-size is the camera's real frame size and, for a "
+    "detector, that --score-threshold is below the scores it gives"
+)
+# A --frame-size whose frames give the network less than this fraction of its input's pixels
+# (the rest is upscaling or padding) leaves it too little picture to find objects in.
+MIN_FRAME_DETAIL = 0.25
+
+
+def frame_size_warning(spec, frame_size: tuple[int, int] | None) -> str | None:
+    """A line to warn with when ``frame_size`` frames, letterboxed to the network input, bring it
+    less than MIN_FRAME_DETAIL of its pixels' worth of picture (None otherwise). Upscaling adds
+    no detail, so the picture's worth is the frame's own pixels where it is enlarged."""
+    from cvexport.images import letterbox_fit
+
+    if frame_size is None:
+        return None
+    height, width = spec.input_size
+    frame_w, frame_h = frame_size
+    new_w, new_h, _, _ = letterbox_fit(frame_w, frame_h, width, height)
+    detail_w, detail_h = min(frame_w, new_w), min(frame_h, new_h)
+    fraction = detail_w * detail_h / (width * height)
+    if fraction >= MIN_FRAME_DETAIL:
+        return None
+    return (f"--frame-size {frame_w}x{frame_h} gives the {width}x{height} network {detail_w}x{detail_h} pixels of "
+            f"picture ({fraction:.1%} of its input; the rest is upscaling or padding): expect few or no detections "
+            "and a poor task metric; build with the camera's real frame size")
 
 
 # INT8's gain is measured at build time, on the build machine's CPU, at batch 1.
@@ -237,6 +275,8 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
     # Weights fine-tuned on a user's dataset bring their own class names and input size.
     spec = get_spec(options.model).for_weights(options.weights)
     _check_options(options)
+    if (warning := frame_size_warning(spec, options.frame_size)) is not None:
+        log(f"warning: {warning}")
     if options.engine not in ENGINE_CHOICES:
         raise CvexportError(f"unknown engine choice '{options.engine}'; choose one of: {', '.join(ENGINE_CHOICES)}")
     if options.engine == "trt":
@@ -307,6 +347,7 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
                                 "bias": "float"}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         report = run_parity(tmp, options.precision, log, frames=_parity_pictures(data) if data else None)
+        only_nothing_compared = report["compared_nothing"]  # no failure yet, or only checks of nothing
         custom = spec.dataset is not None or tuple(spec.class_names) != tuple(get_spec(spec.name).class_names)
         if options.verify_images and custom and data is None:
             # The model's own val split has other classes than these weights: its metric would mean nothing.
@@ -323,6 +364,7 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
             for row in report["verify"]:
                 if not row["metric_passed"]:
                     report["passed"] = False
+                    only_nothing_compared = False
                     report["failures"] += [f"verify {row['backend']} on {images} val images: {reason}"
                                            for reason in row["reasons"] if not reason.startswith("parity:")]
                 elif not row["reference"] and not row["parity_passed"]:
@@ -334,9 +376,9 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
         report["build_seconds"] = round(time.perf_counter() - started, 1)
         (tmp / PARITY_FILE).write_text(json.dumps(report, indent=2) + "\n")
         if not report["passed"]:
+            advice = NOTHING_COMPARED_ADVICE if only_nothing_compared else GATE_ADVICE[options.precision]
             raise ParityError(
-                f"build check failed: {'; '.join(report['failures'])}. Nothing was written to {out}; "
-                f"{GATE_ADVICE[options.precision]}"
+                f"build check failed: {'; '.join(report['failures'])}. Nothing was written to {out}; {advice}"
             )
     log(f"wrote {out} in {time.perf_counter() - started:.1f} s")
     if options.engine != "ort":

@@ -47,10 +47,12 @@ class ClassificationParity(Parity):
     def agreement(self) -> float:
         return self.agree / self.images if self.images else 1.0
 
-    def passed(self, tolerance: ClassificationTolerance | None = None) -> bool:
-        tolerance = self._tolerance(tolerance)
-        ok = self.agreement >= tolerance.min_top1_agreement and not self.failures
+    def within(self, tolerance: ClassificationTolerance) -> bool:
+        ok = self.agreement >= tolerance.min_top1_agreement
         return ok and (tolerance.max_prob_delta is None or self.max_prob_delta <= tolerance.max_prob_delta)
+
+    def compared(self) -> int:
+        return self.images
 
     def derived(self) -> dict:
         return {"agreement": self.agreement}
@@ -67,7 +69,7 @@ class ClassificationParity(Parity):
 
     def summary(self) -> str:
         return (f"top-1 agrees on {self.agree}/{self.images} images ({self.agreement:.2%}), "
-                f"max |dprob| {self.max_prob_delta:.2e}")
+                f"max |dprob| {self.max_prob_delta:.2e}{self.nothing_compared()}")
 
 
 @register_task
@@ -121,7 +123,7 @@ class ClassificationTask(Task):
         return [s.image for s in samples], [s.label for s in samples]
 
     # -------------------------------------------------------------------------- parity
-    def new_parity(self, precision: str) -> ClassificationParity:
+    def new_parity(self, precision: str, manifest: Mapping[str, Any] | None = None) -> ClassificationParity:
         return ClassificationParity(TOLERANCES[precision])
 
     # ------------------------------------------------------------------------- results
@@ -141,7 +143,8 @@ class ClassificationTask(Task):
 
         return {"top1": top1_accuracy([p["class_id"] for p in predictions], truths, len(bundle.class_names))}
 
-    def record(self, prediction: dict[str, Any]) -> dict[str, Any]:
+    def record(self, prediction: dict[str, Any], class_names: Sequence[str] = ()) -> dict[str, Any]:
+        """The JSON entry of one image's prediction (the names are already in the prediction)."""
         return {"classification": prediction}
 
     def describe_prediction(self, prediction: dict[str, Any], class_names=None) -> str:

@@ -3,14 +3,15 @@
 ``build`` (its parity report), ``verify``, the parity tests and the GPU tests all compare a
 test run against a reference run, both in the bundle's output contract, the same way::
 
-    parity = task.new_parity(precision)      # the task's statistics, bound to its tolerance
-    for reference, test in batches:
+    parity = task.new_parity(precision, bundle.manifest)  # the task's statistics, bound to its tolerance
+    for reference, test in batches:                        # (and to the bundle's settings, e.g. its score threshold)
         parity.add(reference, test)
     parity.passed(), parity.summary(), parity.to_dict()
 
 Each task defines its statistics as a ``Parity`` subclass and its tolerances per precision as
 data, next to the rest of what it knows (detection: detections matched as sets; classification:
-top-1 agreement; segmentation: pixel agreement; style: PSNR). A mismatch is reported, never skipped.
+top-1 agreement; segmentation: pixel agreement; style: PSNR). A mismatch is reported, never skipped,
+and statistics that compared nothing never pass (``compared``): a check of nothing proves nothing.
 """
 
 from __future__ import annotations
@@ -39,7 +40,26 @@ class Parity:
         raise NotImplementedError
 
     def passed(self, tolerance: Any = None) -> bool:
+        """Within ``tolerance`` (default: the bound one), no failure, and something was compared."""
+        # The tolerance is consulted first, so one of another task is an error, never a quiet False.
+        within = self.within(self._tolerance(tolerance))
+        return within and not self.failures and self.compared() > 0
+
+    def within(self, tolerance: Any) -> bool:
+        """The task's statistics against its tolerance (``passed`` adds the checks every task shares)."""
         raise NotImplementedError
+
+    def compared(self) -> int:
+        """How many things were compared (detections, images, pixels)."""
+        raise NotImplementedError
+
+    def empty_reason(self) -> str:
+        """Why nothing was compared, in the task's words (a summary says it)."""
+        return f"no outputs over {getattr(self, 'images', 0)} images"
+
+    def nothing_compared(self) -> str:
+        """What a summary adds when nothing was compared ("" when something was)."""
+        return "" if self.compared() else f"; nothing compared ({self.empty_reason()}), so this check proves nothing"
 
     def summary(self) -> str:
         raise NotImplementedError
@@ -51,7 +71,7 @@ class Parity:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("tolerance")
-        return {**out, **self.derived()}
+        return {**out, **self.derived(), "compared": self.compared()}
 
     def _tolerance(self, given: Any) -> Any:
         tolerance = given if given is not None else self.tolerance

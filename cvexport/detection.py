@@ -7,7 +7,9 @@
   position (equal scores may order differently across backends). Missing detections lower
   the match fraction, and an image where the reference fills every max_detections slot but
   the test returns fewer is a failure at every precision (numeric noise cannot empty slots
-  the reference filled; a pre-NMS candidate cap such as EfficientNMS_TRT's can).
+  the reference filled; a pre-NMS candidate cap such as EfficientNMS_TRT's can). A detection
+  only one run gives, scoring within the precision's rounding of the other run's cut (the score
+  threshold, or the lowest score of a full output), is a boundary flip: counted and set aside.
 - ``to_predictions`` / ``render``: typed detections in pixels of each original image.
 """
 
@@ -31,23 +33,40 @@ NMS_FLAVORS = ("onnx", "efficient")
 @dataclass(frozen=True)
 class DetectionTolerance:
     """A reference detection counts as matched when a test detection of the same class
-    overlaps it with IoU >= ``min_iou`` and (if set) its score differs by <= ``max_score_delta``."""
+    overlaps it with IoU >= ``min_iou`` and (if set) its score differs by <= ``max_score_delta``.
+
+    ``boundary_score_delta``: how far the precision moves a score. A detection only one run
+    gives, scoring within it of the other run's cut (the score threshold; with every
+    max_detections slot filled, the lowest score), may have crossed the cut by rounding alone:
+    a boundary flip, set aside rather than counted missing or extra. None: none is set aside."""
 
     min_iou: float
     max_score_delta: float | None
     min_match_fraction: float
+    boundary_score_delta: float | None = None
 
 
 # Thresholds from the project's parity contract (issue 2).
 TOLERANCES = {
-    "fp32": DetectionTolerance(min_iou=0.99, max_score_delta=1e-4, min_match_fraction=1.0),
-    "fp16": DetectionTolerance(min_iou=0.95, max_score_delta=None, min_match_fraction=0.98),
+    "fp32": DetectionTolerance(min_iou=0.99, max_score_delta=1e-4, min_match_fraction=1.0,
+                               boundary_score_delta=1e-4),
+    # FP16 moved matched scores of the shipped SSD by at most 6.3e-3 (497 detections on 128 val
+    # images, p99 1.3e-3; issue 22's fine-tuned SSD 1.8e-3): detections within 0.01 of the cut
+    # may cross it by rounding alone.
+    "fp16": DetectionTolerance(min_iou=0.95, max_score_delta=None, min_match_fraction=0.98,
+                               boundary_score_delta=1e-2),
     # INT8 moves single scores by up to ~0.5 (measured on the SSD), so detections near the
     # score threshold come and go: 76-86 % of detections matched at IoU >= 0.5 on the parity
     # frames. Parity only confirms it is the same model; the task metric (verify: mAP@0.5
     # within 1 point of fp32, measured +0.5 points on 256 val images) is the accuracy gate.
+    # No boundary flips are set aside: its match fraction was measured with them counted, and a
+    # band as wide as its score noise would set aside most detections.
     "int8": DetectionTolerance(min_iou=0.5, max_score_delta=None, min_match_fraction=0.7),
 }
+# Two detections only one run each gives that overlap this much are one object seen otherwise
+# (a moved box, a changed class), never two boundary flips: the IoU at which INT8 parity calls
+# two boxes the same object.
+SAME_OBJECT_IOU = 0.5
 
 
 # What usually empties detection slots that the reference fills: said in the failure message.
@@ -64,11 +83,15 @@ SCORE_SLACK = 1e-5
 class DetectionParity(Parity):
     """Matching statistics over a set of images.
 
-    ``missing``: reference detections no test detection matched; ``extra``: the reverse.
+    ``missing``: reference detections no test detection matched; ``extra``: the reverse;
+    ``boundary_flips``: detections of either run set aside as boundary flips (see
+    ``DetectionTolerance``; needs ``score_threshold``, the bundle's, else only the
+    max_detections cut counts), in neither ``missing`` nor ``extra`` nor the match fraction.
     ``short_images``: images where the reference filled all max_detections slots and the test
     returned fewer detections; each is also a failure.
     """
 
+    score_threshold: float | None = None
     reference_detections: int = 0
     test_detections: int = 0
     matched: int = 0
@@ -78,27 +101,37 @@ class DetectionParity(Parity):
     images: int = 0
     missing: int = 0
     extra: int = 0
+    boundary_flips: int = 0
     short_images: int = 0
     failures: list[str] = field(default_factory=list)
 
+    def compared(self) -> int:
+        """Detections compared: those of the run that gave more, boundary flips set aside."""
+        return self.matched + max(self.missing, self.extra)
+
     @property
     def match_fraction(self) -> float:
-        denominator = max(self.reference_detections, self.test_detections)
+        denominator = self.compared()
         return 1.0 if denominator == 0 else self.matched / denominator
 
     @property
     def mean_score_delta(self) -> float:
         return self.score_delta_sum / self.matched if self.matched else 0.0
 
-    def passed(self, tolerance: DetectionTolerance | None = None) -> bool:
-        return self.match_fraction >= self._tolerance(tolerance).min_match_fraction and not self.failures
+    def within(self, tolerance: DetectionTolerance) -> bool:
+        return self.match_fraction >= tolerance.min_match_fraction
+
+    def empty_reason(self) -> str:
+        flips = f" beyond {self.boundary_flips} boundary flips" if self.boundary_flips else ""
+        return f"neither run gave a detection{flips} on the {self.images} images"
 
     def derived(self) -> dict:
         return {"match_fraction": self.match_fraction, "mean_score_delta": self.mean_score_delta}
 
     def add(self, reference: Mapping[str, np.ndarray], test: Mapping[str, np.ndarray]) -> "DetectionParity":
         """Match every image's detections of ``test`` against ``reference`` (both in the output
-        contract): greedy, highest IoU first, within each class, at the bound tolerance's IoU.
+        contract): greedy, highest IoU first, within each class, at the bound tolerance's IoU;
+        then set aside the boundary flips among the unmatched ones.
         Images are numbered in the order they reach these statistics (0 first), in failure messages."""
         tolerance = self._tolerance(None)
         batch = np.asarray(reference["num_detections"]).shape[0]
@@ -106,18 +139,22 @@ class DetectionParity(Parity):
             self.failures.append(f"batch size differs: {batch} vs {np.asarray(test['num_detections']).shape[0]}")
             return self
         slots = np.asarray(reference["detection_scores"]).shape[1]  # max_detections of the reference
+        test_slots = np.asarray(test["detection_scores"]).shape[1]
         for i in range(batch):
-            ref_boxes, ref_scores, ref_classes = valid_detections(reference, i)
-            test_boxes, test_scores, test_classes = valid_detections(test, i)
+            ref = valid_detections(reference, i)
+            got = valid_detections(test, i)
+            ref_scores, test_scores = ref[1], got[1]
             image = self.images
             self.images += 1
             self.reference_detections += len(ref_scores)
             self.test_detections += len(test_scores)
-            matched_before = self.matched
-            _match_image(self, tolerance, (ref_boxes, ref_scores, ref_classes), (test_boxes, test_scores, test_classes))
-            matched = self.matched - matched_before
-            self.missing += len(ref_scores) - matched
-            self.extra += len(test_scores) - matched
+            ref_left, test_left = _match_image(self, tolerance, ref, got)
+            # A detection only the reference gives went under the test run's cut, and the reverse.
+            ref_flips = self._boundary_flips(tolerance, ref, ref_left, got, test_left, test_slots)
+            test_flips = self._boundary_flips(tolerance, got, test_left, ref, ref_left, slots)
+            self.boundary_flips += len(ref_flips) + len(test_flips)
+            self.missing += len(ref_left) - len(ref_flips)
+            self.extra += len(test_left) - len(test_flips)
             if len(ref_scores) == slots and len(test_scores) < slots:
                 self.short_images += 1
                 self.failures.append(
@@ -132,11 +169,36 @@ class DetectionParity(Parity):
                 )
         return self
 
+    def _boundary_flips(self, tolerance: DetectionTolerance, mine: tuple, left: np.ndarray, other: tuple,
+                        other_left: np.ndarray, other_slots: int) -> np.ndarray:
+        """The unmatched detections ``left`` of one run (``mine``: boxes, scores, classes) that
+        the ``other`` run may have dropped by rounding alone: scoring within the precision's
+        ``boundary_score_delta`` of the other run's cut (the score threshold, or the lowest score
+        of an output filling all ``other_slots``), and overlapping no unmatched detection of the
+        other run at SAME_OBJECT_IOU (that pair is a moved box or a changed class)."""
+        margin = tolerance.boundary_score_delta
+        if margin is None or len(left) == 0:
+            return left[:0]
+        cuts = [] if self.score_threshold is None else [float(self.score_threshold)]
+        if len(other[1]) == other_slots and other_slots > 0:
+            cuts.append(float(other[1].min()))
+        if not cuts:
+            return left[:0]
+        near = mine[1][left] <= max(cuts) + margin
+        if len(other_left):
+            near &= _iou_matrix(mine[0][left], other[0][other_left]).max(axis=1) < SAME_OBJECT_IOU
+        return left[near]
+
     def summary(self) -> str:
-        text = (f"{self.matched}/{max(self.reference_detections, self.test_detections)} detections matched over "
+        text = (f"{self.matched}/{self.compared()} detections matched over "
                 f"{self.images} images, min IoU {self.min_iou:.4f}, max |dscore| {self.max_score_delta:.2e}")
         if self.missing or self.extra:
             text += f" ({self.missing} missing, {self.extra} extra)"
+        if self.boundary_flips:
+            margin = self._tolerance(None).boundary_score_delta
+            text += (f"; {self.boundary_flips} boundary flip{'s' if self.boundary_flips != 1 else ''} set aside "
+                     f"(scores within {margin:g} of the other run's cut)")
+        text += self.nothing_compared()
         if self.failures:
             more = len(self.failures) - FAILURES_SHOWN
             text += "; " + "; ".join(self.failures[:FAILURES_SHOWN]) + (f"; ... ({more} more)" if more > 0 else "")
@@ -188,10 +250,14 @@ def remove_small_boxes(boxes: np.ndarray, min_size: float = 1.0) -> np.ndarray:
     return np.flatnonzero((widths >= min_size) & (heights >= min_size)).astype(np.int64)
 
 
-def _match_image(parity: DetectionParity, tolerance: DetectionTolerance, ref: tuple, test: tuple) -> None:
-    """Greedy matching of one image's detections, highest IoU first, within each class."""
+def _match_image(parity: DetectionParity, tolerance: DetectionTolerance, ref: tuple,
+                 test: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy matching of one image's detections, highest IoU first, within each class; returns
+    the indices of the reference and of the test detections left unmatched."""
     ref_boxes, ref_scores, ref_classes = ref
     test_boxes, test_scores, test_classes = test
+    ref_used = np.zeros(len(ref_scores), bool)
+    test_used = np.zeros(len(test_scores), bool)
     for cls in np.union1d(ref_classes, test_classes):
         r = np.flatnonzero(ref_classes == cls)
         t = np.flatnonzero(test_classes == cls)
@@ -206,10 +272,12 @@ def _match_image(parity: DetectionParity, tolerance: DetectionTolerance, ref: tu
             iou[:, ti] = -1
             if tolerance.max_score_delta is not None and delta > tolerance.max_score_delta:
                 continue
+            ref_used[r[ri]] = test_used[t[ti]] = True
             parity.matched += 1
             parity.min_iou = min(parity.min_iou, iou_value)
             parity.max_score_delta = max(parity.max_score_delta, float(delta))
             parity.score_delta_sum += float(delta)
+    return np.flatnonzero(~ref_used), np.flatnonzero(~test_used)
 
 
 def predictions_as_outputs(detections: Sequence[dict[str, Any]], slots: int = 100) -> dict[str, np.ndarray]:
@@ -456,8 +524,9 @@ class DetectionTask(Task):
         return [s.image for s in samples], truths
 
     # -------------------------------------------------------------------------- parity
-    def new_parity(self, precision: str) -> DetectionParity:
-        return DetectionParity(TOLERANCES[precision])
+    def new_parity(self, precision: str, manifest: Mapping[str, Any] | None = None) -> DetectionParity:
+        threshold = (manifest or {}).get("postprocess", {}).get("score_threshold")
+        return DetectionParity(TOLERANCES[precision], score_threshold=threshold)
 
     # ------------------------------------------------------------------------- results
     def to_predictions(self, outputs: dict[str, np.ndarray], letterboxes: Sequence, class_names: Sequence[str],
@@ -500,8 +569,8 @@ class DetectionTask(Task):
         ]
         return detection_map(detections, truths, bundle.class_names)
 
-    def record(self, prediction: list[dict[str, Any]]) -> dict[str, Any]:
-        """The JSON entry of one image's prediction."""
+    def record(self, prediction: list[dict[str, Any]], class_names: Sequence[str] = ()) -> dict[str, Any]:
+        """The JSON entry of one image's prediction (the names are already in the prediction)."""
         return {"detections": prediction}
 
     def describe_prediction(self, prediction: list[dict[str, Any]], class_names=None) -> str:

@@ -12,3 +12,8 @@ def stderr_warning(line: str) -> None:
     import sys
 
     print(f"cvexport: warning: {line}", file=sys.stderr, flush=True)
+
+
+def counted(number: int, noun: str, plural: str | None = None) -> str:
+    """'1 input', '2 inputs', '0 inputs': counts in messages read as English."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"

@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from cvexport.errors import CvexportError
+from cvexport.errors import CvexportError, counted
 from cvexport.models.detection_data import CLASS_NAMES as DETECTION_CLASSES
 from cvexport.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
@@ -80,6 +80,7 @@ class ModelSpec:
             return self
         path = Path(weights)
         meta = read_metadata(path)
+        _refuse_resume_state(path, meta, self.name)
         trained_for = meta.get("model")
         if trained_for is not None and trained_for != self.name:
             raise CvexportError(f"checkpoint {path} holds weights of model '{trained_for}', not '{self.name}'; "
@@ -102,7 +103,7 @@ class ModelSpec:
         shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
         trained_on = (f"the {dataset.get('format', 'user')} dataset '{Path(str(dataset.get('path', '?'))).name}'"
                       if dataset is not None else f"checkpoint {path.name}")
-        description = (f"{meta.get('architecture', self.name)} fine-tuned on {trained_on}, {len(names)} classes "
+        description = (f"{meta.get('architecture', self.name)} fine-tuned on {trained_on}, {counted(len(names), 'class', 'classes')} "
                        f"({shown}), {side}x{side}")
         return self.with_classes(names, side, description, dataset)
 
@@ -125,6 +126,24 @@ class ModelSpec:
                 f"(missing {len(missing)}, unexpected {len(unexpected)} tensors); use weights trained for it"
             )
         return model.eval()
+
+
+def _refuse_resume_state(path: Path, meta: dict[str, Any], model: str) -> None:
+    """A run's resume state (RUN_DIR/last.safetensors: the network's tensors under "model.", the
+    optimizer's under "optim.") holds weights but no deployable checkpoint: say so and name the
+    file to build from, not "does not fit" (every key has a prefix the network lacks)."""
+    from cvexport.models.training import is_resume_state
+
+    if not is_resume_state(meta):
+        return
+    # Fine-tuning writes RUN_DIR/MODEL.safetensors by default; the shipped recipes resume from RUN_DIR/phaseN/.
+    candidates = [path.parent / f"{model}.safetensors", path.parent.parent / f"{model}.safetensors"]
+    found = next((c for c in candidates if c.is_file()), None)
+    where = (f"build from {found}" if found is not None else
+             f"the run writes those to {candidates[0]} (or its --out) when it finishes: run the same "
+             f"'cvexport train {model} ...' again to resume and finish it, then build from that file")
+    raise CvexportError(f"checkpoint {path} is the resume state of a training run (step {meta.get('step')}, with "
+                        f"its optimizer state), not weights to build from; {where}")
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -48,8 +48,11 @@ class SegmentationParity(Parity):
     def agreement(self) -> float:
         return self.agree / self.pixels if self.pixels else 1.0
 
-    def passed(self, tolerance: SegmentationTolerance | None = None) -> bool:
-        return self.agreement >= self._tolerance(tolerance).min_pixel_agreement and not self.failures
+    def within(self, tolerance: SegmentationTolerance) -> bool:
+        return self.agreement >= tolerance.min_pixel_agreement
+
+    def compared(self) -> int:
+        return self.pixels
 
     def derived(self) -> dict:
         return {"agreement": self.agreement}
@@ -65,7 +68,7 @@ class SegmentationParity(Parity):
         return self
 
     def summary(self) -> str:
-        return f"{self.agreement:.4%} of {self.pixels} pixels agree over {self.images} images"
+        return f"{self.agreement:.4%} of {self.pixels} pixels agree over {self.images} images{self.nothing_compared()}"
 
 
 def colorize(labels: np.ndarray) -> np.ndarray:
@@ -121,7 +124,7 @@ class SegmentationTask(Task):
         return [s.image for s in samples], [s.mask for s in samples]
 
     # -------------------------------------------------------------------------- parity
-    def new_parity(self, precision: str) -> SegmentationParity:
+    def new_parity(self, precision: str, manifest: Mapping[str, Any] | None = None) -> SegmentationParity:
         return SegmentationParity(TOLERANCES[precision])
 
     # ------------------------------------------------------------------------- results
@@ -139,16 +142,17 @@ class SegmentationTask(Task):
 
         return segmentation_scores(predictions, truths, len(bundle.class_names))
 
-    def record(self, prediction: np.ndarray) -> dict[str, Any]:
-        """Fraction of the image's pixels per class id present (the masks themselves go to PNGs)."""
+    def record(self, prediction: np.ndarray, class_names: Sequence[str] = ()) -> dict[str, Any]:
+        """Fraction of the image's pixels per class present, keyed by class name (``class N``
+        where the bundle names none); the masks themselves go to PNGs."""
         ids, counts = np.unique(prediction, return_counts=True)
-        return {"class_pixel_fraction": {int(i): round(float(c) / prediction.size, 6) for i, c in zip(ids, counts)}}
+        return {"class_pixel_fraction": {_class_name(class_names, int(i)): round(float(c) / prediction.size, 6)
+                                         for i, c in zip(ids, counts)}}
 
     def describe_prediction(self, prediction: np.ndarray, class_names=None) -> str:
         """Share of the picture per class present, by the bundle's class names where given."""
-        fractions = self.record(prediction)["class_pixel_fraction"]
-        name = lambda i: class_names[i] if class_names and i < len(class_names) else f"class {i}"  # noqa: E731
-        return ", ".join(f"{name(i)}: {f:.1%}" for i, f in fractions.items())
+        fractions = self.record(prediction, class_names or ())["class_pixel_fraction"]
+        return ", ".join(f"{name}: {f:.1%}" for name, f in fractions.items())
 
     def render(self, image: np.ndarray, prediction: np.ndarray) -> dict[str, Any]:
         """The colorized mask, and the image with the mask blended over the objects."""
@@ -158,3 +162,7 @@ class SegmentationTask(Task):
         objects = (prediction > 0)[..., None]
         blended = np.where(objects, (1 - OVERLAY_ALPHA) * image + OVERLAY_ALPHA * mask, image)
         return {"mask": Image.fromarray(mask), "overlay": Image.fromarray(blended.round().astype(np.uint8))}
+
+
+def _class_name(class_names: Sequence[str], index: int) -> str:
+    return class_names[index] if index < len(class_names) else f"class {index}"

@@ -54,8 +54,11 @@ class ImageParity(Parity):
     def mean_psnr(self) -> float:
         return self.psnr_sum / self.images if self.images else PSNR_CAP_DB
 
-    def passed(self, tolerance: ImageTolerance | None = None) -> bool:
-        return self.min_psnr >= self._tolerance(tolerance).min_psnr_db and not self.failures
+    def within(self, tolerance: ImageTolerance) -> bool:
+        return self.min_psnr >= tolerance.min_psnr_db
+
+    def compared(self) -> int:
+        return self.images
 
     def derived(self) -> dict:
         return {"mean_psnr": self.mean_psnr}
@@ -73,7 +76,8 @@ class ImageParity(Parity):
         return self
 
     def summary(self) -> str:
-        return f"PSNR min {self.min_psnr:.1f} dB, mean {self.mean_psnr:.1f} dB over {self.images} images"
+        return (f"PSNR min {self.min_psnr:.1f} dB, mean {self.mean_psnr:.1f} dB over {self.images} images"
+                f"{self.nothing_compared()}")
 
 
 # Val content beyond the named photographs: crops drawn with a seed training never uses.
@@ -204,7 +208,7 @@ class StyleTask(Task):
         return images, images
 
     # -------------------------------------------------------------------------- parity
-    def new_parity(self, precision: str) -> ImageParity:
+    def new_parity(self, precision: str, manifest: Mapping[str, Any] | None = None) -> ImageParity:
         return ImageParity(TOLERANCES[precision])
 
     # ------------------------------------------------------------------------- results

@@ -12,7 +12,7 @@ the task. ``Task`` holds the defaults; a subclass overrides what its task does d
   sections, through ``append_sections``), ``core_outputs``, ``int8_keep_float``,
   ``int8_cpu_graphs``, ``manifest_entries``, ``reference_outputs``.
 - Data of the model's own dataset: ``sample_images``, ``parity_frames``, ``val_samples``.
-- Parity: ``TOLERANCES`` per precision, ``new_parity(precision)`` (a ``cvexport.compare.Parity``).
+- Parity: ``TOLERANCES`` per precision, ``new_parity(precision, manifest)`` (a ``cvexport.compare.Parity``).
 - Results: ``to_predictions`` (raw outputs -> results in each original image's pixels),
   ``METRICS``, ``metric_note``, ``metrics`` (what ``verify`` reports), ``record``,
   ``describe_prediction`` and ``render`` (what ``run`` and ``stream`` write and print).
@@ -167,8 +167,10 @@ class Task:
         raise NotImplementedError
 
     # -------------------------------------------------------------------------- parity
-    def new_parity(self, precision: str) -> Parity:
-        """Empty parity statistics bound to the tolerance of ``precision``."""
+    def new_parity(self, precision: str, manifest: Mapping[str, Any] | None = None) -> Parity:
+        """Empty parity statistics bound to the tolerance of ``precision`` and, where the task's
+        comparison depends on them, to the settings in the bundle's ``manifest`` (detection: its
+        score threshold, at which a detection may come or go by rounding alone)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------------- results
@@ -184,8 +186,8 @@ class Task:
     def metrics(self, predictions: list[Any], truths: list[Any], bundle) -> dict[str, float]:
         raise NotImplementedError
 
-    def record(self, prediction: Any) -> dict[str, Any]:
-        """The JSON entry of one image's result."""
+    def record(self, prediction: Any, class_names: Sequence[str] = ()) -> dict[str, Any]:
+        """The JSON entry of one image's result; classes by the bundle's ``class_names``."""
         return {}
 
     def describe_prediction(self, prediction: Any, class_names=None) -> str:

@@ -12,12 +12,23 @@ bundle whose NMS is the EfficientNMS_TRT plugin cannot run on Triton's ONNX Runt
 (it lacks the plugin's kernel, triton-inference-server/server#4894): it is refused, or, when
 it has engines, exported as its plan alone, under NAME.
 
+Versions live side by side: ``--version 2`` into a model this command wrote adds ``2/``
+beside ``1/``. One config.pbtxt serves every version of a Triton model, so a version joins
+only a model of the same backend, inputs and outputs (names, types, dims), class names and,
+for plans, compute capabilities; anything else is refused in one line (another ``--name``
+serves it), as is a version that exists (``--force`` replaces that version, keeping the
+others). The config's ``max_batch_size`` is the smallest any version takes, and its
+``version_policy`` Triton's default written out, ``latest { num_versions: 1 }``: Triton serves
+the newest version only, and the older ones stay on disk for a rollback (remove the newer
+directory) or to be served too (``all { }``, which a later export keeps).
+
 Every config is checked before it is moved into place: Triton's own schema
 (``tritonclient``'s ``model_config_pb2`` through ``text_format.Parse``) and the checks the
 parser does not make (:func:`check_model_dir`: known platform/backend, names, types and dims
-against the graph, max batch against the engines' profiles, files present). Each model
-directory is built beside its target and renamed into place, so a failed export leaves
-what was there before.
+against the graph of every version, max batch against the engines' profiles, files present).
+Each model directory is built beside its target (the versions it keeps hard-linked, not
+copied, where the file system allows) and renamed into place, so a failed export leaves what
+was there before.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from cvexport.atomic import atomic_path, check_dir_target
+from cvexport.errors import counted
 from cvexport.bundle import Bundle, load_bundle
 from cvexport.errors import CvexportError
 
@@ -42,6 +54,8 @@ METADATA_FORMAT = "cvexport-triton/1"
 ONNX_MODEL = "model.onnx"
 TRT_SUFFIX = "_trt"
 KINDS = ("gpu", "cpu")
+# Triton's default version policy, written into every config so that it can be read there.
+DEFAULT_VERSION_POLICY = "latest { num_versions: 1 }"
 DEFAULT_QUEUE_DELAY_US = 100  # a short wait lets concurrent camera requests share a batch
 # What each backend is called in a config: (backend, platform) pairs Triton accepts for the
 # files we write. Both spellings are valid for each; any other value is a typo.
@@ -116,18 +130,30 @@ def export_triton(bundle: Bundle | str, options: TritonOptions, log=print) -> li
             raise CvexportError("--kind cpu: this bundle exports only a TensorRT plan, which runs on a GPU; "
                                 "drop --kind cpu")
         log("note: the TensorRT plan model runs on the GPU whatever --kind says")
-    targets = [(repo / model_name, kind) for model_name, kind in models]
-    for target, _ in targets:  # every target checked before any is written
-        check_dir_target(target, _is_ours, "Triton model", option="--repo", force=options.force)
     signature = graph_signature(onnx_path)
+    # Every target checked (and its config rendered) before any is written.
+    targets = [_plan_target(repo / model_name, kind, bundle, options, signature, plans if kind == "plan" else [])
+               for model_name, kind in models]
     written = []
-    for target, kind in targets:
-        with atomic_path(target, ours=_is_ours, what="Triton model", force=options.force) as tmp:
-            _write_model(tmp, bundle, options, signature, onnx_path if kind == "onnx" else None,
-                         plans if kind == "plan" else [])
-            check_model_dir(tmp, expected_name=target.name)  # before the rename: an invalid model never lands
-        written.append(target)
-        log(f"wrote {target} ({'ONNX Runtime' if kind == 'onnx' else 'TensorRT plan'}, version {options.version})")
+    for target in targets:
+        with atomic_path(target.path, ours=_is_ours, what="Triton model", force=options.force) as tmp:
+            if target.kept:
+                _link_tree(target.path, tmp, leave_out={CONFIG, LABELS, METADATA, str(options.version)})
+            _write_model(tmp, bundle, options, target.config, target.metadata,
+                         onnx_path if target.kind == "onnx" else None, target.plans)
+            check_model_dir(tmp, expected_name=target.path.name)  # before the rename: an invalid model never lands
+        written.append(target.path)
+        backend = "ONNX Runtime" if target.kind == "onnx" else "TensorRT plan"
+        beside = ""
+        if target.kept:
+            beside = (f", beside {_versions_text(target.kept)}; Triton serves "
+                      + ("the newest only (version_policy)" if target.policy == DEFAULT_VERSION_POLICY
+                         else f"what its version_policy {{ {target.policy} }} says"))
+        log(f"wrote {target.path} ({backend}, version {options.version}{beside})")
+        if target.dropped:
+            log(f"note: --force replaced {_versions_text(target.dropped)} of {target.path}")
+        for change in target.changes:
+            log(f"note: {target.path / CONFIG} serves every version, and now has {change}")
     leftover = repo / (name + TRT_SUFFIX)
     if leftover not in written and _is_ours(leftover):
         # Not removed: it is the user's to judge, but it may now serve another bundle than NAME.
@@ -207,41 +233,223 @@ def graph_signature(onnx_path: Path) -> dict[str, list[dict[str, Any]]]:
             "outputs": [describe(v) for v in model.graph.output]}
 
 
-def _write_model(directory: Path, bundle: Bundle, options: TritonOptions, signature: dict, onnx_path: Path | None,
-                 plans: list[Plan]) -> None:
+@dataclass(frozen=True)
+class _Target:
+    """One model directory as this export will write it."""
+
+    path: Path
+    kind: str  # "onnx" or "plan"
+    plans: list[Plan]
+    config: str
+    metadata: dict
+    kept: list[str]  # the versions already there that stay beside the new one
+    dropped: list[str]  # the versions already there that --force replaces with it
+    policy: str  # the version_policy written
+    changes: list[str]  # config settings that change for the versions kept
+
+
+def _plan_target(path: Path, kind: str, bundle: Bundle, options: TritonOptions, signature: dict,
+                 plans: list[Plan]) -> _Target:
+    """What exporting into ``path`` means: a new model, or a version added to (or, with
+    --force, replaced in) a model of ours that takes the same inputs and outputs; anything in
+    the way is a one-line refusal."""
+    check_dir_target(path, _is_ours, "Triton model", option="--repo", force=True)  # a file, a parent that is one
+    version = str(options.version)
+    max_batch = min([bundle.max_batch] + [plan.max_batch for plan in plans])
+    labels = bundle.class_names
+    entry = {"bundle": str(bundle.path.resolve()), "model": bundle.manifest["model"], "precision": bundle.precision,
+             "onnx_sha256": bundle.manifest["onnx"]["sha256"], "max_batch": bundle.max_batch, "signature": signature,
+             "plans": _plans_record(plans)}
+    versions = {version: entry}
+    policy = DEFAULT_VERSION_POLICY
+    old_config = None
+    kept: list[str] = []
+    if _is_ours(path):
+        old_meta = json.loads((path / METADATA).read_text(encoding="utf-8"))
+        recorded = recorded_versions(path, old_meta)
+        try:
+            old_config = parse_config(path / CONFIG)
+        except CvexportError as exc:
+            if not options.force:
+                raise CvexportError(f"{exc}; fix it, or pass --force to replace {path} "
+                                    f"({_versions_text(sorted(recorded, key=int))} included)") from None
+        new_config = _parse_text(render_config(path.name, bundle, signature, max_batch,
+                                               plans if kind == "plan" else None, options, labels=bool(labels)))
+        problem = None if old_config is None else _incompatibility(old_config, old_meta, new_config, bundle)
+        if problem is not None and not options.force:
+            raise CvexportError(
+                f"{path} (exported from {old_meta.get('model')}) {problem}; one config.pbtxt describes every version "
+                f"of a Triton model, so this bundle cannot be its version {version}: choose another --name, or pass "
+                f"--force to replace {path} ({_versions_text(sorted(recorded, key=int))} included)")
+        if problem is None and old_config is not None:
+            if version in recorded or (path / version).exists():
+                if not options.force:
+                    taken = sorted(set(recorded) | {version}, key=int)
+                    source = (f"from {recorded[version].get('bundle')}" if version in recorded
+                              else f"not recorded in its {METADATA}")
+                    raise CvexportError(
+                        f"{path} already has version {version} ({source}); choose another --version (the next after "
+                        f"the highest is {int(taken[-1]) + 1}), or pass --force to replace version {version} (the "
+                        "others are kept)")
+            kept = sorted((v for v in _version_dirs(path) if v != version), key=int)
+            versions = {**{v: recorded[v] for v in kept if v in recorded}, version: entry}
+            # Every version must take every batch the one config allows.
+            max_batch = min([max_batch] + [_largest_batch(recorded[v]) for v in kept if v in recorded])
+            if old_config.HasField("version_policy"):
+                policy = _one_line(old_config.version_policy)
+    elif path.is_dir() and any(path.iterdir()) and not options.force:
+        if (path / CONFIG).is_file():
+            raise CvexportError(f"--repo {path} is a Triton model that cvexport did not write (it has no {METADATA}); "
+                                "refusing to change it. Choose another --name, or pass --force to replace it and "
+                                "everything in it")
+        raise CvexportError(f"--repo {path} holds files that are not a Triton model; refusing to replace them. Choose "
+                            "another --name, or pass --force to replace that directory and everything in it")
+    config = render_config(path.name, bundle, signature, max_batch, plans if kind == "plan" else None, options,
+                           labels=bool(labels), version_policy=policy)
+    changes = _changed_settings(old_config, _parse_text(config)) if kept else []
+    metadata = {
+        "format": METADATA_FORMAT,
+        # The bundle of this export (the version just written) ...
+        "bundle": entry["bundle"], "model": entry["model"], "task": bundle.task, "precision": bundle.precision,
+        "onnx_sha256": entry["onnx_sha256"], "input": bundle.input, "class_names": labels, "signature": signature,
+        "plans": entry["plans"],
+        # ... and each version's, which check_model_dir checks the one config against.
+        "versions": dict(sorted(versions.items(), key=lambda item: int(item[0]))),
+    }
+    dropped = sorted(set(_version_dirs(path)) - set(kept), key=int) if path.is_dir() else []
+    return _Target(path, kind, plans, config, metadata, kept, dropped, policy, changes)
+
+
+def _largest_batch(record: dict) -> int:
+    """The largest batch a version takes: its bundle's max batch, and its engines' profiles."""
+    return min([record["max_batch"]] + [plan["max_batch"] for plan in (record.get("plans") or {}).values()])
+
+
+def _plans_record(plans: list[Plan]) -> dict:
+    return {plan.compute_capability: {"file": plan.filename, "sha256": plan.sha256, "trt_version": plan.trt_version,
+                                      "gpu_name": plan.gpu_name, "min_batch": plan.min_batch,
+                                      "max_batch": plan.max_batch}
+            for plan in plans}
+
+
+def _version_dirs(path: Path) -> list[str]:
+    """The version directories of a model directory, as Triton sees them (positive numbers)."""
+    return [p.name for p in path.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0]
+
+
+def recorded_versions(path: Path, metadata: dict) -> dict[str, dict]:
+    """Each version's record in a model's cvexport.json; a model exported before versions were
+    recorded has one bundle, the top-level one, for every version directory."""
+    if isinstance(metadata.get("versions"), dict):
+        return metadata["versions"]
+    return {version: _top_record(metadata) for version in _version_dirs(path)}
+
+
+def _top_record(metadata: dict) -> dict:
+    """A version's record made from cvexport.json's top-level bundle."""
+    return {"bundle": metadata.get("bundle"), "model": metadata.get("model"), "precision": metadata.get("precision"),
+            "onnx_sha256": metadata.get("onnx_sha256"), "max_batch": (metadata.get("input") or {}).get("max_batch"),
+            "signature": metadata.get("signature"), "plans": metadata.get("plans") or {}}
+
+
+def _versions_text(versions: list[str]) -> str:
+    return ("version " if len(versions) == 1 else "versions ") + ", ".join(versions)
+
+
+def _parse_text(text: str):
+    from google.protobuf import text_format
+
+    config = load_schema().ModelConfig()
+    text_format.Parse(text, config)
+    return config
+
+
+def _one_line(message) -> str:
+    from google.protobuf import text_format
+
+    return text_format.MessageToString(message, as_one_line=True).strip()
+
+
+def _config_kind(config) -> str:
+    return "plan" if config.platform == TRT_PLATFORM or config.backend == TRT_BACKEND else "onnx"
+
+
+def _incompatibility(old, old_meta: dict, new, bundle: Bundle) -> str | None:
+    """Why one config cannot serve both the model's versions and this bundle, or None."""
+    schema = load_schema()
+    type_name = {value: key for key, value in schema.DataType.items()}
+    format_name = {value: key for key, value in schema.ModelInput.Format.items()}
+    kinds = {"onnx": "an ONNX Runtime model", "plan": "a TensorRT plan model"}
+    if _config_kind(old) != _config_kind(new):
+        return (f"is {kinds[_config_kind(old)]}, and this bundle's is {kinds[_config_kind(new)]} (a Triton model has "
+                "one backend)")
+    for section in ("input", "output"):
+        before = {entry.name: entry for entry in getattr(old, section)}
+        after = {entry.name: entry for entry in getattr(new, section)}
+        if list(before) != list(after):
+            return f"has {section}s {list(before)}, and this bundle {list(after)}"
+        for name, entry in before.items():
+            def describe(e):
+                fmt = f" {format_name.get(e.format, e.format)}" if section == "input" and e.format else ""
+                return f"{type_name.get(e.data_type, e.data_type)}{fmt} dims {list(e.dims)}"
+            if describe(entry) != describe(after[name]):
+                return f'has {section} "{name}" {describe(entry)}, and this bundle {describe(after[name])}'
+    if list(old_meta.get("class_names") or []) != list(bundle.class_names or []):
+        return "has other class names (its labels.txt)"
+    if set(old.cc_model_filenames) != set(new.cc_model_filenames):
+        return (f"has plans for compute capabilities {sorted(old.cc_model_filenames)}, and this bundle for "
+                f"{sorted(new.cc_model_filenames)}")
+    return None
+
+
+def _changed_settings(old, new) -> list[str]:
+    """The settings shared by every version that this export changes, in words."""
+    changes = []
+    if old.max_batch_size != new.max_batch_size:
+        changes.append(f"max_batch_size {new.max_batch_size} (was {old.max_batch_size})")
+    groups = lambda config: [(g.count, g.kind) for g in config.instance_group]  # noqa: E731
+    if groups(old) != groups(new):
+        changes.append(f"instance_group {_one_line(new.instance_group[0])} (was "
+                       f"{', '.join(_one_line(g) for g in old.instance_group) or 'none'})")
+    delay = lambda config: config.dynamic_batching.max_queue_delay_microseconds  # noqa: E731
+    if delay(old) != delay(new):
+        changes.append(f"max_queue_delay_microseconds {delay(new)} (was {delay(old)})")
+    return changes
+
+
+def _link_tree(source: Path, destination: Path, leave_out: set[str]) -> None:
+    """``source`` recreated at ``destination`` without the top-level names in ``leave_out``,
+    its files hard-linked (a plan or an ONNX file can be gigabytes; they are never written to,
+    only replaced), copied where the file system has no hard links."""
+    def link(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, destination, symlinks=True, copy_function=link,
+                    ignore=lambda folder, names: [n for n in names if Path(folder) == source and n in leave_out])
+
+
+def _write_model(directory: Path, bundle: Bundle, options: TritonOptions, config: str, metadata: dict,
+                 onnx_path: Path | None, plans: list[Plan]) -> None:
+    """The new version's files, the labels, the config and the metadata into ``directory``
+    (created, or holding the versions kept, linked)."""
     version_dir = directory / str(options.version)
     version_dir.mkdir(parents=True)
     if onnx_path is not None:
         shutil.copyfile(onnx_path, version_dir / ONNX_MODEL)
     for plan in plans:
         shutil.copyfile(plan.source, version_dir / plan.filename)
-    max_batch = min([bundle.max_batch] + [plan.max_batch for plan in plans])
     labels = bundle.class_names
     if labels:
         (directory / LABELS).write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
-    (directory / CONFIG).write_text(
-        render_config(directory.name, bundle, signature, max_batch, plans if onnx_path is None else None, options,
-                      labels=bool(labels)), encoding="utf-8")
-    metadata = {
-        "format": METADATA_FORMAT,
-        "bundle": str(bundle.path.resolve()),
-        "model": bundle.manifest["model"],
-        "task": bundle.task,
-        "precision": bundle.precision,
-        "onnx_sha256": bundle.manifest["onnx"]["sha256"],
-        "input": bundle.input,
-        "class_names": labels,
-        "signature": signature,
-        "plans": {plan.compute_capability: {"file": plan.filename, "sha256": plan.sha256,
-                                            "trt_version": plan.trt_version, "gpu_name": plan.gpu_name,
-                                            "min_batch": plan.min_batch, "max_batch": plan.max_batch}
-                  for plan in plans},
-    }
+    (directory / CONFIG).write_text(config, encoding="utf-8")
     (directory / METADATA).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
 
 
 def render_config(name: str, bundle: Bundle, signature: dict, max_batch: int, plans: list[Plan] | None,
-                  options: TritonOptions, labels: bool) -> str:
+                  options: TritonOptions, labels: bool, version_policy: str = DEFAULT_VERSION_POLICY) -> str:
     """config.pbtxt text; ``plans`` None for the ONNX Runtime model."""
     contract = bundle.input
     labelled = LABELLED_OUTPUT.get(bundle.task) if labels else None
@@ -252,6 +460,9 @@ def render_config(name: str, bundle: Bundle, signature: dict, max_batch: int, pl
     else:
         lines.append(f'platform: "{TRT_PLATFORM}"')
     lines.append(f"max_batch_size: {max_batch}")
+    lines.append("# Which versions Triton serves: latest { num_versions: 1 } (its default) the newest only;")
+    lines.append("# all { } every version; specific { versions: [ 1, 2 ] } those listed")
+    lines.append(f"version_policy {{ {version_policy} }}")
     lines.append("input [")
     entries = []
     for tensor in signature["inputs"]:
@@ -375,10 +586,13 @@ def check_model_dir(directory: str | os.PathLike, expected_name: str | None = No
         fail(f'backend "{backend}" / platform "{platform}" is not a known pair; expected backend "{ORT_BACKEND}" '
              f'(or platform "{ORT_PLATFORM}") for model.onnx, or platform "{TRT_PLATFORM}" for TensorRT plans')
 
-    versions = [p for p in directory.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0]
+    versions = [directory / name for name in sorted(_version_dirs(directory), key=int)]
     if not versions:
         fail("no version directory (a positive number) holds a model file")
-    plans = metadata.get("plans") or {}
+    # One config serves every version: it is checked against each version's graph, batch range
+    # and engines (a version cvexport.json does not record is taken as its top-level bundle's).
+    recorded = recorded_versions(directory, metadata)
+    records = [(version.name, recorded.get(version.name) or _top_record(metadata)) for version in versions]
     for version in versions:
         if kind == "onnx":
             wanted = [config.default_model_filename or ONNX_MODEL]
@@ -388,31 +602,55 @@ def check_model_dir(directory: str | os.PathLike, expected_name: str | None = No
             if not (version / filename).is_file():
                 fail(f"{version.name}/{filename} is missing")
 
+    several = len(records) > 1
+
+    def of(version: str) -> str:
+        return f" (version {version})" if several else ""
+
     if kind == "plan":
         for cc, filename in config.cc_model_filenames.items():
             if not re.fullmatch(r"\d+\.\d+", cc):
                 fail(f'cc_model_filenames key "{cc}" is not a compute capability such as "8.6"')
-            if cc not in plans or plans[cc]["file"] != filename:
-                fail(f"cc_model_filenames maps {cc} to {filename}, which {METADATA} records no engine for")
+            for version, record in records:
+                plans = record.get("plans") or {}
+                if cc not in plans or plans[cc]["file"] != filename:
+                    fail(f"cc_model_filenames maps {cc} to {filename}, which {METADATA} records no engine for"
+                         f"{of(version)}")
 
-    signature = metadata["signature"]
     batch = config.max_batch_size
     if batch < 1:
         fail(f"max_batch_size {batch}: the bundle's graphs take a batch dimension, so it must be at least 1")
-    graph_batch = [t["shape"][0] for t in signature["inputs"] if t["shape"]]
-    for fixed in graph_batch:
-        if isinstance(fixed, int) and fixed > 0 and batch > fixed:
-            fail(f"max_batch_size {batch} exceeds the graph's fixed batch of {fixed}")
-    bundle_max = metadata["input"]["max_batch"]
-    if batch > bundle_max:
-        fail(f"max_batch_size {batch} exceeds the bundle's max_batch {bundle_max}, the largest batch it was built "
-             "and checked for")
-    if kind == "plan":
-        for cc, plan in plans.items():
-            if batch > plan["max_batch"] or plan["min_batch"] > 1:
-                fail(f"max_batch_size {batch} is outside the batch range {plan['min_batch']}..{plan['max_batch']} "
-                     f"of the engine's optimization profile ({plan['file']}, compute {cc})")
+    for version, record in records:
+        for fixed in [t["shape"][0] for t in record["signature"]["inputs"] if t["shape"]]:
+            if isinstance(fixed, int) and fixed > 0 and batch > fixed:
+                fail(f"max_batch_size {batch} exceeds the graph's fixed batch of {fixed}{of(version)}")
+        bundle_max = record.get("max_batch") or metadata["input"]["max_batch"]
+        if batch > bundle_max:
+            fail(f"max_batch_size {batch} exceeds the bundle's max_batch {bundle_max}{of(version)}, the largest batch "
+                 "it was built and checked for")
+        if kind == "plan":
+            for cc, plan in (record.get("plans") or {}).items():
+                if batch > plan["max_batch"] or plan["min_batch"] > 1:
+                    fail(f"max_batch_size {batch} is outside the batch range {plan['min_batch']}..{plan['max_batch']} "
+                         f"of the engine's optimization profile ({plan['file']}, compute {cc}){of(version)}")
 
+    signatures = {json.dumps(record["signature"], sort_keys=True): record["signature"] for _, record in records}
+    for signature in signatures.values():
+        _check_tensors(config, signature, schema, directory, metadata, fail)
+
+    if config.HasField("dynamic_batching"):
+        for preferred in config.dynamic_batching.preferred_batch_size:
+            if not 1 <= preferred <= batch:
+                fail(f"dynamic_batching preferred_batch_size {preferred} is outside 1..max_batch_size {batch}")
+    for group in config.instance_group:
+        if group.count < 1:
+            fail(f"instance_group count {group.count} must be at least 1")
+        if kind == "plan" and group.kind == schema.ModelInstanceGroup.KIND_CPU:
+            fail("instance_group kind KIND_CPU for a TensorRT plan; plans run on the GPU (KIND_GPU)")
+
+
+def _check_tensors(config, signature: dict, schema, directory: Path, metadata: dict, fail) -> None:
+    """The config's inputs and outputs against one graph's: names, types, dims, labels."""
     type_names = {value: key for key, value in schema.DataType.items()}
     for section, entries, tensors in (("input", config.input, signature["inputs"]),
                                       ("output", config.output, signature["outputs"])):
@@ -437,16 +675,6 @@ def check_model_dir(directory: str | os.PathLike, expected_name: str | None = No
             if section == "output" and entry.label_filename:
                 _check_labels(directory / entry.label_filename, metadata, fail)
 
-    if config.HasField("dynamic_batching"):
-        for preferred in config.dynamic_batching.preferred_batch_size:
-            if not 1 <= preferred <= batch:
-                fail(f"dynamic_batching preferred_batch_size {preferred} is outside 1..max_batch_size {batch}")
-    for group in config.instance_group:
-        if group.count < 1:
-            fail(f"instance_group count {group.count} must be at least 1")
-        if kind == "plan" and group.kind == schema.ModelInstanceGroup.KIND_CPU:
-            fail("instance_group kind KIND_CPU for a TensorRT plan; plans run on the GPU (KIND_GPU)")
-
 
 def _dims_match(dims: list[int], graph_dims: list) -> bool:
     """Config dims against the graph's (both without the batch dim): a fixed graph dim must be
@@ -466,7 +694,7 @@ def _check_labels(path: Path, metadata: dict, fail) -> None:
     except OSError:
         fail(f"label_filename {path.name} is missing from {path.parent}")
     if lines != list(metadata.get("class_names") or []):
-        fail(f"{path.name} holds {len(lines)} labels that differ from the bundle's class names "
+        fail(f"{path.name} holds {counted(len(lines), 'label')} that differ from the bundle's class names "
              f"{metadata.get('class_names')}")
 
 
@@ -482,7 +710,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--repo", required=True, help="Triton model repository directory (created if missing)")
     p.add_argument("--name", help="model name (default: the bundle's directory name); TensorRT plans, where the "
                    f"bundle has engines, go to NAME{TRT_SUFFIX}")
-    p.add_argument("--version", type=positive_int, default=1, help="model version directory (default 1)")
+    p.add_argument("--version", type=positive_int, default=1, help="model version directory (default 1); into a "
+                   "model this command wrote, it goes beside the versions there, if they take the same inputs and "
+                   "outputs")
     p.add_argument("--instances", type=positive_int, default=1, help="instance_group count (default 1)")
     p.add_argument("--max-queue-delay-us", type=int, default=DEFAULT_QUEUE_DELAY_US, metavar="N",
                    help=f"dynamic batching: longest wait for a fuller batch in microseconds "
@@ -490,7 +720,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--kind", choices=KINDS, default="gpu", help="instance_group kind of the ONNX Runtime model "
                    "(default gpu; plans always run on the GPU)")
     p.add_argument("--force", action="store_true",
-                   help="replace REPO/NAME even when it is a directory this command did not write")
+                   help="replace what is in the way: --version where it exists (other versions are kept), or REPO/NAME "
+                   "where this command did not write it or its versions take other inputs or outputs")
     p.set_defaults(func=run)
 
 
@@ -498,6 +729,6 @@ def run(args) -> int:
     options = TritonOptions(repo=args.repo, name=args.name, version=args.version, instances=args.instances,
                             max_queue_delay_us=args.max_queue_delay_us, kind=args.kind, force=args.force)
     written = export_triton(args.bundle, options, log=lambda line: print(line, flush=True))
-    print(f"checked {len(written)} model(s) against Triton's model config schema and the graph; serve with: "
+    print(f"checked {counted(len(written), 'model')} against Triton's model config schema and the graph; serve with: "
           f"tritonserver --model-repository={Path(args.repo).resolve()} (see docs/triton.md)")
     return 0

@@ -54,10 +54,13 @@ def detection_cell(image: np.ndarray, boxes: np.ndarray, labels: Sequence[int], 
 
 def segmentation_cell(image: np.ndarray, mask: np.ndarray):
     """``image`` and its class-id mask (ndarray[H, W]) in the segmentation palette side by side
-    (background black): on textured objects a blended overlay would hide the mask."""
+    (background black, VOC's void pixels white): on textured objects a blended overlay would hide the mask."""
+    from cvexport.models.user_datasets import VOID
     from cvexport.segmentation import PALETTE
 
-    colors = PALETTE[np.asarray(mask) % len(PALETTE)]
+    mask = np.asarray(mask)
+    colors = PALETTE[mask % len(PALETTE)]
+    colors[mask == VOID] = 255  # unlabelled, not a class: the palette would give it a class's colour
     return _enlarged(np.concatenate([image, np.full((image.shape[0], 2, 3), 255, np.uint8), colors], axis=1))
 
 

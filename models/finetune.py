@@ -12,7 +12,9 @@ weights. The run says which it used and the checkpoint records it.
 Samples are fitted to the network input by the runtime's letterbox, so the model learns on what
 it will be given; training pictures are flipped left-right at random (``augment``). The loop is
 :func:`cvexport.models.training.fit`: resumable from ``RUN_DIR/last.safetensors``, a rich
-progress bar with the loss, the throughput (img/s) and the ETA. At the end the task metric is
+progress bar with the loss, the throughput (img/s) and the ETA; ``RUN_DIR/contact_sheet.png``
+shows training samples as the network gets them, with their boxes, masks or class names, as the
+shipped models' training writes one. At the end the task metric is
 measured on the val split through the users' path (letterbox, network, results mapped back to
 each picture): COCO mAP, top-1, mIoU.
 
@@ -39,13 +41,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cvexport.errors import CvexportError
+from cvexport.errors import CvexportError, counted
 from cvexport.models.user_datasets import VOID, UserDataset
 
 HEAD_LR_SCALE = 10.0  # the new head learns 10x faster than the kept layers (d2l)
 DEFAULT_THREADS = 1  # see the module docstring
 MIN_STEPS = 300  # default epochs are raised until the run has at least this many steps
 RUN_FILE = "run.json"  # what a run directory was started with, checked before it resumes
+DATASET_FILES = "dataset_files"  # run.json: {file: sha256 prefix} of the data, beside the identity: names what changed
+CONTACT_CELLS = 16  # training samples on the run's contact sheet
 CACHE_BYTES = 512 << 20  # fitted train samples are kept in memory up to this size
 STARTS = ("shipped", "imagenet", "scratch")
 
@@ -144,10 +148,10 @@ def build_start(spec, num_classes: int, input_side: int, start: str, pretrained=
     groups = [{"params": body_params}, {"params": head, "lr_scale": HEAD_LR_SCALE}]
     if start == "shipped":
         record = {"kind": "shipped", **shipped}
-        text = f"the shipped {spec.name} weights ({spec.weights}), head re-initialized for {num_classes} classes"
+        text = f"the shipped {spec.name} weights ({spec.weights}), head re-initialized for {counted(num_classes, 'class', 'classes')}"
     elif start == "imagenet":
         record = {"kind": "imagenet", **pretrained.record()}
-        text = f"{pretrained.describe()}, head initialized for {num_classes} classes"
+        text = f"{pretrained.describe()}, head initialized for {counted(num_classes, 'class', 'classes')}"
     else:
         record = {"kind": "scratch"}
         text = "random weights (from scratch)"
@@ -286,6 +290,29 @@ class Throughput:
         return loss, {**parts, "img/s": rate}
 
 
+def write_contact_sheet(run_dir: Path, samples: FittedSamples) -> Path:
+    """``run_dir/contact_sheet.png``: CONTACT_CELLS training samples as the network gets them
+    (letterboxed, not flipped) with their boxes, masks or class names drawn, spread evenly over
+    the split (an ImageFolder split is sorted by class: its first samples would show one class)."""
+    from cvexport.models.contact_sheet import (FILE_NAME, classification_cell, detection_cell, save_contact_sheet,
+                                               segmentation_cell)
+
+    dataset = samples.dataset
+    count = len(dataset.splits[samples.split])
+    indices = sorted(set(np.linspace(0, count - 1, min(CONTACT_CELLS, count)).round().astype(int).tolist()))
+    names = dataset.class_names
+    cells = []
+    for index in indices:
+        sample = samples[index]  # through the cache: the run reads them again for free
+        if dataset.task == "detection":
+            cells.append(detection_cell(sample.image, sample.boxes, sample.labels, names))
+        elif dataset.task == "classification":
+            cells.append(classification_cell(sample.image, names[sample.label]))
+        else:
+            cells.append(segmentation_cell(sample.image, sample.mask))
+    return save_contact_sheet(run_dir / FILE_NAME, cells, columns=8 if dataset.task == "classification" else 4)
+
+
 # ---------------------------------------------------------------------------- evaluate
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: UserDataset, size: int, count: int | None = None,
@@ -326,7 +353,9 @@ def evaluate(model: nn.Module, dataset: UserDataset, size: int, count: int | Non
         from cvexport.metrics import detection_map
 
         scores = detection_map(predictions, truths, names)
-        return {"val_map50": scores["map50"], "val_map": scores["map"], "val_images": total}
+        # The boxes it is measured on: on a few, mAP moves in large steps (one box of four is 0.25).
+        return {"val_map50": scores["map50"], "val_map": scores["map"], "val_images": total,
+                "val_boxes": sum(len(truth.boxes) for truth in truths)}
     if dataset.task == "classification":
         from cvexport.metrics import top1_accuracy
 
@@ -345,12 +374,18 @@ def _run_identity(spec, dataset: UserDataset, side: int, start: Start, config, a
             "config": {k: v for k, v in asdict(config).items() if k != "max_steps"}, "augment": augment}
 
 
-def _prepare_run_dir(run_dir: Path, identity: dict[str, Any], resume: bool) -> None:
-    """Refuse to resume a run directory started with anything else; ``resume=False`` starts
-    over, removing only the files a run writes there."""
+def _prepare_run_dir(run_dir: Path, identity: dict[str, Any], resume: bool, dataset_files: dict[str, str] | None = None,
+                     log: Callable[[str], None] = print) -> None:
+    """Refuse to resume a run directory whose checkpoint was made with anything else, saying
+    what differs; ``resume=False`` starts over, removing only the files a run writes there. A run
+    that ended before its first checkpoint (a crash in epoch 1) left nothing to resume: another
+    setup starts over there. ``dataset_files`` ({name: sha256 prefix}) is recorded beside the
+    identity, so a later refusal can name the files that changed."""
     from cvexport.atomic import write_text_atomic
+    from cvexport.models.training import RESUME_FILE
 
-    files = [run_dir / RUN_FILE, run_dir / "last.safetensors", run_dir / "metrics.jsonl"]
+    checkpoint = run_dir / RESUME_FILE
+    files = [run_dir / RUN_FILE, checkpoint, run_dir / "metrics.jsonl"]
     if not resume:
         for path in files:
             if path.is_file():
@@ -361,14 +396,67 @@ def _prepare_run_dir(run_dir: Path, identity: dict[str, Any], resume: bool) -> N
             recorded = json.loads((run_dir / RUN_FILE).read_text())
         except ValueError:
             recorded = {}
-    if recorded is None and (run_dir / "last.safetensors").exists():
+        if not isinstance(recorded, dict):
+            recorded = {}
+    if recorded is None and checkpoint.exists():
         recorded = {}
-    if recorded is not None and recorded != json.loads(json.dumps(identity)):
-        changed = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
-        raise CvexportError(f"--run-dir {run_dir} holds a run started with another {', '.join(changed) or 'setup'}; "
-                            "pass --fresh to start it over, or another --run-dir")
+    identity = json.loads(json.dumps(identity))
+    started = {k: v for k, v in (recorded or {}).items() if k != DATASET_FILES}
+    if recorded is not None and started != identity:
+        changed = sorted(k for k in set(started) | set(identity) if started.get(k) != identity.get(k))
+        if not checkpoint.exists():
+            earlier = f"started there with another {', '.join(changed)}" if started else f"of its unreadable {RUN_FILE}"
+            log(f"{run_dir} holds no checkpoint of the run {earlier}: starting over")
+            for path in files[2:]:
+                if path.is_file():
+                    path.unlink()
+        elif not started:
+            raise CvexportError(f"--run-dir {run_dir} holds a checkpoint {checkpoint} without a readable {RUN_FILE} "
+                                "(what its run was started with); pass --fresh to start it over, or another --run-dir")
+        else:
+            details = "; ".join(_identity_changes(started, identity, recorded.get(DATASET_FILES), dataset_files))
+            why = (" A run resumes only on the data it started with: the train split's images, their order and "
+                   "count set every batch and the learning-rate schedule." if "dataset" in changed else "")
+            raise CvexportError(f"--run-dir {run_dir} holds a run started with another {', '.join(changed)} "
+                                f"({details}), and its checkpoint {checkpoint.name} continues only that run.{why} "
+                                "Pass --fresh to start it over, or another --run-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / RUN_FILE, json.dumps(identity, indent=2) + "\n")
+    write_text_atomic(run_dir / RUN_FILE, json.dumps({**identity, DATASET_FILES: dataset_files or {}}, indent=2) + "\n")
+
+
+def _identity_changes(started: dict[str, Any], now: dict[str, Any], started_files: Any,
+                      files: dict[str, str] | None) -> list[str]:
+    """What differs between the identity a run was started with and this one, item by item:
+    the config keys, the dataset's files (added, removed, changed) where both listings exist."""
+    def shown(value: Any) -> str:
+        text = json.dumps(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    def listed(names: list[str]) -> str:
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        return f"{len(names)} ({', '.join(names[:3])}{more})"
+
+    changes = []
+    for key in sorted(set(started) | set(now)):
+        before, after = started.get(key), now.get(key)
+        if before == after:
+            continue
+        if key == "config" and isinstance(before, dict) and isinstance(after, dict):
+            changes += [f"config {k} {shown(before.get(k))} -> {shown(after.get(k))}"
+                        for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
+        elif key == "dataset" and isinstance(started_files, dict) and started_files and files:
+            removed = sorted(set(started_files) - set(files))
+            added = sorted(set(files) - set(started_files))
+            altered = sorted(n for n in set(files) & set(started_files) if files[n] != started_files[n])
+            parts = [f"{word} {listed(names)}" for word, names in (("removed", removed), ("added", added),
+                                                                   ("changed", altered)) if names]
+            changes.append(f"dataset files {', '.join(parts)}" if parts else
+                           f"dataset sha256 {str(before)[:12]} -> {str(after)[:12]}")
+        elif key == "dataset":
+            changes.append(f"dataset sha256 {str(before)[:12]} -> {str(after)[:12]}")
+        else:
+            changes.append(f"{key.replace('_', ' ')} {shown(before)} -> {shown(after)}")
+    return changes
 
 
 def finetune(spec, dataset: UserDataset, run_dir: str | Path, out: str | Path, *, start: str = "shipped",
@@ -401,12 +489,15 @@ def finetune(spec, dataset: UserDataset, run_dir: str | Path, out: str | Path, *
         seed_everything(seed)
         model, groups, begin = build_start(spec, len(dataset.class_names), side, start, pretrained)
         run_dir = Path(run_dir)
-        _prepare_run_dir(run_dir, _run_identity(spec, dataset, side, begin, config, augment), resume)
+        # 16 hex digits a file name enough to tell files apart, and run.json stays small for large datasets
+        files = {name: digest[:16] for name, digest in dataset.file_digests.items()}
+        _prepare_run_dir(run_dir, _run_identity(spec, dataset, side, begin, config, augment), resume, files, log)
         log(f"fine-tuning {spec.name} on {dataset.describe()}")
         log(f"start: {begin.text}; input {side}x{side}, batch {batch}, {epochs} epochs of {steps_per_epoch} steps"
             f"{f' (stopping after step {max_steps})' if max_steps else ''}, lr {config.lr} (head x{HEAD_LR_SCALE:g}), "
             f"{threads} thread{'s' if threads > 1 else ''}")
         samples = FittedSamples(dataset, "train", side)
+        log(f"contact sheet of the training data as the network gets it: {write_contact_sheet(run_dir, samples)}")
         meter = Throughput(batch_maker(samples, dataset.task, model, seed, augment), loss_function(dataset.task))
         record = fit(model, meter.make_batch, meter.loss, config, run_dir, param_groups=groups, resume=resume)
         seconds = time.perf_counter() - meter.began if meter.began is not None else 0.0
@@ -415,6 +506,13 @@ def finetune(spec, dataset: UserDataset, run_dir: str | Path, out: str | Path, *
                       "images_per_s": round(meter.images / seconds, 2) if seconds else None}
         record.pop("img/s", None)  # the epoch's mean of per-step rates; the run's rate is in "throughput"
         record.update(evaluate(model, dataset, side, val_images))
+        # Val images that are train images measure memory, not the model on new pictures: say so
+        # beside the number (a one-class detector scored 1.0000 on a val.json copied from train.json).
+        record["val_train_overlap"] = len(dataset.val_in_train(record["val_images"]))
+        if record["val_train_overlap"]:
+            log(f"note: {record['val_train_overlap']} of the {record['val_images']} val images are train images "
+                f"too: the val metrics measure how well the run learnt those pictures by heart, not how it does on "
+                "new ones")
         record["throughput"] = throughput
         record["start"] = begin.record
         metrics = {k: v for k, v in record.items() if k.startswith("val_")}

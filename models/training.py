@@ -19,6 +19,16 @@ from torch import nn
 
 from cvexport.checkpoint import load_checkpoint, save_checkpoint
 
+RESUME_FILE = "last.safetensors"  # in a run directory: where fit() resumes from
+# What fit() records in RESUME_FILE's metadata (its tensors are "model.*" and "optim.*"): where to resume.
+RESUME_KEYS = ("epoch", "next_batch", "step")
+
+
+def is_resume_state(meta: dict[str, Any]) -> bool:
+    """Whether checkpoint metadata ``meta`` is a run's resume state (written by :func:`fit`), not
+    deployable weights: those record their model and classes, never where a loop stopped."""
+    return all(key in meta for key in RESUME_KEYS) and "config" in meta
+
 
 @dataclass
 class TrainConfig:
@@ -108,7 +118,7 @@ def fit(
     schedule_steps = steps_per_epoch * config.epochs
     stop_at = schedule_steps if config.max_steps is None else min(schedule_steps, config.max_steps)
     epoch, next_batch, step = 0, 0, 0
-    last = run_dir / "last.safetensors"
+    last = run_dir / RESUME_FILE
     if resume and last.exists():
         tensors, meta = load_checkpoint(last)
         model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})

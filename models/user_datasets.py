@@ -15,7 +15,13 @@ Everything a training run will read is checked when the dataset is opened, so a 
 one line naming the file (and the entry) and what to fix before anything is written: a missing
 annotation file or split list, an image listed but absent or unreadable, a box outside its
 image or with a non-positive size, an unknown category or image id, an empty class folder, a
-mask whose size differs from its image, mask values that are not classes. Images are read with
+mask whose size differs from its image, mask values that are not classes. Every image is decoded
+(JPEGs at 1/8 scale, see :func:`decode_problem`), so a truncated file is found before the run,
+and all unusable images are named in one line. Data nothing can be learnt from or measured on is
+refused too: a COCO split without a box (no or empty 'annotations', only crowd regions; in val
+mAP would be undefined), VOC masks of background only, an ImageFolder of one class. Val images
+that are train images too (same file or same bytes) and a COCO file under two image ids are
+warned about. Images are read with
 :func:`cvexport.images.load_image` (grey, RGBA, 16-bit and EXIF-rotated files come out upright
 RGB), and annotations are taken to be in pixels of the upright image, as annotation tools show it.
 
@@ -35,7 +41,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cvexport.errors import CvexportError
+from cvexport.errors import CvexportError, counted, stderr_warning
+from cvexport.media import IMAGE_SUFFIXES
 
 SPLITS = ("train", "val")
 FORMATS = {"detection": "coco", "classification": "imagefolder", "segmentation": "voc"}
@@ -46,12 +53,12 @@ FORMAT_LAYOUTS = {
            "val.txt, and DIR/labelmap.txt or DIR/class_names.txt",
 }
 # Extensions torchvision's ImageFolder reads; other files in a class folder (Thumbs.db, .DS_Store) are skipped.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 VOID = 255  # VOC's label for object borders and unlabelled pixels: ignored by the loss and the metric
 # Box coordinates may reach this far past the image (pixels) before they count as outside it:
 # tools that derive boxes from polygons round outwards. Such boxes are clipped to the image.
 BOX_SLACK = 1.0
 MAX_CLASSES = 254  # class ids are stored in uint8 masks, 255 being VOID
+MAX_LISTED = 5  # files a line names before it gives the count of the rest
 
 
 @dataclass(frozen=True)
@@ -79,12 +86,14 @@ class UserDataset:
     splits: dict[str, list[Entry]]
     digest: str  # sha256 over every file the dataset is made of (annotations, lists, images, masks)
     colors: dict[tuple[int, int, int], int] = field(default_factory=dict)  # voc: labelmap colour -> class
+    # {file name relative to root: sha256}: what the digest is made of, so a run can say which files changed
+    file_digests: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return sum(len(entries) for entries in self.splits.values())
 
     def describe(self) -> str:
-        return (f"{self.format} dataset {self.root} ({len(self.class_names)} classes: {', '.join(self.class_names)}; "
+        return (f"{self.format} dataset {self.root} ({counted(len(self.class_names), 'class', 'classes')}: {', '.join(self.class_names)}; "
                 f"{len(self.splits['train'])} train, {len(self.splits['val'])} val images)")
 
     def record(self) -> dict[str, Any]:
@@ -92,6 +101,18 @@ class UserDataset:
         return {"format": self.format, "path": str(self.root.resolve()), "sha256": self.digest,
                 "class_names": list(self.class_names), "train_images": len(self.splits["train"]),
                 "val_images": len(self.splits["val"])}
+
+    def val_in_train(self, count: int | None = None) -> list[tuple[int, int]]:
+        """(val index, train index) of each of the first ``count`` val images (all by default)
+        that is a train image too: the same file, or a file of the same bytes."""
+        def digest_of(entry: Entry) -> str:
+            return self.file_digests[entry.image.relative_to(self.root).as_posix()]
+
+        in_train: dict[str, int] = {}
+        for index, entry in enumerate(self.splits["train"]):
+            in_train.setdefault(digest_of(entry), index)
+        val = self.splits["val"][: count or len(self.splits["val"])]
+        return [(index, in_train[digest_of(entry)]) for index, entry in enumerate(val) if digest_of(entry) in in_train]
 
     # ------------------------------------------------------------------------ samples
     def sample(self, split: str, index: int):
@@ -179,14 +200,22 @@ def open_dataset(task: str, root: str | Path, model: str = "") -> UserDataset:
     if not root.is_dir():
         raise CvexportError(f"--data {root}: no such directory; expected a {FORMAT_LAYOUTS[fmt]}")
     reader = {"coco": _read_coco, "imagefolder": _read_imagefolder, "voc": _read_voc}[fmt]
-    names, splits, files, colors = reader(root)
+    check = _Check(root)
+    names, splits, files, colors = reader(root, check)
     for split in SPLITS:
         if not splits[split]:
             raise CvexportError(f"--data {root}: the {split} split has no images; {split} needs at least one "
                                 f"({FORMAT_LAYOUTS[fmt]})")
     if len(names) > MAX_CLASSES:
         raise CvexportError(f"--data {root}: {len(names)} classes, more than the {MAX_CLASSES} supported")
-    return UserDataset(fmt, task, root, tuple(names), splits, _digest(root, files), colors)
+    # Last, as it costs the most: the files are known to be what the format asks for.
+    check.decode([entry.image for split in SPLITS for entry in splits[split]])
+    check.refuse_unusable(sum(len(splits[split]) for split in SPLITS))
+    digests = _file_digests(root, files)
+    dataset = UserDataset(fmt, task, root, tuple(names), splits, _digest(digests), colors, digests)
+    for line in check.warnings + _overlap_warnings(dataset):
+        stderr_warning(line)
+    return dataset
 
 
 def check_classes(dataset: UserDataset, class_names: Sequence[str], what: str) -> None:
@@ -196,34 +225,145 @@ def check_classes(dataset: UserDataset, class_names: Sequence[str], what: str) -
                             f"[{', '.join(class_names)}]; pass the dataset it was trained on")
 
 
-def _digest(root: Path, files: list[Path]) -> str:
-    """sha256 over the files (relative name and contents, in a fixed order): the same dataset
-    gives the same digest wherever it is copied, any changed byte another one."""
+def _file_digests(root: Path, files: list[Path]) -> dict[str, str]:
+    """{name relative to ``root``: sha256 of the file}, in name order, for every file of the dataset."""
     from cvexport.digest import sha256_file
 
+    named = {path.relative_to(root).as_posix(): path for path in files}
+    return {name: sha256_file(named[name]) for name in sorted(named)}
+
+
+def _digest(file_digests: dict[str, str]) -> str:
+    """sha256 over the files (relative name and contents, in a fixed order): the same dataset
+    gives the same digest wherever it is copied, any changed byte another one."""
     digest = hashlib.sha256()
-    for path in sorted(set(files), key=lambda p: p.relative_to(root).as_posix()):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + sha256_file(path).encode() + b"\0")
+    for name in sorted(file_digests):
+        digest.update(name.encode() + b"\0" + file_digests[name].encode() + b"\0")
     return digest.hexdigest()
+
+
+def _overlap_warnings(dataset: UserDataset) -> list[str]:
+    """A line when val images are train images too (the same file, or files of identical bytes):
+    every val number (the run's metric, verify's) would then be measured partly on training data."""
+    shared = dataset.val_in_train()
+    if not shared:
+        return []
+    root, digests, total = dataset.root, dataset.file_digests, len(dataset.splits["val"])
+    if dataset.format == "coco" and digests["annotations/train.json"] == digests["annotations/val.json"]:
+        what = f"annotations/val.json is identical to annotations/train.json: all {total} val images are train images"
+    else:
+        shown = "; ".join(f"{dataset.splits['val'][v].where} = {dataset.splits['train'][t].where}"
+                          for v, t in shared[:MAX_LISTED])
+        more = f"; and {len(shared) - MAX_LISTED} more" if len(shared) > MAX_LISTED else ""
+        what = (f"{len(shared)} of {total} val images are also in the train split (the same file or identical "
+                f"bytes): {shown}{more}")
+    return [f"--data {root}: {what}; overlap between train and val inflates every number you will see (the "
+            "run's val metric, verify); keep each picture in one split"]
+
+
+class UnusableImage(CvexportError):
+    """An image a run could not read; ``what`` says why (\"is not a readable image\", ...) after its name."""
+
+    def __init__(self, message: str, what: str):
+        super().__init__(message)
+        self.what = what
 
 
 def upright_size(path: Path, where: str) -> tuple[int, int]:
     """(width, height) of the image file as :func:`cvexport.images.load_image` returns it (EXIF
-    orientations 5-8 swap the sides), from its header only; a missing or unreadable file is one line."""
+    orientations 5-8 swap the sides), from its header only; a missing or unreadable file is one
+    line (an :class:`UnusableImage`)."""
     from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
-        raise CvexportError(f"{where}: image {path} not found; add the file or remove the entry")
+        raise UnusableImage(f"{where}: image {path} not found; add the file or remove the entry", "not found")
     try:
         with Image.open(path) as image:
             width, height = image.size
             orientation = image.getexif().get(0x0112, 1)
     except UnidentifiedImageError:
-        raise CvexportError(f"{where}: {path} is not a readable image (unknown or corrupt format); "
-                            "replace it or remove the entry") from None
+        raise UnusableImage(f"{where}: {path} is not a readable image (unknown or corrupt format); "
+                            "replace it or remove the entry", "is not a readable image") from None
+    except Image.DecompressionBombError as exc:
+        raise UnusableImage(f"{where}: {path} has too many pixels to decode safely ({exc}); downscale it or remove "
+                            "the entry", "has too many pixels to decode safely") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise CvexportError(f"{where}: {path} is corrupt ({exc}); replace it or remove the entry") from None
+        raise UnusableImage(f"{where}: {path} is corrupt ({exc}); replace it or remove the entry",
+                            f"is corrupt ({exc})") from None
+    if width < 2 or height < 2:  # load_image refuses these: no picture to learn from
+        raise UnusableImage(f"{where}: {path} is only {width}x{height} pixels; replace it or remove the entry",
+                            f"is only {width}x{height} pixels")
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def decode_problem(path: Path) -> str | None:
+    """Why a run could not decode the image ``path`` (\"is truncated or corrupt (...)\", ...), None
+    when it decodes. A header says nothing of the data after it, so the file is decoded: JPEGs
+    (most datasets) at 1/8 scale (Pillow's ``draft``), which still reads every byte of entropy-coded
+    data, so truncation and broken data are found, for about half the time of a full decode;
+    then the conversion to RGB that :func:`cvexport.images.load_image` applies, on that small picture."""
+    from PIL import Image
+
+    from cvexport.images import _pil_to_rgb  # the very conversion training applies, not a copy
+
+    try:
+        with Image.open(path) as image:
+            image.draft(None, (max(1, image.width // 8), max(1, image.height // 8)))  # no-op but for JPEG
+            image.load()
+            _pil_to_rgb(image, "")
+    except CvexportError as exc:
+        return str(exc).strip()  # named "": the message is what follows the name
+    except Exception as exc:  # Pillow raises several types for broken data
+        return f"is truncated or corrupt ({exc})"
+    return None
+
+
+class _Check:
+    """What reading a dataset finds beside the errors that stop it: unusable images (collected,
+    so one line names them all) and lines to warn with."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.unusable: list[tuple[int, str, str]] = []  # (order read, its line alone, "NAME WHAT" for a list)
+        self.warnings: list[str] = []
+        self._where: dict[Path, str] = {}
+        self._order: dict[Path, int] = {}
+
+    def size(self, path: Path, where: str) -> tuple[int, int] | None:
+        """:func:`upright_size`, or None with the file noted as unusable."""
+        self._order.setdefault(path, len(self._order))
+        try:
+            size = upright_size(path, where)
+        except UnusableImage as exc:
+            self.unusable.append((self._order[path], str(exc), f"{self._name(path)} {exc.what}"))
+            return None
+        self._where.setdefault(path, where)
+        return size
+
+    def decode(self, paths: list[Path]) -> None:
+        """Decode every image whose header was read (each file once), noting those that fail."""
+        for path in dict.fromkeys(p for p in paths if p in self._where):
+            what = decode_problem(path)
+            if what is not None:
+                self.unusable.append((self._order[path], f"{self._where[path]}: {path} {what}; replace it or remove "
+                                      "the entry", f"{self._name(path)} {what}"))
+
+    def refuse_unusable(self, total: int) -> None:
+        """One line naming the unusable images, in the order the dataset lists them (the first few and the count)."""
+        self.unusable.sort()
+        if len(self.unusable) == 1:
+            raise CvexportError(self.unusable[0][1])
+        if self.unusable:
+            shown = "; ".join(item for _, _, item in self.unusable[:MAX_LISTED])
+            more = f"; and {len(self.unusable) - MAX_LISTED} more" if len(self.unusable) > MAX_LISTED else ""
+            raise CvexportError(f"--data {self.root}: {len(self.unusable)} of {total} images cannot be read: "
+                                f"{shown}{more}; replace, re-copy or remove them (and their entries)")
+
+    def _name(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
 
 
 # -------------------------------------------------------------------------------- COCO
@@ -265,7 +405,7 @@ def _coco_categories(data: dict, name: str) -> list[tuple[int, str]]:
     return sorted(out)
 
 
-def _read_coco(root: Path):
+def _read_coco(root: Path, check: _Check):
     files: list[Path] = []
     splits: dict[str, list[Entry]] = {}
     reference: list[tuple[int, str]] | None = None
@@ -286,6 +426,7 @@ def _read_coco(root: Path):
         label_of = {cid: label for label, (cid, _) in enumerate(categories)}
         images = data.get("images")
         annotations = data.get("annotations", [])
+        named: dict[str, list[int]] = {}  # file_name -> the image ids that name it
         if not isinstance(images, list):
             raise CvexportError(f"{name}: 'images' must be a list of {{\"id\", \"file_name\"}}")
         if not isinstance(annotations, list):
@@ -301,9 +442,10 @@ def _read_coco(root: Path):
                 raise CvexportError(f"{name} images[{i}]: id {iid} appears twice; give every image its own id")
             where = f"{name} images[{i}] '{file_name}'"
             file = root / "images" / file_name
-            width, height = upright_size(file, where)
+            named.setdefault(file_name, []).append(iid)
+            width, height = check.size(file, where) or (None, None)  # None: unusable, said once all are read
             declared = (image.get("width"), image.get("height"))
-            if all(v is not None for v in declared) and declared != (width, height):
+            if width is not None and all(v is not None for v in declared) and declared != (width, height):
                 raise CvexportError(f"{where}: declared {declared[0]}x{declared[1]} but the image is {width}x{height} "
                                     "(upright, EXIF orientation applied); fix 'width'/'height' or the image")
             by_id[iid] = {"file": file, "where": where, "width": width, "height": height, "boxes": [], "labels": []}
@@ -331,11 +473,24 @@ def _read_coco(root: Path):
                 raise CvexportError(f"{where} on '{image['file'].name}': bbox {bbox} has a non-positive width or "
                                     "height; fix the box or remove the annotation")
             iw, ih = image["width"], image["height"]
+            if iw is None:  # an unusable image (refused with the others): no size to check the box against
+                continue
             if x < -BOX_SLACK or y < -BOX_SLACK or x + w > iw + BOX_SLACK or y + h > ih + BOX_SLACK:
                 raise CvexportError(f"{where} on '{image['file'].name}': bbox {bbox} reaches outside the {iw}x{ih} "
                                     "image; boxes are [x, y, width, height] in pixels of the upright image: fix it")
             image["boxes"].append([max(x, 0.0), max(y, 0.0), min(x + w, iw), min(y + h, ih)])
             image["labels"].append(label_of[ann["category_id"]])
+        if by_id and not any(item["boxes"] for item in by_id.values()):
+            _refuse_no_boxes(name, split, data, annotations)
+        twice = {file_name: ids for file_name, ids in named.items() if len(ids) > 1}
+        if twice:
+            shown = "; ".join(f"'{file_name}' (ids {', '.join(map(str, ids))})"
+                              for file_name, ids in list(twice.items())[:MAX_LISTED])
+            more = f"; and {len(twice) - MAX_LISTED} more" if len(twice) > MAX_LISTED else ""
+            check.warnings.append(
+                f"{name}: {len(twice)} file{'s' if len(twice) > 1 else ''} named by more than one image id: {shown}"
+                f"{more}; each such picture is read once per id, with only that id's boxes (the others count as "
+                "background); give each file one image entry with all its annotations")
         splits[split] = [
             Entry(image=item["file"], where=item["where"], width=item["width"], height=item["height"],
                   boxes=np.asarray(item["boxes"], dtype=np.float64).reshape(-1, 4),
@@ -343,6 +498,22 @@ def _read_coco(root: Path):
             for _, item in sorted(by_id.items())
         ]
     return [n for _, n in reference], splits, files, {}
+
+
+def _refuse_no_boxes(name: str, split: str, data: dict, annotations: list) -> None:
+    """A split without a single box (every annotation a crowd region, or none): nothing to learn
+    from in train, and in val no box to find, so mAP would be undefined (not 0)."""
+    if "annotations" not in data:
+        reason = "has no 'annotations' list"
+    elif not annotations:
+        reason = "has an empty 'annotations' list"
+    else:
+        reason = (f"has only crowd regions (all {len(annotations)} annotations are iscrowd: 1, which are no single "
+                  "object and are left out)")
+    need = ("so the detector has no box to learn from" if split == "train"
+            else "so there is no box to measure mAP on (it would be undefined)")
+    raise CvexportError(f"{name} {reason}, {need}; add the {split} images' boxes ([x, y, width, height] in "
+                        "pixels, iscrowd 0)")
 
 
 # ------------------------------------------------------------------------- ImageFolder
@@ -358,9 +529,12 @@ def _class_folders(root: Path, split: str) -> list[Path]:
     return classes
 
 
-def _read_imagefolder(root: Path):
+def _read_imagefolder(root: Path, check: _Check):
     train_classes = _class_folders(root, "train")
     names = [p.name for p in train_classes]
+    if len(names) < 2:  # one class: nothing to tell apart, and top-1 has no meaning
+        raise CvexportError(f"--data {root}: {root / 'train'} has one class folder ('{names[0]}'); a classifier "
+                            f"needs at least two classes: put each class's images in train/<class>/ and val/<class>/")
     files: list[Path] = []
     splits: dict[str, list[Entry]] = {}
     for split in SPLITS:
@@ -376,13 +550,13 @@ def _read_imagefolder(root: Path):
         entries = []
         for label, folder in enumerate(folders):
             images = sorted(p for p in folder.rglob("*")
-                            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
             if not images:
-                raise CvexportError(f"--data {root}: class folder {folder} is empty (no {', '.join(IMAGE_EXTENSIONS)} "
+                raise CvexportError(f"--data {root}: class folder {folder} is empty (no {', '.join(IMAGE_SUFFIXES)} "
                                     "files); add its images or remove the folder from both splits")
             for path in images:
                 where = f"{split}/{folder.name}/{path.relative_to(folder).as_posix()}"
-                width, height = upright_size(path, where)
+                width, height = check.size(path, where) or (0, 0)  # unusable: refused once all are read
                 entries.append(Entry(image=path, where=where, width=width, height=height, label=label))
                 files.append(path)
         splits[split] = entries
@@ -486,7 +660,7 @@ def read_mask(entry: Entry, num_classes: int, colors: dict[tuple[int, int, int],
     return values.astype(np.uint8)
 
 
-def _read_voc(root: Path):
+def _read_voc(root: Path, check: _Check):
     names, colors, names_file = _read_class_names(root)
     files: list[Path] = [names_file]
     splits: dict[str, list[Entry]] = {}
@@ -498,6 +672,8 @@ def _read_voc(root: Path):
         files.append(listing)
         entries = []
         seen = set()
+        labelled = False  # whether any mask of the split holds a pixel of a class other than the background
+        masks_read = 0
         for number, line in enumerate(listing.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip():
                 continue
@@ -506,7 +682,7 @@ def _read_voc(root: Path):
             if image_id in seen:
                 raise CvexportError(f"{where}: listed twice; list every id once")
             seen.add(image_id)
-            image = next((root / "JPEGImages" / f"{image_id}{ext}" for ext in IMAGE_EXTENSIONS
+            image = next((root / "JPEGImages" / f"{image_id}{ext}" for ext in IMAGE_SUFFIXES
                           if (root / "JPEGImages" / f"{image_id}{ext}").is_file()), None)
             if image is None:
                 raise CvexportError(f"{where}: no image {root / 'JPEGImages' / image_id}.jpg; add it or remove "
@@ -514,10 +690,21 @@ def _read_voc(root: Path):
             mask = root / "SegmentationClass" / f"{image_id}.png"
             if not mask.is_file():
                 raise CvexportError(f"{where}: no mask {mask}; add it or remove the line")
-            width, height = upright_size(image, where)
-            entry = Entry(image=image, where=where, width=width, height=height, mask=mask)
-            read_mask(entry, len(names), colors)  # checked now: size and values, before any training
+            size = check.size(image, where)
+            entry = Entry(image=image, where=where, width=size[0] if size else 0, height=size[1] if size else 0,
+                          mask=mask)
+            if size is not None:  # an unusable image is refused once all are read; its mask has no size to fit
+                values = read_mask(entry, len(names), colors)  # checked now: size and values, before any training
+                labelled = labelled or bool(((values != 0) & (values != VOID)).any())
+                masks_read += 1
             entries.append(entry)
             files += [image, mask]
+        if entries and not labelled and masks_read == len(entries):
+            need = ("so there is nothing to learn but the background" if split == "train"
+                    else "so mIoU would measure the background alone")
+            raise CvexportError(f"{listing.relative_to(root).as_posix()}: the masks of all {len(entries)} listed "
+                                f"images (SegmentationClass/) hold only background (0) and void ({VOID}), {need}; "
+                                f"paint the objects with their class index (1..{len(names) - 1})"
+                                f"{' or their labelmap.txt colour' if colors else ''}")
         splits[split] = entries
     return names, splits, files, colors

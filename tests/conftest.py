@@ -29,12 +29,16 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _restore_random_state():
-    """Tests may seed or draw; leave the global generators as they were."""
+    """Tests may seed or draw, or set torch's process-wide thread count (a torch runner, a
+    training run); leave the generators and the threads as they were, so no test's numbers
+    depend on which tests ran before it."""
     torch_state = torch.get_rng_state()
     np_state = np.random.get_state()
+    threads = torch.get_num_threads()
     yield
     torch.set_rng_state(torch_state)
     np.random.set_state(np_state)
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

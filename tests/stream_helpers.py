@@ -73,6 +73,22 @@ def decode_video(path: Path) -> tuple[list[np.ndarray], dict]:
     return frames, info
 
 
+def decode_until_error(path: Path) -> tuple[int, str | None]:
+    """(frames decoded, the error that ended decoding or None): how much of a video a player
+    shows, e.g. of an mp4 whose writer was killed mid-fragment. A file that does not even open
+    raises, as it fails to play at all."""
+    import av
+
+    count = 0
+    with av.open(str(path)) as container:
+        try:
+            for packet in container.demux(video=0):
+                count += len(packet.decode())
+        except av.error.FFmpegError as exc:
+            return count, str(exc)
+    return count, None
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)

@@ -114,7 +114,7 @@ def _expected(bundle, media: Path, stride: int = 1) -> dict[tuple[str, int], dic
     expected = {}
     for key, image, prediction in zip(keys, images, predictor.predict(images)):
         expected[key] = {"width": image.shape[1], "height": image.shape[0],
-                         "result": json.loads(json.dumps(predictor.task.record(prediction))),
+                         "result": json.loads(json.dumps(predictor.task.record(prediction, bundle.class_names))),
                          "array": prediction if isinstance(prediction, np.ndarray) else None}
     return expected
 
@@ -228,10 +228,10 @@ def test_interrupted_run_keeps_complete_inputs_and_resumes(ssd, media, tmp_path,
     monkeypatch.setattr(bp, "ROWS_PER_PART", 1)  # commit after every input
     real_read = bp.read_frames
 
-    def read_then_interrupt(item, stride=1):
+    def read_then_interrupt(item, stride=1, **kwargs):
         if item.path.endswith("d_rgba.png"):
             raise KeyboardInterrupt
-        return real_read(item, stride)
+        return real_read(item, stride, **kwargs)
 
     monkeypatch.setattr(bp, "read_frames", read_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
@@ -251,6 +251,29 @@ def _corrupt_inputs(tmp_path: Path, media: Path) -> list[Path]:
     fake_video = tmp_path / "fake.mp4"
     fake_video.write_bytes(b"this is not a video")
     return [truncated, fake_video]
+
+
+def test_a_damaged_video_keeps_its_good_frames_under_their_own_numbers(ssd, tmp_path):
+    """The rule stream keeps (cvexport.video_decode): frames after a damaged stretch are predicted
+    under the video's own frame numbers and the loss is counted, where predict used to fail the
+    whole video at the first bad packet."""
+    from cvexport.stream.synthetic import write_video
+    from cvexport.video_decode import DecodeStats, read_frames
+
+    video = tmp_path / "zeroed.mp4"
+    write_video(video, 160, 120, 30, fps=30, seed=2)
+    data = bytearray(video.read_bytes())
+    start, end = len(data) * 2 // 5, len(data) * 3 // 5
+    data[start:end] = bytes(end - start)
+    video.write_bytes(bytes(data))
+    lines: list[str] = []
+    summary = batch_predict(_options(ssd, [video], tmp_path / "out"), log=lines.append)
+    frames = sorted(frame for _, frame in _stored(tmp_path / "out"))
+    stats = DecodeStats()
+    assert frames == [index for index, _, _ in read_frames(str(video), stats=stats)]  # stream's numbers
+    assert summary["failed"] == 0 and frames[-1] == 29
+    assert 0 < summary["last_run_lost_frames"] == stats.lost == 30 - len(frames)
+    assert any("could not be decoded" in line and "zeroed.mp4" in line for line in lines)
 
 
 def test_unreadable_files_are_recorded_as_failed_and_the_rest_goes_on(ssd, media, tmp_path):
@@ -282,11 +305,21 @@ def test_rerun_with_another_bundle_or_stride_is_refused(ssd, build_bundle, media
         batch_predict(_options(ssd, [media / "photos"], out, stride=2), log=lambda line: None)
 
 
-def test_out_holding_other_files_is_refused(ssd, media, tmp_path):
+def test_out_holding_other_files_is_refused(ssd, media, tmp_path, capsys):
+    from cvexport.cli import main
+
     (tmp_path / "mine.txt").write_text("keep me")
-    with pytest.raises(CvexportError, match="refusing to replace them"):
+    with pytest.raises(CvexportError, match="holds files that cvexport predict did not write"):
         batch_predict(_options(ssd, [media / "photos"], tmp_path), log=lambda line: None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
+    # predict has no --force (it would delete the folder's files), so the refusal offers none.
+    assert main(["predict", str(ssd.path), str(media / "photos"), "--out", str(tmp_path)]) == 2
+    message = one_line_stderr(capsys)
+    assert "--force" not in message and "Choose a new or empty folder" in message
+    (tmp_path / "mine.txt").unlink()
+    (tmp_path / "mine.txt").mkdir()  # a folder of that name is no temp leftover either
+    assert main(["predict", str(ssd.path), str(media / "photos"), "--out", str(tmp_path)]) == 2
+    one_line_stderr(capsys)
 
 
 def test_cli_exit_codes_and_one_line_errors(ssd, media, tmp_path, capsys):
@@ -295,6 +328,8 @@ def test_cli_exit_codes_and_one_line_errors(ssd, media, tmp_path, capsys):
     truncated, _ = _corrupt_inputs(tmp_path, media)
     out = tmp_path / "out"
     assert main(["predict", str(ssd.path), str(media / "photos" / "a.png"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "1 input: 0 already done" in printed and "predicted 1 frame of 1 input in" in printed  # singular
     assert main(["predict", str(ssd.path), str(truncated), "--out", str(out)]) == 1  # a failed input
     assert "failed:" in capsys.readouterr().out
     assert main(["predict", str(ssd.path), str(tmp_path / "absent.png"), "--out", str(out)]) == 2
@@ -400,7 +435,7 @@ def test_ray_matches_in_process_and_predictor(ray_session, ssd, media, tmp_path)
     lines = []
     summary = _within_timeout(batch_predict, _options(ssd, inputs, tmp_path / "ray", batch=3, jsonl=True, ray="local"),
                               log=lines.append)
-    assert any(line.startswith("Ray: 2 actor(s), each 0.50 CPU") for line in lines), lines
+    assert any(line.startswith("Ray: 2 actors, each 0.50 CPU") for line in lines), lines
     assert summary["done"] == 5 and summary["failed"] == 2
     _assert_matches(_stored(tmp_path / "ray"), _expected(ssd, media))
     batch_predict(_options(ssd, inputs, tmp_path / "local", batch=3, jsonl=True), log=lambda line: None)

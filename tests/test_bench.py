@@ -294,6 +294,32 @@ def test_fp32_graph_of_an_int8_bundle_is_float(int8_bundle):
     onnx.checker.check_model(graph)
 
 
+@pytest.fixture(scope="module")
+def custom_size_bundle(build_bundle, tmp_path_factory):
+    """A classifier bundle of weights for 2 classes at 96x96 (as 'train --data --input-size 96'
+    writes them: class names and input size in the checkpoint's metadata)."""
+    from cvexport.checkpoint import save_checkpoint
+    from cvexport.registry import get_spec
+
+    spec = get_spec("classifier").with_classes(["cat", "dog"], 96)
+    weights = tmp_path_factory.mktemp("weights") / "two.safetensors"
+    save_checkpoint(weights, spec.build().state_dict(),
+                    {"model": "classifier", "class_names": ["cat", "dog"], "input_size": 96})
+    return build_bundle(model="classifier", precision="fp32", weights=str(weights))
+
+
+def test_fp32_graph_is_exported_for_the_bundles_own_weights(custom_size_bundle):
+    """The INT8-vs-fp32 comparison times the bundle's network: the same input size and classes."""
+    import onnx
+
+    dims = lambda value: [d.dim_value or d.dim_param for d in value.type.tensor_type.shape.dim]  # noqa: E731
+    graph = bench.fp32_graph(custom_size_bundle, warn=lambda line: None)
+    built = onnx.load(str(custom_size_bundle.onnx_path))
+    assert dims(graph.graph.input[0])[1:] == dims(built.graph.input[0])[1:] == [3, 96, 96]
+    assert [dims(o) for o in graph.graph.output] == [dims(o) for o in built.graph.output]
+    assert dims(graph.graph.output[0])[1:] == [2]
+
+
 def test_int8_comparison_failure_is_recorded_not_fatal(int8_bundle, monkeypatch):
     def broken(bundle, warn=None):
         raise RuntimeError("weights unreadable")

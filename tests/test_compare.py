@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cvexport.detection import (
+    SAME_OBJECT_IOU,
     TOLERANCES,
     DetectionParity,
     DetectionTolerance,
@@ -74,9 +75,18 @@ def test_reordered_detections_still_match():
     assert parity.matched == 5 and parity.passed(FP32)
 
 
-def test_both_empty_passes():
+def test_both_empty_compares_nothing_and_fails():
+    # build --frame-size 16x16 passed its parity with "0/0 detections matched": a check of nothing.
     parity = DetectionParity(FP32).add(outputs([[], []]), outputs([[], []]))
-    assert parity.match_fraction == 1.0 and parity.matched == 0 and parity.passed(FP32)
+    assert parity.matched == 0 and parity.compared() == 0 and parity.failures == []
+    assert not parity.passed(FP32) and not parity.passed(FP16)
+    assert "nothing compared (neither run gave a detection on the 2 images)" in parity.summary()
+    assert parity.to_dict()["compared"] == 0
+
+
+def test_empty_images_among_others_are_compared_as_empty():
+    parity = DetectionParity(FP32).add(outputs([[], IMAGE_A]), outputs([[], IMAGE_A]))
+    assert parity.compared() == 3 and parity.passed(FP32) and "nothing compared" not in parity.summary()
 
 
 def _shifted(dx: float) -> list:
@@ -259,3 +269,93 @@ def test_scores_outside_unit_interval_fail():
     parity = DetectionParity(TOLERANCES["int8"]).add(outputs([IMAGE_A]), test)
     assert not parity.passed(TOLERANCES["int8"])
     assert len(parity.failures) == 1 and "outside [0, 1]" in parity.failures[0]
+
+
+# ------------------------------------------------ detections that cross the score threshold
+THRESHOLD = 0.25
+
+
+def _at_threshold(score: float, cls: int = 0, box=(0.6, 0.6, 0.7, 0.7)) -> tuple:
+    return (list(box), score, cls)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_flips_at_the_score_threshold_are_set_aside_and_counted(precision):
+    # Issue 22: fp16 moved one detection scoring 0.2507 under the 0.25 threshold and another
+    # from under it to 0.2503; every other box agreed. Not mismatches: counted as flips.
+    tolerance = TOLERANCES[precision]
+    above = THRESHOLD + tolerance.boundary_score_delta / 2
+    ref = outputs([IMAGE_A + [_at_threshold(above)], IMAGE_B])
+    test = outputs([IMAGE_A, IMAGE_B + [_at_threshold(above, 1, (0.0, 0.6, 0.1, 0.7))]])
+    parity = DetectionParity(tolerance, score_threshold=THRESHOLD).add(ref, test)
+    assert (parity.matched, parity.missing, parity.extra, parity.boundary_flips) == (5, 0, 0, 2)
+    assert parity.match_fraction == 1.0 and parity.passed()
+    assert "5/5 detections matched" in parity.summary() and "2 boundary flips set aside" in parity.summary()
+    assert parity.to_dict()["boundary_flips"] == 2
+    # Without the threshold (statistics not bound to the bundle), the same detections are mismatches.
+    unbound = DetectionParity(tolerance).add(ref, test)
+    assert (unbound.missing, unbound.extra, unbound.boundary_flips) == (1, 1, 0) and not unbound.passed()
+
+
+def test_task_binds_the_bundles_score_threshold():
+    from cvexport.tasks import get_task
+
+    parity = get_task("detection").new_parity("fp16", {"postprocess": {"score_threshold": 0.3}})
+    assert parity.score_threshold == 0.3 and parity.tolerance is FP16
+    assert get_task("detection").new_parity("fp16").score_threshold is None
+
+
+def test_a_detection_beyond_the_precisions_rounding_is_no_flip():
+    above = THRESHOLD + 2 * FP16.boundary_score_delta
+    parity = DetectionParity(FP16, score_threshold=THRESHOLD).add(outputs([IMAGE_A + [_at_threshold(above)]]),
+                                                                  outputs([IMAGE_A]))
+    assert (parity.missing, parity.boundary_flips) == (1, 0) and not parity.passed()
+
+
+def test_a_confident_detection_lost_fails():
+    parity = DetectionParity(FP16, score_threshold=THRESHOLD).add(outputs([IMAGE_A]), outputs([IMAGE_A[1:]]))
+    assert (parity.missing, parity.boundary_flips) == (1, 0) and not parity.passed()
+
+
+def test_a_box_that_moves_at_the_threshold_fails():
+    # Both runs give the detection near the threshold, but the box moved: not two flips.
+    near = THRESHOLD + 0.001
+    moved = (0.6, 0.63, 0.7, 0.73)  # IoU 0.007 / 0.013 = 0.54 with the reference box: below fp16's 0.95
+    assert 0.007 / 0.013 >= SAME_OBJECT_IOU
+    parity = DetectionParity(FP16, score_threshold=THRESHOLD).add(outputs([IMAGE_A + [_at_threshold(near)]]),
+                                                                  outputs([IMAGE_A + [_at_threshold(near, 0, moved)]]))
+    assert (parity.missing, parity.extra, parity.boundary_flips) == (1, 1, 0) and not parity.passed()
+
+
+def test_a_class_that_changes_at_the_threshold_fails():
+    near = THRESHOLD + 0.001
+    parity = DetectionParity(FP16, score_threshold=THRESHOLD).add(outputs([IMAGE_A + [_at_threshold(near, 0)]]),
+                                                                  outputs([IMAGE_A + [_at_threshold(near, 1)]]))
+    assert (parity.missing, parity.extra, parity.boundary_flips) == (1, 1, 0) and not parity.passed()
+
+
+def test_int8_sets_no_flips_aside():
+    # Its match fraction was measured with flips counted.
+    ref = outputs([IMAGE_A + [_at_threshold(THRESHOLD + 1e-4)]])
+    parity = DetectionParity(TOLERANCES["int8"], score_threshold=THRESHOLD).add(ref, outputs([IMAGE_A]))
+    assert (parity.missing, parity.boundary_flips) == (1, 0)
+
+
+def test_flips_at_the_max_detections_cut_are_set_aside():
+    # Both outputs full: the reference's last detection and the test's last one swap places
+    # across the top-K cut by rounding (their scores tie within fp16's rounding).
+    k = 8
+    common = grid_detections(k - 1)
+    low = min(score for _, score, _ in common) - 0.001
+    ref = outputs([common + [([0.9, 0.9, 0.95, 0.95], low, 0)]], k=k)
+    test = outputs([common + [([0.0, 0.9, 0.05, 0.95], low - 0.0005, 1)]], k=k)
+    parity = DetectionParity(FP16, score_threshold=0.01).add(ref, test)
+    assert (parity.matched, parity.missing, parity.extra, parity.boundary_flips) == (k - 1, 0, 0, 2)
+    assert parity.passed() and parity.short_images == 0
+
+
+def test_only_flips_compare_nothing():
+    ref = outputs([[_at_threshold(THRESHOLD + 0.001)]])
+    parity = DetectionParity(FP16, score_threshold=THRESHOLD).add(ref, outputs([[]]))
+    assert parity.boundary_flips == 1 and parity.compared() == 0 and not parity.passed()
+    assert "beyond 1 boundary flips" in parity.summary()

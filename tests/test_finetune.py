@@ -18,8 +18,10 @@ import torch
 from cli_helpers import one_line_stderr
 from cvexport.checkpoint import load_checkpoint, read_metadata
 from cvexport.cli import main
+from cvexport.errors import CvexportError
 from cvexport.models import dataset_writers
 from cvexport.models.finetune import HEAD_LR_SCALE, build_start
+from cvexport.models.user_datasets import VOID
 from cvexport.registry import get_spec
 
 
@@ -188,6 +190,52 @@ def test_moved_data_is_said_not_guessed(tiny_run, folder, tmp_path, capsys):
     assert "has classes [diamond, ellipse, plus, rectangle, triangle], bundle" in one_line_stderr(capsys)
 
 
+def test_fine_tuning_writes_a_contact_sheet_of_the_users_samples(tiny_run):
+    from PIL import Image
+
+    run_dir, _ = tiny_run
+    with Image.open(run_dir / "contact_sheet.png") as sheet:
+        # 10 training pictures, 64 px enlarged to 192, 8 a row: 2 rows
+        assert sheet.size == (8 * (192 + 4) + 4, 2 * (192 + 4) + 4)
+
+
+@pytest.mark.parametrize("fmt", ["coco", "voc"])
+def test_contact_sheet_draws_the_users_boxes_and_masks(tmp_path, fmt):
+    from PIL import Image
+
+    from cvexport.detection import PALETTE as BOX_COLORS
+    from cvexport.models.finetune import FittedSamples, write_contact_sheet
+    from cvexport.models.user_datasets import open_dataset
+    from cvexport.segmentation import PALETTE as MASK_COLORS
+
+    root = dataset_writers.WRITERS[fmt](tmp_path / fmt, train=3, val=1, size=48)
+    data = open_dataset("detection" if fmt == "coco" else "segmentation", root)
+    path = write_contact_sheet(tmp_path / "run", FittedSamples(data, "train", 64))
+    with Image.open(path) as sheet:
+        pixels = np.asarray(sheet.convert("RGB")).reshape(-1, 3)
+    colours = {tuple(int(v) for v in c) for c in np.unique(pixels, axis=0)}
+    if fmt == "coco":  # both classes' boxes are drawn in their colours
+        assert {tuple(BOX_COLORS[0]), tuple(BOX_COLORS[1])} <= colours
+    else:  # round and angular in the mask palette; void borders white
+        assert {tuple(MASK_COLORS[1]), tuple(MASK_COLORS[2])} <= colours
+        assert tuple(MASK_COLORS[VOID % len(MASK_COLORS)]) not in colours
+
+
+def test_building_from_the_resume_state_names_the_file_to_build_from(tiny_run, tmp_path, capsys):
+    run_dir, out = tiny_run
+    last = run_dir / "last.safetensors"
+    assert main(["build", "classifier", "--weights", str(last), "--out", str(tmp_path / "b"), "--backend", "ort"]) == 2
+    err = one_line_stderr(capsys)
+    assert f"checkpoint {last} is the resume state of a training run (step 2, with its optimizer state)" in err
+    assert f"not weights to build from; build from {out}" in err
+    assert not (tmp_path / "b").exists()
+    lone = tmp_path / "elsewhere" / "last.safetensors"
+    lone.parent.mkdir()
+    shutil.copy(last, lone)
+    with pytest.raises(CvexportError, match=r"run the same 'cvexport train classifier \.\.\.' again to resume"):
+        get_spec("classifier").load_model(lone)
+
+
 def test_build_refuses_weights_of_another_model(tiny_run, tmp_path, capsys):
     _, out = tiny_run
     assert main(["build", "fcn", "--weights", str(out), "--out", str(tmp_path / "b"), "--backend", "ort"]) == 2
@@ -206,11 +254,36 @@ def test_runs_resume_and_refuse_other_data(folder, tmp_path, capsys):
     assert read_metadata(run_dir / "classifier.safetensors")["train"]["steps_done"] == 3
     other = dataset_writers.write_imagefolder(tmp_path / "other", train_per_class=2, val_per_class=1, seed=5)
     assert main(["train", "classifier", "--data", str(other), "--run-dir", str(run_dir), "--max-steps", "4"]) == 2
-    assert "holds a run started with another dataset; pass --fresh" in one_line_stderr(capsys)
+    err = one_line_stderr(capsys)
+    assert "holds a run started with another dataset (dataset files removed 5 (val/cross/0001.jpg, " in err
+    assert "changed 15 (train/cross/0000.jpg, " in err and "Pass --fresh to start it over" in err
     assert main(args + ["--max-steps", "4", "--lr", "0.05"]) == 2  # another recipe is another run, too
-    assert "another config" in one_line_stderr(capsys)
+    assert "another config (config lr 0.01 -> 0.05)" in one_line_stderr(capsys)
     assert main(args + ["--max-steps", "1", "--lr", "0.05", "--fresh"]) == 0
     assert "resuming" not in capsys.readouterr().out
+
+
+def test_a_changed_dataset_is_said_file_by_file_and_a_run_without_checkpoint_starts_over(folder, tmp_path, capsys):
+    """Issue #22: a run that died in its first epoch (an unreadable image) left run.json but no
+    checkpoint; after the file is removed, the rerun starts over instead of being refused."""
+    data = Path(shutil.copytree(folder, tmp_path / "data"))
+    run_dir = tmp_path / "run"
+    args = ["train", "classifier", "--data", str(data), "--run-dir", str(run_dir), "--max-steps", "1"]
+    assert main(args) == 0
+    capsys.readouterr()
+    (data / "train" / "cross" / "0001.jpg").unlink()
+    assert main(args) == 2  # a checkpoint of the run on 10 images: not continued on 9
+    err = one_line_stderr(capsys)
+    assert ("holds a run started with another config, dataset (config batch_size 10 -> 9; config train_size 10 -> 9; "
+            "dataset files removed 1 (train/cross/0001.jpg))") in err
+    assert "A run resumes only on the data it started with" in err
+    (run_dir / "last.safetensors").unlink()  # as a run that died before its first checkpoint leaves it
+    (run_dir / "metrics.jsonl").unlink()
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert (f"{run_dir} holds no checkpoint of the run started there with another config, dataset: "
+            "starting over") in printed
+    assert json.loads((run_dir / "run.json").read_text())["config"]["train_size"] == 9
 
 
 def test_training_threads_are_chosen_and_given_back(folder, tmp_path):

@@ -106,3 +106,69 @@ def test_frame_size_flag_is_parsed_or_refused_in_one_line(text, capsys):
     with pytest.raises(SystemExit):
         make_parser().parse_args(["build", "ssd", "--input", "uint8", "--frame-size", text])
     assert "--frame-size" in capsys.readouterr().err
+
+
+# ------------------------------------------------------- frame sizes that leave the network little
+@pytest.mark.parametrize("frame, warned", [((16, 16), True), ((64, 64), True), ((8192, 16), True),
+                                          ((128, 128), False), ((640, 480), False), ((1280, 720), False),
+                                          ((3840, 1080), False)])
+def test_frame_size_that_leaves_the_network_few_pixels_is_warned(frame, warned):
+    from cvexport.build import frame_size_warning
+    from cvexport.registry import get_spec
+
+    line = frame_size_warning(get_spec("ssd"), frame)
+    assert (line is not None) is warned, line
+    if warned:
+        assert line.startswith(f"--frame-size {frame[0]}x{frame[1]} gives the 256x256 network") and "\n" not in line
+    assert frame_size_warning(get_spec("ssd"), None) is None
+
+
+def test_a_16x16_frame_build_is_warned_and_refused_for_comparing_nothing(tmp_path):
+    """Issue 22: '--frame-size 16x16' built with "parity 0/0 detections matched -> PASS"."""
+    from cvexport.build import BuildOptions, ParityError, build
+
+    lines = []
+    out = tmp_path / "b"
+    with pytest.raises(ParityError) as info:
+        build(BuildOptions(model="ssd", input_format="uint8", frame_size=(16, 16), out=str(out), verify_images=0,
+                           engine="ort"), log=lines.append)
+    assert lines[0].startswith("warning: --frame-size 16x16 gives the 256x256 network 16x16 pixels")
+    message = str(info.value)
+    assert "nothing compared (neither run gave a detection on the 8 images)" in message and "\n" not in message
+    assert "outside the" not in message and "bug in the export" not in message
+    assert "--frame-size is the camera's real frame size" in message
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------ run and the built frame size
+def test_run_warns_once_per_frame_size_other_than_the_built_one(build_bundle, tmp_path, capsys):
+    from PIL import Image
+
+    from cvexport.cli import main
+
+    bundle = build_bundle(model="ssd", input_format="uint8", frame_size=FRAME)
+    paths = []
+    for i, size in enumerate([(1280, 720), FRAME, (1280, 720), (300, 500)]):
+        paths.append(tmp_path / f"in{i}.png")
+        Image.fromarray(_camera_frames(1, size=size)[0]).save(paths[-1])
+    capsys.readouterr()
+    assert main(["run", str(bundle.path), *map(str, paths), "--out", str(tmp_path / "out")]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("cvexport: warning:")]
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("cvexport: warning: frames of 1280x720 differ from the 640x480 frames")
+    assert warnings[1].startswith("cvexport: warning: frames of 300x500 differ")
+    # Frames of the built size are not warned about.
+    assert main(["run", str(bundle.path), str(paths[1]), "--out", str(tmp_path / "out")]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_bench_fp32_graph_of_a_frame_bundle_takes_its_frames(build_bundle):
+    import onnx
+
+    from cvexport.bench import fp32_graph
+
+    bundle = build_bundle(model="ssd", input_format="uint8", frame_size=FRAME)
+    dims = lambda value: [d.dim_value or d.dim_param for d in value.type.tensor_type.shape.dim]  # noqa: E731
+    graph, built = fp32_graph(bundle, warn=lambda line: None), onnx.load(str(bundle.onnx_path))
+    assert dims(graph.graph.input[0])[1:] == dims(built.graph.input[0])[1:] == [FRAME[1], FRAME[0], 3]
+    assert [dims(o) for o in graph.graph.output] == [dims(o) for o in built.graph.output]

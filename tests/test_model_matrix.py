@@ -67,7 +67,8 @@ def test_every_precision_has_the_tasks_own_tolerance(case):
     assert case.tolerance is task.TOLERANCES[case.precision]
     # The tolerance fits the task's own parity (a detection tolerance would not: see below).
     assert task.new_parity(case.precision).tolerance is case.tolerance
-    assert isinstance(task.new_parity(case.precision).passed(), bool)
+    # Statistics that compared nothing prove nothing: they never pass.
+    assert task.new_parity(case.precision).passed() is False
 
 
 def test_a_detection_tolerance_does_not_fit_the_other_tasks():

@@ -151,6 +151,49 @@ def test_run_out_file_refused_and_rerun_replaces_only_its_own_pictures(bundle, i
     assert other.exists(), "an input image listed in predictions.json was deleted"
 
 
+def test_run_refuses_a_predictions_json_it_did_not_write(bundle, image, tmp_path, capsys):
+    out = tmp_path / "labels"
+    out.mkdir()
+    theirs = '{"images": ["my own labelling, hours of work"]}\n'
+    (out / "predictions.json").write_text(theirs)
+    assert main(["run", str(bundle.path), str(image), "--out", str(out)]) == 2
+    err = one_line_stderr(capsys)
+    assert "was not written by 'cvexport run'" in err and "--force" in err
+    assert (out / "predictions.json").read_text() == theirs
+    assert sorted(p.name for p in out.iterdir()) == ["predictions.json"]  # refused before any work
+    (out / "predictions.json").write_text("not even JSON")
+    assert main(["run", str(bundle.path), str(image), "--out", str(out)]) == 2
+    assert "was not written by 'cvexport run'" in one_line_stderr(capsys)
+
+    assert main(["run", str(bundle.path), str(image), "--out", str(out), "--force"]) == 0
+    payload = json.loads((out / "predictions.json").read_text())
+    assert payload["format"] == "cvexport-run-predictions/1" and len(payload["images"]) == 1
+    # ... and the file is ours from then on: a rerun replaces it without --force.
+    assert main(["run", str(bundle.path), str(image), "--out", str(out)]) == 0
+
+
+def test_run_replaces_its_own_predictions_json_from_before_the_format_marker(bundle, image, tmp_path, capsys):
+    out = tmp_path / "preds"
+    earlier = tmp_path / "earlier.png"
+    earlier.write_bytes(image.read_bytes())
+    assert main(["run", str(bundle.path), str(earlier), "--out", str(out)]) == 0
+    payload = json.loads((out / "predictions.json").read_text())
+    old_picture = out / payload["images"][0]["annotated"]
+    assert old_picture.is_file()
+    del payload["format"]  # as 'run' wrote it before it marked its files
+    (out / "predictions.json").write_text(json.dumps(payload))
+    assert main(["run", str(bundle.path), str(image), "--out", str(out)]) == 0
+    assert [r["image"] for r in json.loads((out / "predictions.json").read_text())["images"]] == [str(image)]
+    assert not old_picture.exists(), "the earlier run's picture was left behind"
+
+
+def test_run_counts_pictures_and_images_in_the_singular_and_plural(bundle, image, tmp_path, capsys):
+    assert main(["run", str(bundle.path), str(image), "--out", str(tmp_path / "one")]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("and 1 picture of 1 image")
+    assert main(["run", str(bundle.path), str(image), str(image), "--out", str(tmp_path / "two")]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("and 2 pictures of 2 images")
+
+
 def test_atomic_file_write_never_replaces_a_directory(guarded):
     target, intact = guarded
     with pytest.raises(OutputPathError, match="is a directory"):

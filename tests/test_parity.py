@@ -51,7 +51,7 @@ def test_bundle_matches_pytorch(build_bundle, case):
     reference, test = create_runner(bundle, "torch"), create_runner(bundle, "ort")
     frames = _frames(bundle)
     for batch in (1, 4):
-        parity = task.new_parity(case.precision)
+        parity = task.new_parity(case.precision, bundle.manifest)  # as build and verify bind it
         for start in range(0, len(frames) - batch + 1, batch):
             feed = _feed(bundle, frames[start:start + batch])
             parity.add(reference.infer(feed), test.infer(feed))

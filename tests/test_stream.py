@@ -64,8 +64,8 @@ def _expected_records(bundle, frames: list[np.ndarray]) -> tuple[list[dict], lis
 
     with Predictor(bundle) as predictor:
         predictions = predictor.predict(frames)
-        records = [predictor.task.record(p) for p in predictions]
-    return json.loads(json.dumps(records)), predictions  # as JSON reads them back (integer keys become strings)
+        records = [predictor.task.record(p, bundle.class_names) for p in predictions]
+    return json.loads(json.dumps(records)), predictions  # as JSON reads them back
 
 
 def _task_part(line: dict) -> dict:
@@ -105,6 +105,7 @@ def test_video_file_matches_predictor(model, bundles, videos, tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     entry = summary["sources"][0]
     assert summary["task"] == bundle.task and summary["stopped_by"] == "end"
+    assert summary["class_names"] == list(bundle.class_names)
     assert (entry["frames_in"], entry["frames_processed"], entry["frames_dropped"]) == (len(frames), len(frames), 0)
     assert entry["status"] == "ended" and entry["video"] == "vga.mp4"
     for stage in ("decode", "queue", "preprocess", "inference", "postprocess", "encode", "end_to_end"):
@@ -243,26 +244,23 @@ def test_corrupt_packets_are_skipped_and_counted(bundles, tmp_path):
     assert stream(bundles("classifier").path, source, "--out", tmp_path / "out") == 0
     entry = json.loads((tmp_path / "out" / "summary.json").read_text())["sources"][0]
     assert entry["frames_corrupt_skipped"] >= 1 and entry["status"] == "ended"
-    assert entry["frames_processed"] == entry["frames_in"] >= 35
-    assert len(read_jsonl(tmp_path / "out" / "damaged.jsonl")) == entry["frames_processed"]
+    # Every source frame is counted: processed or corrupt.
+    assert entry["frames_in"] == 40 and entry["frames_processed"] == 40 - entry["frames_corrupt_skipped"] >= 35
+    lines = read_jsonl(tmp_path / "out" / "damaged.jsonl")
+    assert len(lines) == entry["frames_processed"] and 10 not in [line["frame"] for line in lines]
+    assert all(line["frame"] == round(line["pts"] * 30) for line in lines)  # source numbers, not a recount
     assert len(decode_video(tmp_path / "out" / "damaged.mp4")[0]) == entry["frames_processed"]
 
 
 def test_ffmpeg_preprocess_same_geometry_close_pixels(bundles, videos):
-    """--preprocess ffmpeg: the letterbox geometry of cvexport.images.letterbox exactly, and pixels
-    within what two bilinear resamplers of the same frame differ by."""
+    """--preprocess ffmpeg: the letterbox geometry of cvexport.images.letterbox exactly (the same
+    letterbox_fit), and pixels within what two bilinear resamplers of the same frame differ by."""
     import av
 
-    from cvexport.images import letterbox
     from cvexport.runtime.predictor import Predictor
-    from cvexport.stream.pipeline import Pipeline, PipelineOptions, _letterbox_geometry
+    from cvexport.stream.pipeline import Pipeline, PipelineOptions
     from cvexport.stream.sources import RawFrame
 
-    for w, h in ((1280, 720), (640, 480), (480, 640), (333, 101), (256, 256), (3, 1000)):
-        new_w, new_h, pad_x, pad_y = _letterbox_geometry(w, h, 256, 256)
-        _, box_map = letterbox(np.zeros((h, w, 3), np.uint8), 256, 256)
-        assert (new_w / w, new_h / h, float(pad_x), float(pad_y)) == \
-               (box_map.scale_x, box_map.scale_y, box_map.pad_x, box_map.pad_y)
     predictor = Predictor(bundles("ssd"))
     exact = Pipeline(predictor, [], Path("."), PipelineOptions(preprocess="exact"), print)
     fast = Pipeline(predictor, [], Path("."), PipelineOptions(preprocess="ffmpeg"), print)
@@ -337,11 +335,18 @@ def test_several_sources_one_bad_fail_or_skip(bundles, videos, tmp_path, capsys)
     with pytest.raises(CvexportError, match="connection refused"):
         stream(bundle.path, videos["vga"], bad, "--out", tmp_path / "fail", "--timeout", 5)
     assert not (tmp_path / "fail").exists()
-    assert stream(bundle.path, videos["vga"], bad, "--out", tmp_path / "skip", "--on-source-error", "skip",
+    missing = tmp_path / "gone.mp4"
+    assert stream(bundle.path, missing, videos["vga"], bad, "--out", tmp_path / "skip", "--on-source-error", "skip",
                   "--no-video", "--timeout", 5) == 0
     assert "connection refused" in capsys.readouterr().err
+    # The skipped sources are in the summary too, in argument order, with their errors.
     summary = json.loads((tmp_path / "skip" / "summary.json").read_text())
-    assert [entry["name"] for entry in summary["sources"]] == ["vga"]
+    entries = summary["sources"]
+    assert [(e["name"], e["source"], e["status"]) for e in entries] == [
+        (None, str(missing), "skipped"), ("vga", str(videos["vga"]), "ended"),
+        (f"tcp-127.0.0.1-{bad.rsplit(':', 1)[1]}", bad, "skipped")]
+    assert "source not found" in entries[0]["error"] and "connection refused" in entries[2]["error"]
+    assert entries[1]["error"] is None and entries[2]["frames_in"] == 0 and entries[2]["jsonl"] is None
     with pytest.raises(CvexportError, match="no source could be opened"):
         stream(bundle.path, tmp_path / "a.mp4", bad, "--out", tmp_path / "none", "--on-source-error", "skip")
 

@@ -41,6 +41,7 @@ def test_run_writes_predictions_and_pictures(build_bundle, model, photo_path, tm
     if model == "fcn":
         fractions = entry["class_pixel_fraction"]
         assert abs(sum(fractions.values()) - 1.0) < 1e-3
+        assert set(fractions) <= set(bundle.class_names)  # keyed by the bundle's class names, not ids
         mask = np.asarray(Image.open(out / entry["mask"]))
         assert mask.shape == (300, 451, 3)
     printed = capsys.readouterr().out

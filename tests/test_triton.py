@@ -242,11 +242,12 @@ def test_plans_per_compute_capability_beside_the_onnx_model(bundles, tmp_path):
     _edit(repo / "det_trt", "kind: KIND_GPU", "kind: KIND_CPU")
     with pytest.raises(CvexportError, match="plans run on the GPU"):
         check_model_dir(repo / "det_trt")
-    # The same name from a bundle without engines: the old plan model is kept, and named.
+    # The same name from a bundle without engines (as version 2): the old plan model is kept, and named.
     notes = []
-    export_triton(bundles["ssd"], TritonOptions(repo=str(repo), name="det"), log=notes.append)
+    export_triton(bundles["ssd"], TritonOptions(repo=str(repo), name="det", version=2), log=notes.append)
     assert any("det_trt is left from an earlier export" in note for note in notes)
     assert (repo / "det_trt" / "1" / "model_8.9.plan").is_file()
+    assert sorted(p.name for p in (repo / "det").iterdir() if p.is_dir()) == ["1", "2"]
 
 
 # ------------------------------------------------------------------ atomic writes, CLI
@@ -261,20 +262,31 @@ def test_failed_export_leaves_the_previous_model_untouched(bundles, tmp_path, mo
 
     monkeypatch.setattr(triton, "check_model_dir", refuse)
     with pytest.raises(CvexportError, match="refused for the test"):
-        export_triton(bundles["fcn"], TritonOptions(repo=str(tmp_path), name="m"), log=lambda line: None)
+        export_triton(bundles["fcn"], TritonOptions(repo=str(tmp_path), name="m", force=True), log=lambda line: None)
+    with pytest.raises(CvexportError, match="refused for the test"):  # a version added beside the first
+        export_triton(bundles["classifier"], TritonOptions(repo=str(tmp_path), name="m", version=2),
+                      log=lambda line: None)
     after = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    assert after == before  # still the classifier, and no temp directory beside it
+    assert after == before  # still the classifier's version 1, and no temp directory beside it
 
 
 def test_directory_that_is_not_ours_is_kept(bundles, tmp_path):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "notes.txt").write_text("mine")
-    with pytest.raises(CvexportError, match="refusing to replace them"):
+    with pytest.raises(CvexportError, match="holds files that are not a Triton model; refusing to replace them"):
         export_triton(bundles["classifier"], TritonOptions(repo=str(tmp_path), name="m"), log=lambda line: None)
     assert (tmp_path / "m" / "notes.txt").read_text() == "mine"
-    # A model of ours is replaced by a later export.
+    # A Triton model that cvexport did not write is called that, not "not a Triton model".
+    (tmp_path / "theirs" / "1").mkdir(parents=True)
+    (tmp_path / "theirs" / CONFIG).write_text('name: "theirs"\nbackend: "onnxruntime"\n')
+    with pytest.raises(CvexportError) as info:
+        export_triton(bundles["classifier"], TritonOptions(repo=str(tmp_path), name="theirs"), log=lambda line: None)
+    assert "is a Triton model that cvexport did not write (it has no cvexport.json)" in str(info.value)
+    assert "not a Triton model" not in str(info.value) and "\n" not in str(info.value)
+    assert (tmp_path / "theirs" / CONFIG).read_text().startswith('name: "theirs"')
+    # A model of ours is replaced by a later export with --force (another model: its I/O differs).
     export_triton(bundles["classifier"], TritonOptions(repo=str(tmp_path), name="ours"), log=lambda line: None)
-    export_triton(bundles["fcn"], TritonOptions(repo=str(tmp_path), name="ours"), log=lambda line: None)
+    export_triton(bundles["fcn"], TritonOptions(repo=str(tmp_path), name="ours", force=True), log=lambda line: None)
     assert json.loads((tmp_path / "ours" / METADATA).read_text())["model"] == "fcn"
 
 
@@ -299,6 +311,7 @@ def test_cli_export_and_one_line_refusal(bundles, efficient_bundle, tmp_path, ca
                  "--instances", "2", "--kind", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "wrote" in out and "tritonserver --model-repository=" in out
+    assert "checked 1 model against" in out  # not "1 model(s)"
     config = _config(tmp_path / "det")
     assert [(g.count, g.kind) for g in config.instance_group] == [(2, model_config_pb2.ModelInstanceGroup.KIND_CPU)]
     assert main(["export-triton", str(efficient_bundle.path), "--repo", str(tmp_path)]) == 2

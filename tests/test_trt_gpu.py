@@ -68,7 +68,7 @@ def test_trt_matches_ort_and_torch(gpu, build_bundle, tmp_path, case):
                 continue
             feeds = list(_feeds(bundle, frames, batch))
             assert feeds, f"{len(frames)} parity frames give no batch of {batch}"
-            vs_torch, vs_ort = task.new_parity(precision), task.new_parity(precision)
+            vs_torch, vs_ort = (task.new_parity(precision, bundle.manifest) for _ in range(2))
             for feed in feeds:
                 got = trt_runner.infer(feed)
                 assert set(got) == {o["name"] for o in bundle.manifest["outputs"]}

@@ -162,6 +162,8 @@ def test_grey_rgba_16bit_and_exif_rotated_images_load_upright_rgb(tmp_path):
         exif = Image.Exif()
         exif[0x0112] = 6
         stored.save(root / split / "odd" / "exif.jpg", exif=exif, quality=95)
+        (root / split / "plain").mkdir()  # a classifier needs a second class
+        Image.fromarray(upright).save(root / split / "plain" / "plain.png")
     data = open_dataset("classification", root)
     by_name = {entry.image.name: i for i, entry in enumerate(data.splits["train"])}
     for name, index in by_name.items():

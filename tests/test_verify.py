@@ -92,6 +92,39 @@ def test_broken_backend_fails_with_exit_1(bundle, monkeypatch, tmp_path, capsys)
     assert written["rows"][1]["parity"]["match_fraction"] < 1.0
 
 
+class AddingRunner(DroppingRunner):
+    """Wraps a real runner and adds one detection scoring ``score`` to the first image, in a corner."""
+
+    def __init__(self, runner, score):
+        super().__init__(runner)
+        self.score = score
+
+    def infer(self, feed):
+        out = {k: np.array(v) for k, v in self.runner.infer(feed).items()}
+        n = int(out["num_detections"][0, 0])
+        out["detection_boxes"][0, n] = [0.0, 0.0, 0.01, 0.01]
+        out["detection_scores"][0, n] = self.score
+        out["num_detections"][0, 0] = n + 1
+        return out
+
+
+@pytest.mark.parametrize("above, passes", [(5e-5, True), (0.5, False)])
+def test_verify_sets_aside_a_flip_at_the_bundles_score_threshold(bundle, monkeypatch, above, passes):
+    """A detection within fp32's rounding of the bundle's threshold (0.25) that only the backend
+    gives may have crossed it by rounding: a boundary flip. A confident one is a mismatch."""
+    real = runtime.create_runner
+
+    def create(b, backend, threads=None):
+        runner = real(b, backend, threads)
+        return AddingRunner(runner, 0.25 + above) if backend == "ort" else runner
+
+    monkeypatch.setattr(runtime, "create_runner", create)
+    row = verify_rows(bundle, ["ort"], val_images=8)[1]
+    assert row["parity"]["score_threshold"] == bundle.manifest["postprocess"]["score_threshold"] == 0.25
+    assert row["parity"]["boundary_flips"] == (1 if passes else 0)
+    assert row["parity_passed"] is passes, row["parity_summary"]
+
+
 def test_cli_writes_json_and_exits_0(bundle, tmp_path, capsys):
     out = tmp_path / "sub" / "verify.json"
     assert main(["verify", str(bundle.path), "--backend", "torch,ort", "--val-images", "8", "--json", str(out)]) == 0

@@ -18,6 +18,8 @@ class TorchRunner(Runner):
 
         from cvexport.registry import get_spec
 
+        # torch's thread count is process-wide: set it for this runner's life, put it back on close.
+        self._previous_threads = torch.get_num_threads() if threads else None
         if threads:
             torch.set_num_threads(threads)
         spec = get_spec(bundle.manifest["model"])
@@ -25,6 +27,13 @@ class TorchRunner(Runner):
         from cvexport.tasks import get_task
 
         self.task = get_task(bundle.task)
+
+    def close(self) -> None:
+        if self._previous_threads is not None:
+            import torch
+
+            torch.set_num_threads(self._previous_threads)
+            self._previous_threads = None
 
     def _infer(self, array: np.ndarray) -> dict[str, np.ndarray]:
         return self.task.reference_outputs(self.model, array, self.bundle.manifest)

@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Callable
 
 from cvexport.argtypes import positive_int
 from cvexport.errors import CvexportError, stderr_warning
+from cvexport.signals import SIGNAL_EXIT, install_stop_signals, restore_signals
+from cvexport.stream.outputs import SUMMARY, SUMMARY_FORMAT
 
-SUMMARY = "summary.json"
-SUMMARY_FORMAT = "cvexport-stream-summary/1"
-SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}  # 128 + signal number, as shells report them
 
 
 def _seconds(allow_zero: bool = False) -> Callable[[str], float]:
@@ -47,6 +44,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("bundle", help="bundle directory written by 'cvexport build'")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="video file, image folder or glob, camera or URL")
     p.add_argument("--out", required=True, help="directory for <name>.jsonl, <name>.mp4 and summary.json")
+    p.add_argument("--force", action="store_true",
+                   help="replace files at those output paths that 'cvexport stream' did not write (never a source)")
     p.add_argument("--backend", default="ort", help="ort (ONNX Runtime, default), ort-cuda, ort-trt, trt or torch")
     p.add_argument("--threads", type=positive_int,
                    help="CPU threads for inference (default for ort and torch: one fewer than the CPU cores, leaving "
@@ -119,10 +118,11 @@ def _default_predictor(bundle, backend: str, threads: int | None):
     return Predictor(bundle, backend=backend, threads=threads)
 
 
-def _gather(items: list, attempt: Callable, policy: str, total: int, warn: Callable[[str], None]) -> list:
+def _gather(items: list, attempt: Callable, policy: str, total: int, warn: Callable[[str], None],
+            skipped: Callable | None = None) -> list:
     """``attempt(item)`` for each item. A CvexportError fails the command when ``policy`` is "fail"
-    or there is a single source (``total``); with "skip" it is warned about and the item left out,
-    an error only if nothing is left."""
+    or there is a single source (``total``); with "skip" it is warned about, the item left out
+    (and handed to ``skipped(item, error)``), an error only if nothing is left."""
     kept, errors = [], []
     for item in items:
         try:
@@ -132,43 +132,44 @@ def _gather(items: list, attempt: Callable, policy: str, total: int, warn: Calla
                 raise
             errors.append(exc)
             warn(f"{exc}; skipping it (--on-source-error skip)")
+            if skipped is not None:
+                skipped(item, exc)
     if not kept:
         raise CvexportError(f"no source could be opened (all {total} failed, see the warnings); the last: {errors[-1]}")
     return kept
 
 
-def _install_signals(on_signal: Callable[[str], None]) -> dict:
-    """SIGINT / SIGTERM call ``on_signal(name)`` instead of ending the process (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-
-    def handler(signum, frame):
-        on_signal(signal.Signals(signum).name)
-
-    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-
 def execute(args, make_predictor: Callable | None = None) -> int:
     """Run ``stream`` for parsed ``args``. ``make_predictor(bundle, backend, threads)`` builds the
     predictor (tests pass one that wraps it, e.g. to make inference slower than the source)."""
-    from cvexport.atomic import check_file_target, write_text_atomic
+    from cvexport.atomic import write_text_atomic
     from cvexport.bundle import load_bundle
-    from cvexport.stream.pipeline import Pipeline, PipelineOptions, StreamSource
-    from cvexport.stream.sinks import remove_previous_outputs
-    from cvexport.stream.sources import ReadOptions, SourceEvents, open_reader, parse_source, unique_names
+    from cvexport.stream.outputs import check_outputs, remove_outputs, source_inputs
+    from cvexport.stream.pipeline import Pipeline, PipelineOptions, StreamSource, skipped_entry
+    from cvexport.stream.sources import (ReadOptions, SourceEvents, mask_credentials, open_reader, parse_source,
+                                         unique_names)
     from cvexport.stream.stats import SourceStats
     from cvexport.stream.status import StatusView
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CvexportError(f"--out {out} is a file; pass a directory")
-    check_file_target(out / SUMMARY, "--out")
     if args.camera_size and not _is_size(args.camera_size):
         raise CvexportError(f"--camera-size {args.camera_size!r} is not WIDTHxHEIGHT, e.g. 1280x720")
-    bundle = load_bundle(args.bundle)
     policy = args.on_source_error
-    specs = _gather(list(args.sources), parse_source, policy, len(args.sources), stderr_warning)
-    specs = unique_names(specs)
+    # (argument position, summary entry) of each source left out by --on-source-error skip.
+    skipped: list[tuple[int, dict]] = []
+    parsed = _gather(list(enumerate(args.sources)), lambda item: (item[0], parse_source(item[1])), policy,
+                     len(args.sources), stderr_warning,
+                     lambda item, exc: skipped.append((item[0], skipped_entry(mask_credentials(item[1]), exc))))
+    positions = [position for position, _ in parsed]
+    specs = unique_names([spec for _, spec in parsed])
+    # Before any work: no output may be a source or a file this command did not write.
+    output_names = [SUMMARY] + [f"{spec.name}{suffix}" for spec in specs
+                                for suffix in ((".jsonl", ".mp4") if args.video else (".jsonl",))]
+    inputs = source_inputs(specs)
+    check_outputs(out, output_names, inputs, force=args.force)
+    bundle = load_bundle(args.bundle)
 
     reconnect = None if args.reconnect_timeout == float("inf") else args.reconnect_timeout
     read_options = ReadOptions(fps=args.fps, loop=args.loop, open_timeout=args.timeout, read_timeout=args.timeout,
@@ -184,32 +185,37 @@ def execute(args, make_predictor: Callable | None = None) -> int:
     view = StatusView(args.status, interval=args.status_interval)
     opened: list = []
     try:
-        def open_one(spec):
+        def open_one(item):
+            position, spec = item
             events = SourceEvents(log=view.log)
             src = StreamSource(spec, open_reader(spec, read_options, events), events, SourceStats(spec.name),
                                live=spec.live)
             opened.append(src)
-            return src
+            return position, src
+
+        def skip_source(item, exc):
+            position, spec = item
+            skipped.append((position, skipped_entry(spec.text, exc, spec)))
 
         # Opened last, after the model is loaded: a live source starts delivering at once.
         try:
-            sources = _gather(specs, open_one, policy, len(args.sources), stderr_warning)
+            kept = _gather(list(zip(positions, specs)), open_one, policy, len(args.sources), stderr_warning,
+                           skip_source)
         except BaseException:
             for src in opened:  # the ones opened before another failed
                 src.reader.close()
             raise
+        sources = [src for _, src in kept]
         try:
             out.mkdir(parents=True, exist_ok=True)
-            remove_previous_outputs(out)
-            for src in sources:
-                check_file_target(out / f"{src.spec.name}.jsonl", "--out")
-                if args.video:
-                    check_file_target(out / f"{src.spec.name}.mp4", "--out")
+            # Checked again now that the model is loaded and the sources open: time has passed.
+            remove_outputs(check_outputs(out, output_names, inputs, force=args.force))
             options = PipelineOptions(realtime=args.realtime, frames=args.frames, duration=args.duration,
                                       stride=args.stride, video=args.video, preprocess=args.preprocess,
                                       on_source_error=policy)
             pipeline = Pipeline(predictor, sources, out, options, view.log)
-            return _run_pipeline(pipeline, view, args, predictor, out, write_text_atomic)
+            order = [position for position, _ in kept]
+            return _run_pipeline(pipeline, view, args, predictor, out, write_text_atomic, order, skipped)
         finally:
             for src in sources:
                 if not src.threads:  # never started; a started decoder closes its own reader
@@ -226,9 +232,29 @@ def _is_size(text: str) -> bool:
     return len(parts) == 2 and all(p.isdigit() and int(p) > 0 for p in parts)
 
 
-def _run_pipeline(pipeline, view, args, predictor, out: Path, write_text_atomic) -> int:
+def _summary_head(args, predictor) -> dict:
     from cvexport.cpu import describe_cpu
 
+    bundle = predictor.bundle
+    return {
+        "format": SUMMARY_FORMAT,
+        "bundle": str(args.bundle), "model": bundle.manifest.get("model"), "task": bundle.task,
+        # What the class ids in the JSONL records name (segmentation's class_pixel_fraction is
+        # keyed by id), as 'cvexport run' writes them into predictions.json.
+        "class_names": list(bundle.class_names),
+        "precision": bundle.precision, "backend": args.backend, "threads": args.threads,
+        "max_batch": bundle.max_batch, "preprocess": args.preprocess, "realtime": args.realtime,
+        "stride": args.stride, "cpu": describe_cpu(),
+    }
+
+
+def _in_order(order: list[int], entries: list[dict], skipped: list[tuple[int, dict]]) -> list[dict]:
+    """Source entries in the order of the SOURCE arguments, skipped ones included."""
+    return [entry for _, entry in sorted([*zip(order, entries), *skipped], key=lambda pair: pair[0])]
+
+
+def _run_pipeline(pipeline, view, args, predictor, out: Path, write_text_atomic, order: list[int],
+                  skipped: list[tuple[int, dict]]) -> int:
     signals_seen: list[str] = []
 
     def on_signal(name: str) -> None:
@@ -239,7 +265,13 @@ def _run_pipeline(pipeline, view, args, predictor, out: Path, write_text_atomic)
         else:
             pipeline.abort.set()
 
-    previous = _install_signals(on_signal)
+    head = _summary_head(args, predictor)
+    # Written before the first output: a run killed with SIGKILL leaves a summary that names its
+    # outputs (so the next run into --out knows them as ours) and says it did not finish.
+    started = {**head, "finished_at": None, "stopped_by": None,
+               "sources": _in_order(order, pipeline.planned_entries(), skipped)}
+    write_text_atomic(out / SUMMARY, json.dumps(started, indent=2) + "\n")
+    previous = install_stop_signals(on_signal)
     view.attach(pipeline.sources)
     error: BaseException | None = None
     try:
@@ -247,19 +279,11 @@ def _run_pipeline(pipeline, view, args, predictor, out: Path, write_text_atomic)
     except BaseException as exc:  # summary.json is still written, then the error goes on
         error = exc
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        restore_signals(previous)
         view.close()
-    bundle = predictor.bundle
-    summary = {
-        "format": SUMMARY_FORMAT,
-        "bundle": str(args.bundle), "model": bundle.manifest.get("model"), "task": bundle.task,
-        "precision": bundle.precision, "backend": args.backend, "threads": args.threads,
-        "max_batch": bundle.max_batch, "preprocess": args.preprocess, "realtime": args.realtime,
-        "stride": args.stride, "cpu": describe_cpu(),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **pipeline.summary(),
-    }
+    result = pipeline.summary()
+    result["sources"] = _in_order(order, result["sources"], skipped)
+    summary = {**head, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **result}
     write_text_atomic(out / SUMMARY, json.dumps(summary, indent=2) + "\n")
     for entry in summary["sources"]:
         print(_final_line(entry, out), flush=True)
@@ -279,6 +303,6 @@ def _final_line(entry: dict, out: Path) -> str:
     fps = "" if entry["fps_out"] is None else f", {entry['fps_out']:.1f} fps"
     files = ", ".join(str(out / name) for name in (entry["jsonl"], entry["video"]) if name)
     state = "" if entry["status"] in ("ended", "stopped") else f" [{entry['status']}: {entry['error']}]"
-    return (f"{entry['name']}: {entry['frames_processed']} of {entry['frames_in']} frames processed "
-            f"({entry['frames_dropped']} dropped, {entry['frames_corrupt_skipped']} corrupt, "
-            f"{entry['reconnects']} reconnects){fps}{latency} -> {files}{state}")
+    return (f"{entry['name'] or entry['source']}: {entry['frames_processed']} of {entry['frames_in']} frames "
+            f"processed ({entry['frames_dropped']} dropped, {entry['frames_corrupt_skipped']} corrupt, "
+            f"{entry['reconnects']} reconnects){fps}{latency}{' -> ' + files if files else ''}{state}")

@@ -24,7 +24,9 @@ Threads, per source unless said otherwise::
 Every queue is bounded, so a slow stage pushes back up to the inbox, where a live source drops
 and a file waits. A stop (end of every source, ``--frames``, ``--duration``, a signal) closes
 the inboxes and lets what is already decoded drain through, then closes every output; a second
-signal or an error aborts the drain but still closes the outputs.
+signal or an error aborts the drain but still closes the outputs. Every frame a source delivers
+ends in exactly one count (processed, dropped, skipped by --stride, or unprocessed at the stop,
+wherever an abort left it), and with the corrupt ones they add up to the frames in.
 """
 
 from __future__ import annotations
@@ -150,16 +152,10 @@ class StreamSource:
     status: str = "running"
     error: str | None = None
     first_pts: float | None = None
+    size_noted: bool = False  # the frame-size note (a --frame-size bundle, other frames) was given
     prepare_s: float = 0.0  # running mean of this source's preprocessing time
     preparing_since: float = 0.0  # perf_counter when the frame being prepared was taken; 0: none
     threads: list = field(default_factory=list)
-
-
-def _letterbox_geometry(width: int, height: int, net_w: int, net_h: int) -> tuple[int, int, int, int]:
-    """(new_w, new_h, pad_x, pad_y) exactly as :func:`cvexport.images.letterbox` computes them."""
-    scale = min(net_w / width, net_h / height)
-    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    return new_w, new_h, (net_w - new_w) // 2, (net_h - new_h) // 2
 
 
 class Pipeline:
@@ -247,6 +243,7 @@ class Pipeline:
                         pace_origin = (time.perf_counter(), media_t)
                     wait = pace_origin[0] + (media_t - pace_origin[1]) - time.perf_counter()
                     if wait > 0 and src.stop.wait(wait):
+                        stats.count("unprocessed")  # decoded, never to be processed
                         break
                     raw.decoded_at = time.perf_counter()
                 outcome = src.inbox.put(raw, self.abort)
@@ -273,8 +270,8 @@ class Pipeline:
 
     # ------------------------------------------------------------------ preparer
     def _prepare_one(self, raw) -> Prepared:
-        from cvexport.images import LETTERBOX_FILL, Letterbox
-        from cvexport.preprocess import to_network_input
+        from cvexport.images import LETTERBOX_FILL, letterbox_fit, letterbox_map
+        from cvexport.preprocess import network_size, to_network_input
 
         start = time.perf_counter()
         if raw.rgb is not None or self.options.preprocess == "exact":
@@ -284,13 +281,28 @@ class Pipeline:
             return Prepared(raw, rgb, batch.feed[self.input_name], batch.letterboxes[0], start, time.perf_counter())
         # FFmpeg's scaler straight from the decoded YUV frame to the letterbox's content size,
         # then the same padding and normalization: the same geometry, other resampling.
-        new_w, new_h, pad_x, pad_y = _letterbox_geometry(raw.width, raw.height, self.net_w, self.net_h)
+        new_w, new_h, pad_x, pad_y = letterbox_fit(raw.width, raw.height, self.net_w, self.net_h)
         content = raw.video.reformat(new_w, new_h, format="rgb24", interpolation="BILINEAR").to_ndarray()
         canvas = np.full((self.net_h, self.net_w, 3), LETTERBOX_FILL, dtype=np.uint8)
         canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = content
-        tensor = to_network_input([canvas], self.predictor.bundle.input)
-        box_map = Letterbox(new_w / raw.width, new_h / raw.height, float(pad_x), float(pad_y), raw.width, raw.height)
+        contract = self.predictor.bundle.input
+        tensor = to_network_input([canvas], contract)
+        box_map = letterbox_map(raw.width, raw.height, self.net_w, self.net_h)
+        if contract.get("letterbox"):
+            # A --frame-size graph letterboxes the frame to the network size itself: its results
+            # come back in network pixels, undone by both fits in turn (as prepare_batch does).
+            box_map = box_map.then(letterbox_map(self.net_w, self.net_h, *network_size(contract)))
         return Prepared(raw, None, tensor, box_map, start, time.perf_counter())
+
+    def _note_frame_size(self, src: StreamSource, raw) -> None:
+        """Once per source: frames that differ from a --frame-size bundle's built size cost a
+        second letterbox (the note says what to build instead)."""
+        from cvexport.preprocess import frame_size_note
+
+        note = frame_size_note(self.predictor.bundle.input, raw.width, raw.height)
+        if note is not None:
+            src.size_noted = True
+            self.log(f"warning: source {src.spec.name}: {note}")
 
     def _wait_for_turn(self, src: StreamSource) -> None:
         """A live source's preparer waits until the running inference is about to end (see the
@@ -314,6 +326,8 @@ class Pipeline:
                 src.ready_room.release()
                 break
             src.preparing_since = time.perf_counter()
+            if not src.size_noted:
+                self._note_frame_size(src, raw)
             item = self._prepare_one(raw)
             seconds = item.ready_at - item.prepare_start
             src.prepare_s = seconds if not src.prepare_s else src.prepare_s + EWMA_WEIGHT * (seconds - src.prepare_s)
@@ -387,18 +401,21 @@ class Pipeline:
                 for i, (src, item) in enumerate(batch):
                     mine = {name: (value[i : i + 1] if name in self.batched_outputs else value)
                             for name, value in outputs.items()}
-                    self._hand_to_sink(src, (item, mine, started, seconds, len(batch)))
+                    if not self._hand_to_sink(src, (item, mine, started, seconds, len(batch))):
+                        src.stats.count("unprocessed")  # aborted: its sink takes nothing more
             for src in ended:
                 self._hand_to_sink(src, _END)
                 remaining.discard(self.sources.index(src))
 
-    def _hand_to_sink(self, src: StreamSource, entry) -> None:
+    def _hand_to_sink(self, src: StreamSource, entry) -> bool:
+        """Put ``entry`` on the source's sink queue; False when the run aborted first."""
         while not self.abort.is_set():
             try:
                 src.sink_queue.put(entry, timeout=POLL_S)
-                return
+                return True
             except queue.Full:
                 continue
+        return False
 
     # ------------------------------------------------------------------ sink
     def _video_seconds(self, src: StreamSource, raw) -> float:
@@ -431,7 +448,7 @@ class Pipeline:
                 raw = item.raw
                 start = time.perf_counter()
                 prediction = self.predictor.finish(outputs, PreparedBatch({}, [item.letterbox]))[0]
-                record = task.record(prediction)
+                record = task.record(prediction, self.predictor.bundle.class_names)
                 post_done = time.perf_counter()
                 encode_s = None
                 if src.video is not None:
@@ -521,6 +538,8 @@ class Pipeline:
             for src in self.sources:
                 src.threads[0].join(timeout=DECODER_JOIN_S)
                 src.threads[1].join(timeout=DECODER_JOIN_S)
+            for src in self.sources:
+                self._count_left_behind(src)
         finally:
             sys.setswitchinterval(previous_interval)
         if self.failure is not None:
@@ -528,27 +547,63 @@ class Pipeline:
         if self.source_failure is not None:
             raise self.source_failure
 
+    def _count_left_behind(self, src: StreamSource) -> None:
+        """Frames an abort (a second signal, an error) left in a queue were decoded and never
+        processed: count them, so that a source's frames add up in the summary."""
+        left = 0
+        with src.inbox.cond:
+            left += len(src.inbox.items)
+            src.inbox.items.clear()
+        with self.cond:
+            left += sum(1 for item in src.ready if item is not _END)
+            src.ready.clear()
+        while True:
+            try:
+                entry = src.sink_queue.get_nowait()
+            except queue.Empty:
+                break
+            left += entry is not _END
+        if left:
+            src.stats.count("unprocessed", left)
+
     # ------------------------------------------------------------------ summary
+    def _entry(self, src: StreamSource, planned: bool = False) -> dict:
+        """summary.json's entry of a source: as the run ends, or (``planned``) as it starts,
+        naming the outputs it is about to write."""
+        s = src.stats
+        span = (s.last_done_at - s.first_decoded_at) if s.last_done_at and s.first_decoded_at else None
+        # Every source frame reached is processed, dropped, skipped (--stride), corrupt or
+        # unprocessed at the stop. A frame still held by a thread that did not end (a stage
+        # stuck past its join timeout) was in flight when the run stopped, so it is counted
+        # with the unprocessed ones: the counts add up whatever happened.
+        frames_in = s.decoded + src.events.corrupt
+        accounted = s.processed + s.dropped + s.skipped_stride + s.unprocessed + src.events.corrupt
+        unprocessed = s.unprocessed + max(0, frames_in - accounted)
+        if planned:
+            video = f"{src.spec.name}.mp4" if self.options.video else None
+        else:
+            video = f"{src.spec.name}.mp4" if src.video is not None and src.video.frames else None
+        return {
+            "name": src.spec.name, "source": src.spec.text, "kind": src.spec.kind, "live": src.live,
+            "jsonl": f"{src.spec.name}.jsonl", "video": video,
+            "width": src.reader.width, "height": src.reader.height,
+            "source_fps": None if not src.reader.fps else round(src.reader.fps, 3),
+            "status": src.status, "error": src.error,
+            "frames_in": frames_in, "frames_processed": s.processed, "frames_dropped": s.dropped,
+            "frames_corrupt_skipped": src.events.corrupt, "frames_skipped_stride": s.skipped_stride,
+            "frames_unprocessed_at_stop": unprocessed, "reconnects": src.events.reconnects,
+            "seconds": None if span is None else round(span, 3),
+            "fps_in": None if not span else round(s.decoded / span, 2),
+            "fps_out": None if not span else round(s.processed / span, 2),
+            "latency_ms": {stage: s.latency[stage].summary_ms() for stage in STAGES},
+        }
+
+    def planned_entries(self) -> list[dict]:
+        """Each source's summary entry before the run starts (see :meth:`_entry`)."""
+        return [self._entry(src, planned=True) for src in self.sources]
+
     def summary(self) -> dict:
-        sources = []
-        for src in self.sources:
-            s = src.stats
-            span = (s.last_done_at - s.first_decoded_at) if s.last_done_at and s.first_decoded_at else None
-            sources.append({
-                "name": src.spec.name, "source": src.spec.text, "kind": src.spec.kind, "live": src.live,
-                "jsonl": f"{src.spec.name}.jsonl",
-                "video": f"{src.spec.name}.mp4" if src.video is not None and src.video.frames else None,
-                "width": src.reader.width, "height": src.reader.height,
-                "source_fps": None if not src.reader.fps else round(src.reader.fps, 3),
-                "status": src.status, "error": src.error,
-                "frames_in": s.decoded, "frames_processed": s.processed, "frames_dropped": s.dropped,
-                "frames_corrupt_skipped": src.events.corrupt, "frames_skipped_stride": s.skipped_stride,
-                "frames_unprocessed_at_stop": s.unprocessed, "reconnects": src.events.reconnects,
-                "seconds": None if span is None else round(span, 3),
-                "fps_in": None if not span else round(s.decoded / span, 2),
-                "fps_out": None if not span else round(s.processed / span, 2),
-                "latency_ms": {stage: s.latency[stage].summary_ms() for stage in STAGES},
-            })
+        sources = [self._entry(src) for src in self.sources]
         processed = sum(src.stats.processed for src in self.sources)
         with self.cond:
             cpu = dict(self.cpu_seconds)
@@ -559,6 +614,23 @@ class Pipeline:
                 "stopped_by": self.stopped_by, "seconds": round(time.perf_counter() - self.started_at, 3),
                 "cpu_ms_per_frame": {role: round(seconds * 1e3 / processed, 3) if processed else None
                                      for role, seconds in sorted(cpu.items())}}
+
+
+def skipped_entry(text: str, error: BaseException, spec: SourceSpec | None = None) -> dict:
+    """summary.json's entry of a source left out by ``--on-source-error skip`` before it ran
+    (``spec`` None: the argument could not even be understood): the same keys as a run
+    source's, status "skipped", the error, nothing counted."""
+    from cvexport.stream.stats import LatencyHistogram
+
+    empty = LatencyHistogram().summary_ms()
+    return {
+        "name": spec.name if spec else None, "source": text, "kind": spec.kind if spec else None,
+        "live": spec.live if spec else None, "jsonl": None, "video": None, "width": None, "height": None,
+        "source_fps": None, "status": "skipped", "error": str(error),
+        "frames_in": 0, "frames_processed": 0, "frames_dropped": 0, "frames_corrupt_skipped": 0,
+        "frames_skipped_stride": 0, "frames_unprocessed_at_stop": 0, "reconnects": 0,
+        "seconds": None, "fps_in": None, "fps_out": None, "latency_ms": {stage: dict(empty) for stage in STAGES},
+    }
 
 
 def check_mode(preprocess: str) -> str:

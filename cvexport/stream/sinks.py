@@ -10,18 +10,24 @@ grows (``tail -f``). So each output is made safe to read at any moment instead:
   second) is complete on disk as soon as it is written, so the video plays up to the last
   second even if the process is killed; a normal stop (end of input, ``--frames``,
   ``--duration``, Ctrl-C, SIGTERM) flushes the encoder and closes it completely.
+  ``flush_packets`` hands every write to the OS at once: without it the header and each
+  fragment wait in FFmpeg's 32 KiB I/O buffer, and a killed process left 28 bytes, an mp4
+  without its header, that nothing can play.
 
-summary.json, written once at the end, does go through :func:`cvexport.atomic.write_text_atomic`.
+Both are created new (exclusively): whatever sat at their paths was checked and removed by
+:mod:`cvexport.stream.outputs`, and a file appearing there meanwhile is not written over.
+summary.json goes through :func:`cvexport.atomic.write_text_atomic`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from cvexport.errors import CvexportError
 
 # Task pictures, in the order the mp4 prefers them: boxes or a label drawn on the frame, the
 # mask blended over it (segmentation), the stylized frame.
@@ -29,12 +35,22 @@ VIDEO_PICTURES = ("annotated", "overlay", "stylized")
 VIDEO_TIME_BASE = Fraction(1, 1000)  # frame times in ms: live sources drop frames, so the rate varies
 
 
+def create_new(path: Path, mode: str = "xb", buffering: int = -1):
+    """``path`` opened as a new file: a file that appeared there since the outputs were checked
+    is not written over (one-line error)."""
+    try:
+        return open(path, mode, buffering=buffering)
+    except FileExistsError:
+        raise CvexportError(f"{path} appeared while the stream started; it was left as it is. Run again "
+                            "(or choose another --out)") from None
+
+
 class JsonlWriter:
     """One JSON object per line; the file holds only whole lines at every moment."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.file = open(self.path, "wb", buffering=0)
+        self.file = create_new(self.path, "xb", buffering=0)
 
     def write(self, record: dict) -> None:
         line = (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
@@ -78,8 +94,10 @@ class VideoWriter:
         from cvexport.stream.synthetic import new_encoder_stream
 
         self.width, self.height = width + width % 2, height + height % 2
+        create_new(self.path).close()  # ours from now on: FFmpeg opens (and truncates) our own empty file
         self.container = av.open(str(self.path), "w", format="mp4",
-                                 options={"movflags": "frag_keyframe+empty_moov+default_base_moof"})
+                                 options={"movflags": "frag_keyframe+empty_moov+default_base_moof",
+                                          "flush_packets": "1"})
         self.stream = new_encoder_stream(self.container, self.width, self.height, round(self.fps),
                                          gop=max(1, round(self.fps * self.keyframe_seconds)))
         self.stream.codec_context.time_base = VIDEO_TIME_BASE
@@ -119,19 +137,3 @@ class VideoWriter:
             container.mux(self.stream.encode(None))
         finally:
             container.close()
-
-
-def remove_previous_outputs(out: Path) -> None:
-    """A re-run into the same --out removes the outputs the previous run's summary.json lists
-    (and nothing else), so no stale source's JSONL or video sits beside the new ones."""
-    try:
-        previous = json.loads((out / "summary.json").read_text())
-        names = {entry.get(key) for entry in previous.get("sources", []) for key in ("jsonl", "video")}
-    except (OSError, ValueError, AttributeError, TypeError):
-        return
-    for name in names:
-        # Only bare names of the kinds this command writes, never a path that leaves --out.
-        if isinstance(name, str) and os.sep not in name and "/" not in name and name.endswith((".jsonl", ".mp4")):
-            path = out / name
-            if path.is_file() and not path.is_symlink():
-                path.unlink()

@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 
 from cvexport.errors import CvexportError
+from cvexport.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_image_name
+from cvexport.video_decode import av_reason
 
+LIVE_SUFFIXES = {".ts", ".m2ts"}
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "tcp", "udp", "http", "https", "srt")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-# An http(s) URL ending in one of these is a file on a web server, not a live feed.
-VIDEO_FILE_SUFFIXES = (".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".flv", ".wmv", ".mpg", ".mpeg")
 # Reconnect backoff: the first retry soon (a sender restarting), then doubling up to a cap so a
 # camera that is gone for minutes is not hammered.
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.5, 8.0
@@ -73,7 +73,7 @@ def _natural_key(path: Path) -> list:
 
 
 def _image_list(paths, what: str) -> tuple[Path, ...]:
-    images = tuple(sorted((p for p in paths if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key))
+    images = tuple(sorted((p for p in paths if p.is_file() and is_image_name(p)), key=_natural_key))
     if not images:
         raise SourceError(f"{what} holds no images ({', '.join(IMAGE_SUFFIXES)}); pass a folder or glob of images")
     return images
@@ -95,7 +95,9 @@ def parse_source(text: str) -> SourceSpec:
                               f"or glob, /dev/videoN, v4l2://, or one of {', '.join(s + '://' for s in NETWORK_SCHEMES)}")
         # Name from host, port and path; never user, password or query (tokens live there).
         rest = re.sub(r"^[^/@]*@", "", text[len(scheme.group(0)):]).split("?", 1)[0].split("#", 1)[0]
-        remote_file = name in ("http", "https") and rest.lower().endswith(VIDEO_FILE_SUFFIXES)
+        # An http(s) URL naming a video file is a file on a web server, read at its own pace; an
+        # MPEG transport stream (.ts) over http is how cameras and encoders send a live feed.
+        remote_file = name in ("http", "https") and rest.lower().endswith(tuple(set(VIDEO_SUFFIXES) - LIVE_SUFFIXES))
         return SourceSpec(shown, "network", text, _safe(f"{name}-{rest}"), live=not remote_file)
     if text.isdigit():  # "0" -> the first camera, as OpenCV and Ultralytics take it
         return SourceSpec(shown, "camera", f"/dev/video{text}", f"video{text}", live=True)
@@ -117,7 +119,7 @@ def parse_source(text: str) -> SourceSpec:
         raise SourceError(f"source not found: {shown} (no such file, folder, device or URL)")
     if path.is_dir():
         return SourceSpec(shown, "images", text, _safe(path.resolve().name), _image_list(path.iterdir(), f"folder {shown}"))
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+    if is_image_name(path):
         return SourceSpec(shown, "images", text, _safe(path.stem), (path,))
     return SourceSpec(shown, "file", text, _safe(path.stem))
 
@@ -178,7 +180,11 @@ class RawFrame:
 
 @dataclass
 class SourceEvents:
-    """What a reader reports while it runs: counts and one-line messages (to the status view)."""
+    """What a reader reports while it runs: counts and one-line messages (to the status view).
+
+    ``corrupt``: source frames lost to damage (undecodable, flagged corrupt, missing from the
+    file: :mod:`cvexport.video_decode`) or unreadable images, each counted once.
+    """
 
     log: Callable[[str], None]
     corrupt: int = 0
@@ -186,12 +192,12 @@ class SourceEvents:
     state: str = "starting"
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def count_corrupt(self, why: str) -> None:
+    def count_corrupt(self, why: str, count: int = 1) -> None:
         with self.lock:
-            self.corrupt += 1
-            first = self.corrupt == 1
+            first = self.corrupt == 0
+            self.corrupt += count
         if first:  # one line, not one per packet: a damaged stream can have thousands
-            self.log(f"{why}; skipping it (corrupt frames are counted in the summary)")
+            self.log(f"{why}; skipped (corrupt frames are counted in the summary)")
 
 
 class Reader:
@@ -238,11 +244,15 @@ class ImageReader(Reader):
     def frames(self, stop: threading.Event) -> Iterator[RawFrame]:
         from cvexport.images import load_image
 
-        index = 0
+        self.events.state = "running"
+        first = 0  # a looped folder's next pass goes on numbering after the last image
         while not stop.is_set():
-            for path in self.spec.images:
+            # An image's frame number is its place in the folder (a broken one keeps its number,
+            # as a damaged video frame does), so a frame number always names the same image.
+            for position, path in enumerate(self.spec.images):
                 if stop.is_set():
                     return
+                index = first + position
                 start = time.perf_counter()
                 try:
                     rgb = load_image(path)
@@ -252,7 +262,7 @@ class ImageReader(Reader):
                 now = time.perf_counter()
                 yield RawFrame(index, rgb.shape[1], rgb.shape[0], index / self.fps, now - start, now, rgb=rgb,
                                path=str(path))
-                index += 1
+            first += len(self.spec.images)
             if not self.options.loop:
                 return
 
@@ -262,7 +272,7 @@ def _open_error(spec: SourceSpec, exc: BaseException, options: ReadOptions) -> S
     import av
 
     shown = spec.text
-    reason = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).replace(spec.target, shown)
+    reason = av_reason(exc).replace(spec.target, shown)
     if spec.kind == "camera":
         if isinstance(exc, FileNotFoundError):
             return SourceError(f"no such camera: {spec.target} (see 'ls /dev/video*' or 'v4l2-ctl --list-devices')")
@@ -291,6 +301,7 @@ class VideoReader(Reader):
 
     container = None
     stream = None
+    decoder = None  # the FrameDecoder of the current pass or connection
 
     def _container_options(self) -> tuple[dict[str, str], str | None]:
         options, fmt = {}, None
@@ -343,32 +354,21 @@ class VideoReader(Reader):
             self.container = None
 
     def _decode(self, stop: threading.Event, first_index: int, time_offset: float) -> Iterator[RawFrame]:
-        """Frames of the open container until it ends (returns) or fails (raises FFmpegError / OSError)."""
-        import av
+        """Frames of the open container until it ends (returns) or a live source fails (raises
+        FFmpegError / OSError), numbered and damage counted by :mod:`cvexport.video_decode`.
+        ``self.decoder`` is left for :meth:`frames` to learn where the next pass starts."""
+        from cvexport.video_decode import FrameDecoder
 
-        index = first_index
-        for packet in self.container.demux(self.stream):
-            if stop.is_set():
-                return
-            if packet.is_corrupt:
-                self.events.count_corrupt(f"source {self.spec.name}: a corrupt packet at frame {index}")
-                continue
-            start = time.perf_counter()
-            try:
-                frames = packet.decode()
-            except av.error.EOFError:
-                return
-            except av.error.InvalidDataError:
-                self.events.count_corrupt(f"source {self.spec.name}: undecodable data at frame {index}")
-                continue
-            now = time.perf_counter()
-            for frame in frames:
-                if frame.is_corrupt:
-                    self.events.count_corrupt(f"source {self.spec.name}: a corrupt frame at frame {index}")
-                    continue
-                pts = None if frame.time is None else float(frame.time) + time_offset
-                yield RawFrame(index, frame.width, frame.height, pts, (now - start) / len(frames), now, video=frame)
-                index += 1
+        def lost(count: int, why: str) -> None:
+            self.events.count_corrupt(f"source {self.spec.name}: {why}", count)
+
+        self.decoder = FrameDecoder(self.container, self.stream, first_index=first_index, on_lost=lost,
+                                    live=self.spec.live, stop=stop.is_set)
+        for decoded in self.decoder.frames():
+            frame = decoded.frame
+            pts = None if decoded.time is None else decoded.time + time_offset
+            yield RawFrame(decoded.index, frame.width, frame.height, pts, decoded.decode_s, decoded.decoded_at,
+                           video=frame)
 
     def frames(self, stop: threading.Event) -> Iterator[RawFrame]:
         """Decoded frames until the source ends, ``stop`` is set or a live source is given up.
@@ -381,30 +381,42 @@ class VideoReader(Reader):
         """
         import av
 
-        index, offset = 0, 0.0
+        index, offset, decoded_any = 0, 0.0, False
         outage_since: float | None = None  # time.monotonic() of the loss no frame has ended yet
         delay = BACKOFF_FIRST_S
         while not stop.is_set():
-            last_pts, failed = None, False
+            last_pts, last_index, failed = None, None, False
             try:
                 self.events.state = "running"
                 for raw in self._decode(stop, index, offset):
-                    index = raw.index + 1
-                    last_pts = raw.pts
+                    last_index, last_pts = raw.index, raw.pts
                     outage_since, delay = None, BACKOFF_FIRST_S
                     yield raw
                 reason = "end of stream"
-            except (av.error.FFmpegError, OSError) as exc:
-                reason, failed = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__, True
-                if not self.spec.live:
-                    raise SourceError(f"source {self.spec.text}: read error at frame {index} ({reason})") from None
+            except (av.error.FFmpegError, OSError) as exc:  # live sources only: a file's read error ends it
+                reason, failed = av_reason(exc), True
+            # The next pass or connection goes on after every source frame this one covered,
+            # lost ones included: a frame number always names one source frame.
+            index = self.decoder.next_index
             if stop.is_set():
                 return
             if not self.spec.live:
-                if not self.options.loop or index == 0:
+                error = self.decoder.stats.read_error
+                if not self.decoder.stats.frames:
+                    if decoded_any:  # a looped file that stopped decoding: nothing more will come
+                        return
+                    why = f" ({error})" if error else ""
+                    raise SourceError(f"source {self.spec.text} holds no decodable video frames{why}")
+                decoded_any = True
+                if error:
+                    self.events.log(f"source {self.spec.name}: read error after frame {last_index} ({error}); "
+                                    "the rest of the file counts as corrupt")
+                if not self.options.loop:
                     return
-                # Times go on across passes: the next pass starts one frame after the last.
-                offset = (last_pts if last_pts is not None else offset) + 1.0 / (self.fps or self.options.fps)
+                # Times go on across passes: the next pass starts one frame after the last frame
+                # this one covered (decoded or lost).
+                if last_pts is not None:
+                    offset = last_pts + (index - last_index) / (self.fps or self.options.fps)
                 self.close()
                 self._open_container()
                 continue
