@@ -61,7 +61,7 @@ def section_share(bundle, iters: int) -> dict[str, float]:
 
     from cvexport.export.graph import node_sections
     from cvexport.preprocess import to_network_input
-    from cvexport.runtime.ort_runner import create_session
+    from cvexport.ort_session import create_session
 
     model = onnx.load(str(bundle.onnx_path))
     sections = node_sections(model)
@@ -151,7 +151,7 @@ def model_table(rows: dict[str, Any], model_floor: dict[str, Any]) -> dict[str, 
 
 def int8_comparison(rows: dict[str, Any], cpu: dict[str, Any]) -> dict[str, Any]:
     """Did the ORT INT8 bundle beat the ORT fp32 bundle (inference p50) in this run, on this CPU."""
-    from cvexport.bench import int8_statement, int8_vs_fp32
+    from cvexport.int8_gain import int8_statement, int8_vs_fp32
 
     fp32, int8 = rows.get("ort fp32", {}), rows.get("ort int8", {})
     if "latency_ms" not in fp32 or "latency_ms" not in int8:

@@ -30,6 +30,7 @@ import numpy as np
 
 from cvexport.bundle import Bundle, library_versions, load_bundle
 from cvexport.cpu import cpu_info, describe_cpu
+from cvexport.int8_gain import int8_statement, int8_vs_fp32, ms_text
 from cvexport.errors import CvexportError, stderr_warning
 from cvexport.runtime import check_backends, open_or_skip
 from cvexport.runtime.base import Runner
@@ -41,9 +42,6 @@ STAGES = ("end_to_end", "preprocess", "inference", "postprocess")
 DEVICE_STAGES = {"h2d_ms": "h2d", "compute_ms": "compute", "d2h_ms": "d2h"}
 # Camera and photo shapes, landscape and portrait, so letterbox cost and padding vary as in use.
 IMAGE_SIZES = ((640, 480), (1280, 720), (480, 640), (1920, 1080), (320, 240), (800, 600), (720, 1280), (256, 256))
-# INT8 counts as faster than fp32 only from this speed-up on: below it, the difference is within
-# what these shared machines vary from run to run.
-FASTER_MARGIN = 1.05
 
 
 # ------------------------------------------------------------------------------ machine
@@ -157,7 +155,7 @@ def run_benchmark(bundle: Bundle | str, backends: Sequence[str] = ("ort",), batc
     ONNX Runtime, ``graph`` (the bundle graph the runner chose on this machine). ``cpu`` is
     :func:`cvexport.cpu.cpu_info`. For an INT8 bundle measured on ``ort`` (and ``compare_int8``),
     ``int8_vs_fp32`` compares its inference with an fp32 graph of the same weights (see
-    :func:`int8_vs_fp32`), or holds ``error`` when that graph could not be made.
+    :func:`cvexport.int8_gain.int8_vs_fp32`), or holds ``error`` when that graph could not be made.
     """
     import torch
 
@@ -230,32 +228,6 @@ def run_benchmark(bundle: Bundle | str, backends: Sequence[str] = ("ort",), batc
 
 
 # ------------------------------------------------------------------------------ INT8 vs fp32
-def int8_vs_fp32(fp32_ms: float, int8_ms: float, cpu: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The comparison record from two inference times (p50, ms) measured alike on one CPU:
-    ``speedup`` = fp32 / int8, ``faster`` when that is at least ``FASTER_MARGIN``, and the CPU."""
-    if fp32_ms <= 0 or int8_ms <= 0:
-        raise ValueError(f"inference times must be positive, got fp32 {fp32_ms} ms and int8 {int8_ms} ms")
-    speedup = round(fp32_ms / int8_ms, 2)
-    return {"fp32_inference_ms_p50": round(float(fp32_ms), 4), "int8_inference_ms_p50": round(float(int8_ms), 4),
-            "speedup": speedup, "faster": speedup >= FASTER_MARGIN, "cpu": cpu if cpu is not None else cpu_info()}
-
-
-def int8_statement(comparison: dict[str, Any]) -> str:
-    """One plain line from :func:`int8_vs_fp32`'s record, e.g. ``INT8 on this CPU (AMD EPYC, ...):
-    inference 17.00 ms vs fp32 16.50 ms: not faster (0.97x)``."""
-    speedup = comparison["speedup"]
-    if comparison["faster"]:
-        verdict = f"{speedup:.2f}x faster"
-    elif speedup >= 1.0:
-        verdict = (f"not clearly faster ({speedup:.2f}x, within the {FASTER_MARGIN - 1:.0%} that runs vary on "
-                   "this machine)")
-    else:
-        verdict = f"not faster ({speedup:.2f}x)"
-    return (f"INT8 on this CPU ({describe_cpu(comparison['cpu'])}): inference "
-            f"{_ms(comparison['int8_inference_ms_p50'])} ms vs fp32 {_ms(comparison['fp32_inference_ms_p50'])} ms: "
-            f"{verdict}")
-
-
 def fp32_graph(bundle: Bundle, warn: Callable[[str], None] = stderr_warning):
     """The fp32 ONNX graph of an INT8 bundle's network (onnx.ModelProto), exported again from the
     bundle's own weights through the build's export path, with the same input contract, batch
@@ -285,7 +257,7 @@ class _GraphRunner(Runner):
     name = "ort"
 
     def __init__(self, bundle: Bundle, model_bytes: bytes, threads: int | None):
-        from cvexport.runtime.ort_runner import create_session
+        from cvexport.ort_session import create_session
 
         super().__init__(bundle)
         self.session = create_session(model_bytes, ["CPUExecutionProvider"], threads)
@@ -330,10 +302,6 @@ def _bundle_label(info: dict[str, Any]) -> str:
     return f"{info['model']} {info['precision']}" + (f" (NMS {info['nms']})" if info.get("nms") else "")
 
 
-def _ms(value: float) -> str:
-    return f"{value:.1f}" if value >= 100 else f"{value:.2f}"
-
-
 def results_table(record: dict[str, Any]):
     """A rich Table, narrow enough for 80 columns: per backend, an end-to-end row with the
     throughput, then one row per stage; latency per batch in ms. The caption names the CPU
@@ -369,7 +337,7 @@ def results_table(record: dict[str, Any]):
             first = stage == "end_to_end"
             table.add_row(
                 f"[bold]{backend}[/bold]" if first else STAGE_LABELS.get(stage, stage),
-                *(_ms(stats[k]) for k in ("min", "mean", "p50", "p90", "p95", "p99", "max")),
+                *(ms_text(stats[k]) for k in ("min", "mean", "p50", "p90", "p95", "p99", "max")),
                 f"{result['throughput_ips']:.1f}" if first else "",
                 end_section=stage == list(result["latency_ms"])[-1],
             )

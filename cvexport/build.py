@@ -14,7 +14,7 @@ from cvexport.bundle import BUNDLE_FORMAT, MANIFEST, ONNX_FILE, PARITY_FILE, WEI
 from cvexport.digest import sha256_file
 from cvexport.cpu import cpu_info, describe_cpu
 from cvexport.errors import CvexportError
-from cvexport.export.precision import INT8_CPU_GRAPHS
+from cvexport.int8_graphs import INT8_CPU_GRAPHS
 from cvexport.precisions import PRECISIONS
 from cvexport.registry import get_spec
 from cvexport.tasks import get_task
@@ -241,8 +241,9 @@ def measure_int8_gain(bundle_dir: Path, fp32_graph, log: Callable[[str], None]) 
     record says plainly whether INT8 is faster here."""
     import statistics
 
-    from cvexport.bench import int8_statement, int8_vs_fp32
-    from cvexport.runtime.ort_runner import OrtRunner, create_session
+    from cvexport.int8_gain import int8_statement, int8_vs_fp32
+    from cvexport.ort_session import create_session
+    from cvexport.runtime.ort_runner import OrtRunner
     from cvexport.runtime.predictor import prepare_batch
 
     from cvexport.registry import bundle_spec

@@ -14,7 +14,7 @@ import numpy as np
 
 from cvexport.compare import Parity, shapes_differ
 from cvexport.metrics import Metric
-from cvexport.tasks import EVERY_PRECISION_AND_UINT8, Task, register_task
+from cvexport.task_base import EVERY_PRECISION_AND_UINT8, Task, register_task
 
 TOP_K = 5
 PARITY_IMAGES = 32  # 99.5 % agreement needs more than a handful of images to mean anything

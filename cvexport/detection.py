@@ -24,7 +24,7 @@ from cvexport.argtypes import positive_int
 from cvexport.compare import FAILURES_SHOWN, Parity
 from cvexport.errors import CvexportError
 from cvexport.metrics import Metric
-from cvexport.tasks import Task, TaskOption, register_task
+from cvexport.task_base import Task, TaskOption, register_task
 
 NMS_FLAVORS = ("onnx", "efficient")
 

@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, NoReturn
 
 from cvexport.errors import CvexportError
+from cvexport.int8_graphs import INT8_CPU_GRAPHS
 from cvexport.precisions import PRECISIONS
 
 # The enums, as cvexport.build, cvexport.detection and cvexport.tasks define them (a test keeps
@@ -71,14 +72,8 @@ _MISSING = object()
 
 
 def cpu_graph_keys() -> tuple[str, ...]:
-    """Manifest keys of the optional INT8 CPU graphs (cvexport.export.precision.INT8_CPU_GRAPHS)."""
-    return tuple(graph.key for graph in _cpu_graphs())
-
-
-def _cpu_graphs():
-    from cvexport.export.precision import INT8_CPU_GRAPHS
-
-    return INT8_CPU_GRAPHS
+    """Manifest keys of the optional INT8 CPU graphs (cvexport.int8_graphs.INT8_CPU_GRAPHS)."""
+    return tuple(graph.key for graph in INT8_CPU_GRAPHS)
 
 
 def rebuild_hint(manifest: Any) -> str:
@@ -193,7 +188,7 @@ def check_manifest(manifest: dict[str, Any], where: Path) -> None:
     _check_file_entry(c, manifest, "onnx", opset=True)
     if "weights" in manifest:
         _check_file_entry(c, manifest, "weights")
-    for graph in _cpu_graphs():
+    for graph in INT8_CPU_GRAPHS:
         if graph.key in manifest:
             _check_file_entry(c, manifest, graph.key, isa_class=graph.isa_class)
             if precision != "int8":
@@ -326,7 +321,7 @@ def check_graphs(manifest: dict[str, Any], where: Path) -> None:
     from cvexport.digest import sha256_file
 
     c = _Checker(where, manifest)
-    for key in ("onnx", *(g.key for g in _cpu_graphs() if g.key in manifest)):
+    for key in ("onnx", *(g.key for g in INT8_CPU_GRAPHS if g.key in manifest)):
         path = where / manifest[key]["file"]
         model = _read_graph(path)
         if model is None:

@@ -14,7 +14,7 @@ import numpy as np
 
 from cvexport.compare import Parity, shapes_differ
 from cvexport.metrics import Metric
-from cvexport.tasks import EVERY_PRECISION_AND_UINT8, Task, register_task
+from cvexport.task_base import EVERY_PRECISION_AND_UINT8, Task, register_task
 
 # Background black, then distinct colours per class (colorized masks and overlays).
 PALETTE = np.array([(0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),

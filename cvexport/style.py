@@ -19,7 +19,7 @@ import numpy as np
 from cvexport.compare import Parity, shapes_differ
 from cvexport.errors import CvexportError
 from cvexport.metrics import Metric
-from cvexport.tasks import EVERY_PRECISION_AND_UINT8, Task, TaskOption, register_task
+from cvexport.task_base import EVERY_PRECISION_AND_UINT8, Task, TaskOption, register_task
 
 # ------------------------------------------------------------------------- parity
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import cvexport.bench as bench
+import cvexport.int8_gain as int8_gain
 import cvexport.runtime as runtime
 from cvexport.cli import main
 from cvexport.cpu import cpu_info, describe_cpu
@@ -184,7 +185,7 @@ def test_unusable_backend_among_several_is_skipped(bundle, monkeypatch, tmp_path
 
 def test_cpu_fallback_of_a_gpu_provider_counts_as_unusable():
     """ONNX Runtime quietly runs on the CPU when CUDA cannot start; a session must not be labelled 'ort-cuda'."""
-    from cvexport.runtime.ort_runner import check_provider
+    from cvexport.ort_session import check_provider
 
     class FellBack:
         def get_providers(self):
@@ -225,32 +226,32 @@ FAKE_CPU = {"model": "AMD EPYC 7B13", "flags": ["avx2", "fma"], "isa_class": "av
 
 
 def test_int8_not_faster_is_said_plainly():
-    comparison = bench.int8_vs_fp32(fp32_ms=16.5, int8_ms=17.0, cpu=FAKE_CPU)
+    comparison = int8_gain.int8_vs_fp32(fp32_ms=16.5, int8_ms=17.0, cpu=FAKE_CPU)
     assert comparison == {"fp32_inference_ms_p50": 16.5, "int8_inference_ms_p50": 17.0, "speedup": 0.97,
                           "faster": False, "cpu": FAKE_CPU}
-    line = bench.int8_statement(comparison)
+    line = int8_gain.int8_statement(comparison)
     assert line == (f"INT8 on this CPU ({describe_cpu(FAKE_CPU)}): inference 17.00 ms vs fp32 16.50 ms: "
                     "not faster (0.97x)")
     assert "AMD EPYC 7B13" in line and "class avx2" in line
 
 
 def test_int8_faster_is_said_plainly():
-    comparison = bench.int8_vs_fp32(fp32_ms=29.0, int8_ms=16.5, cpu=FAKE_CPU)
+    comparison = int8_gain.int8_vs_fp32(fp32_ms=29.0, int8_ms=16.5, cpu=FAKE_CPU)
     assert comparison["faster"] is True and comparison["speedup"] == 1.76
-    assert bench.int8_statement(comparison).endswith("inference 16.50 ms vs fp32 29.00 ms: 1.76x faster")
+    assert int8_gain.int8_statement(comparison).endswith("inference 16.50 ms vs fp32 29.00 ms: 1.76x faster")
 
 
 def test_int8_within_noise_is_not_called_faster():
-    comparison = bench.int8_vs_fp32(fp32_ms=10.2, int8_ms=10.0, cpu=FAKE_CPU)
+    comparison = int8_gain.int8_vs_fp32(fp32_ms=10.2, int8_ms=10.0, cpu=FAKE_CPU)
     assert comparison["faster"] is False and comparison["speedup"] == 1.02
-    line = bench.int8_statement(comparison)
+    line = int8_gain.int8_statement(comparison)
     assert "not clearly faster (1.02x" in line and "1.02x faster" not in line
 
 
 def test_int8_comparison_defaults_to_this_cpu():
-    assert bench.int8_vs_fp32(2.0, 1.0)["cpu"] == cpu_info()
+    assert int8_gain.int8_vs_fp32(2.0, 1.0)["cpu"] == cpu_info()
     with pytest.raises(ValueError):
-        bench.int8_vs_fp32(0.0, 1.0)
+        int8_gain.int8_vs_fp32(0.0, 1.0)
 
 
 @pytest.fixture(scope="module")
@@ -268,7 +269,7 @@ def test_int8_bundle_is_compared_with_fp32_of_its_weights(int8_bundle):
     assert comparison["cpu"] == record["cpu"] == cpu_info()
     assert comparison["int8_inference_ms_p50"] == record["results"]["ort"]["latency_ms"]["inference"]["p50"]
     assert comparison["faster"] == (comparison["speedup"] >= bench.FASTER_MARGIN)
-    assert comparison["statement"] == bench.int8_statement(comparison)
+    assert comparison["statement"] == int8_gain.int8_statement(comparison)
     graph = record["results"]["ort"].get("graph")
     assert graph is None or graph in int8_bundle.manifest
     assert comparison["int8_graph"] == graph

@@ -6,7 +6,7 @@ import pytest
 
 from cvexport.cpu import FORCE_VARIABLE, cpu_info, describe_cpu, isa_class
 from cvexport.errors import CvexportError
-from cvexport.export.precision import INT8_CPU_GRAPHS, cpu_graph_for
+from cvexport.int8_graphs import INT8_CPU_GRAPHS, cpu_graph_for
 
 
 @pytest.fixture(autouse=True)

@@ -335,7 +335,7 @@ def test_schema_enums_follow_the_code_they_describe():
     from cvexport import manifest_schema
     from cvexport.build import INPUT_FORMATS
     from cvexport.detection import NMS_FLAVORS
-    from cvexport.export.precision import INT8_CPU_GRAPHS
+    from cvexport.int8_graphs import INT8_CPU_GRAPHS
     from cvexport.tasks import task_names
 
     assert manifest_schema.NMS_FLAVORS == NMS_FLAVORS

@@ -14,6 +14,8 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
+from cvexport.int8_graphs import INT8_CPU_GRAPHS
+
 
 @dataclass(frozen=True)
 class Int8Options:
@@ -29,38 +31,6 @@ class Int8Plan:
     calibration: list[np.ndarray]  # float32 NCHW batches in the core's input contract
     keep_float: Callable[[onnx.ModelProto, str], list[str]]  # (core, quantize form) -> nodes kept in float
     cpu_graphs: bool = True  # also make INT8_CPU_GRAPHS (False: the TensorRT form serves the CPU too)
-
-
-@dataclass(frozen=True)
-class CpuGraph:
-    """An INT8 graph for ONNX Runtime's CPU provider on one instruction-set class."""
-
-    key: str  # manifest entry
-    file: str
-    form: str  # cvexport.export.quantize form
-    isa_class: str  # cvexport.cpu.isa_class() it is chosen for
-    description: str
-
-
-# ONNX Runtime's x86 u8 x s8 kernels sum pairs of products in 32 bits with VNNI but in 16 bits
-# with saturation without it (vpmaddubsw), so the full-range form loses accuracy there (SSD:
-# mAP@0.5:0.95 down 1.4 points on an AVX2-only EPYC). 7-bit weights cannot saturate.
-INT8_CPU_GRAPHS = (
-    CpuGraph("onnx_cpu", "model.cpu.onnx", "qdq-cpu", "vnni",
-             "int8 QDQ U8S8 for ONNX Runtime on CPUs with VNNI (not for TensorRT)"),
-    CpuGraph("onnx_cpu_avx2", "model.cpu-avx2.onnx", "qdq-cpu-7bit", "avx2",
-             "int8 QDQ U8S8 with 7-bit weights for ONNX Runtime on CPUs without VNNI (not for TensorRT)"),
-)
-
-
-def cpu_graph_for(manifest: dict, isa_class: str) -> str:
-    """The manifest entry ONNX Runtime's CPU provider runs on a CPU of ``isa_class``: the INT8
-    CPU graph made for it, else the TensorRT-ready ``onnx`` graph. A bundle made before the
-    per-CPU graphs has only the VNNI one; on other CPUs its results are off, so ``onnx`` then."""
-    for graph in INT8_CPU_GRAPHS:
-        if graph.isa_class == isa_class and graph.key in manifest:
-            return graph.key
-    return "onnx"
 
 
 def precision_graphs(core: onnx.ModelProto, spec, precision: str, finish: Callable[[onnx.ModelProto], onnx.ModelProto],

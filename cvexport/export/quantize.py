@@ -512,6 +512,6 @@ def postprocess_scores(scores, box_offsets, anchors, config) -> dict[str, np.nda
 
 def ort_session(model: onnx.ModelProto, threads: int | None = None):
     """A CPU InferenceSession for ``model``: the runtime's own session factory."""
-    from cvexport.runtime.ort_runner import create_session
+    from cvexport.ort_session import create_session
 
     return create_session(model.SerializeToString(), ["CPUExecutionProvider"], threads)

@@ -1,0 +1,193 @@
+"""The ``Task`` base class and ``register_task``: what every task is asked, with the defaults.
+
+The registry's look-ups (``get_task``, ``all_tasks``) live in :mod:`cvexport.tasks`, which
+imports the built-in task modules; those import this module only, so there is no import circle.
+See :mod:`cvexport.tasks` for what a task is and which methods the pipeline calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
+
+import numpy as np
+
+from cvexport.errors import CvexportError
+
+if TYPE_CHECKING:
+    import onnx
+
+    from cvexport.compare import Parity
+    from cvexport.export.precision import Int8Options
+
+
+# The build variants most tasks test (``Task.build_variants``): every precision with float input,
+# and uint8 input (the in-graph normalization section) once, at fp32.
+EVERY_PRECISION_AND_UINT8 = (
+    {"precision": "fp32", "input_format": "float"},
+    {"precision": "fp16", "input_format": "float"},
+    {"precision": "int8", "input_format": "float"},
+    {"precision": "fp32", "input_format": "uint8"},
+)
+
+
+@dataclass(frozen=True)
+class TaskOption:
+    """A build option one task owns: ``BuildOptions.task_options[name]`` and the CLI flag ``--name``."""
+
+    name: str
+    help: str
+    type: Callable[[str], Any] = str
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+class Task:
+    """Defaults for every task; see the module docstring for the whole interface."""
+
+    name: ClassVar[str]
+    options: ClassVar[tuple[TaskOption, ...]] = ()
+    core_outputs: ClassVar[tuple[str, ...]]  # outputs of the exported network, before the task's sections
+    TOLERANCES: ClassVar[Mapping[str, Any]]  # precision -> tolerance its Parity understands
+    METRICS: ClassVar[tuple]  # cvexport.metrics.Metric, the first one is the task's headline metric
+    # BuildOptions fields and task options (other than ``model``) of each bundle the parity tests
+    # build (ONNX Runtime on CPU: the fp32 and fp16 ones; TensorRT on a GPU: all).
+    build_variants: ClassVar[tuple[dict[str, Any], ...]] = ()
+    # Val images a build's verify step measures at most (None: as many as asked).
+    build_verify_images: ClassVar[int | None] = None
+    # INT8 bundles also carry ONNX Runtime's U8S8 CPU graphs (False: the TensorRT QDQ graph runs on CPU too).
+    int8_cpu_graphs: ClassVar[bool] = True
+
+    # ------------------------------------------------------------------ build options
+    def option(self, options, name: str) -> Any:
+        """The value of this task's option ``name`` in a build's options (None when not given)."""
+        return options.task_options.get(name)
+
+    def check_options(self, spec, options) -> None:
+        """One-line errors for options another task owns, then for values of its own that cannot work."""
+        own = {option.name for option in self.options}
+        foreign = [name for name in options.task_options if name not in own]
+        if foreign:
+            owners = {o.name: task for task in _TASKS.values() for o in task.options}  # every task registered
+            unknown = [name for name in foreign if name not in owners]
+            if unknown:
+                raise CvexportError(f"unknown build option {', '.join(unknown)}; see 'cvexport build --help'")
+            flags = ", ".join(owners[name].option_flag(name) for name in foreign)
+            verb = "apply" if len(foreign) > 1 else "applies"
+            raise CvexportError(f"{flags} {verb} only to {owners[foreign[0]].name} models; "
+                                f"'{spec.name}' is a {self.name} model")
+        self.validate_options(spec, options)
+
+    def option_flag(self, name: str) -> str:
+        return next(o.flag for o in self.options if o.name == name)
+
+    def validate_options(self, spec, options) -> None:
+        """Values of the task's own options that cannot work -> CvexportError."""
+
+    def describe(self, options) -> str:
+        """What the build log adds after the precision (", NMS 'onnx'")."""
+        return ""
+
+    def out_suffix(self, options) -> str:
+        """What the default bundle directory name adds for the task's options."""
+        return ""
+
+    def options_from_manifest(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """The task options a bundle was built with (to export its network again)."""
+        return {}
+
+    def prepare_weights(self, spec, options, log: Callable[[str], None]):
+        """Weights the task makes for these options (a path), or None to use ``--weights`` or the shipped ones."""
+        return None
+
+    # ------------------------------------------------------------------------- export
+    def export_graphs(self, model, spec, options, int8: Int8Options | None = None,
+                      warn: Callable[[str], None] = print) -> dict[str, onnx.ModelProto]:
+        """The complete graphs, keyed by manifest entry (see
+        :func:`cvexport.export.precision.precision_graphs`): the network exported at the
+        build's precision, finished by ``append_sections`` in FP32 and the input section."""
+        from cvexport.export.precision import Int8Plan, export_task_graphs
+
+        plan = None
+        if int8 is not None:
+            from cvexport.export.quantize import calibration_batches
+
+            plan = Int8Plan(options=int8,
+                            calibration=list(calibration_batches(self.sample_images, spec, int8.calib_images)),
+                            keep_float=self.int8_keep_float, cpu_graphs=self.int8_cpu_graphs)
+        finish = lambda core: self.append_sections(core, model, spec, options)  # noqa: E731
+        return export_task_graphs(model, spec, options, list(self.core_outputs), finish, plan, warn)
+
+    def append_sections(self, core: onnx.ModelProto, model, spec, options) -> onnx.ModelProto:
+        """The task's FP32 sections after the network, ending in the output contract."""
+        raise NotImplementedError
+
+    def int8_keep_float(self, core: onnx.ModelProto, form: str) -> list[str]:
+        """Nodes INT8 keeps in float in the graph of quantize ``form`` (where quantizing them
+        costs measurable accuracy)."""
+        return []
+
+    def manifest_entries(self, spec, options) -> dict[str, Any]:
+        return {}
+
+    def reference_outputs(self, model, array: np.ndarray, manifest: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """The PyTorch fp32 answer for a network input in the bundle's input contract."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------------------- data
+    def sample_images(self, spec, split: str, indices, seed: int = 0) -> list[np.ndarray]:
+        """uint8 RGB images of the model's own dataset (calibration, benchmarks)."""
+        raise NotImplementedError
+
+    def parity_frames(self, spec) -> list[np.ndarray]:
+        """uint8 frames the build's parity check runs."""
+        return self.sample_images(spec, "val", range(8))
+
+    def val_samples(self, spec, count: int) -> tuple[list[np.ndarray], list[Any]]:
+        """The first ``count`` val images and their truth, as ``metrics`` takes it."""
+        raise NotImplementedError
+
+    # -------------------------------------------------------------------------- parity
+    def new_parity(self, precision: str, manifest: Mapping[str, Any] | None = None) -> Parity:
+        """Empty parity statistics bound to the tolerance of ``precision`` and, where the task's
+        comparison depends on them, to the settings in the bundle's ``manifest`` (detection: its
+        score threshold, at which a detection may come or go by rounding alone)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------- results
+    def to_predictions(self, outputs: Mapping[str, np.ndarray], letterboxes: Sequence,
+                       class_names: Sequence[str], input_width: int, input_height: int) -> list[Any]:
+        """Raw outputs of a batch -> one result per image, in each original image's pixels."""
+        raise NotImplementedError
+
+    def metric_note(self, manifest: Mapping[str, Any]) -> str | None:
+        """What a reader of the verify report must know about the metric."""
+        return None
+
+    def metrics(self, predictions: list[Any], truths: list[Any], bundle) -> dict[str, float]:
+        raise NotImplementedError
+
+    def record(self, prediction: Any, class_names: Sequence[str] = ()) -> dict[str, Any]:
+        """The JSON entry of one image's result; classes by the bundle's ``class_names``."""
+        return {}
+
+    def describe_prediction(self, prediction: Any, class_names=None) -> str:
+        raise NotImplementedError
+
+    def render(self, image: np.ndarray, prediction: Any) -> dict[str, Any]:
+        """Pictures to write for one image: suffix -> PIL image."""
+        return {}
+
+
+_TASKS: dict[str, Task] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: register one instance of ``cls`` under ``cls.name``."""
+    if cls.name in _TASKS:
+        raise ValueError(f"task {cls.name!r} registered twice")
+    _TASKS[cls.name] = cls()
+    return cls
