@@ -151,3 +151,12 @@ class SlowPredictor:
 
     def __exit__(self, *exc) -> None:
         self.inner.__exit__(*exc)
+
+
+def box_iou(a, b) -> float:
+    """IoU of two (x1, y1, x2, y2) boxes, by the project's own box op."""
+    import torch
+
+    from cvexport.ops.boxes import box_iou as iou_matrix
+
+    return float(iou_matrix(torch.tensor([a], dtype=torch.float64), torch.tensor([b], dtype=torch.float64))[0, 0])

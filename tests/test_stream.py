@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream_helpers import PARSER_CODE, REPO, decode_video, free_port, psnr, read_jsonl, stream, stream_cli
+from stream_helpers import PARSER_CODE, REPO, box_iou, decode_video, free_port, psnr, read_jsonl, stream, stream_cli
 
 from cvexport.errors import CvexportError
 
@@ -40,13 +40,6 @@ def videos(tmp_path_factory):
         made[f"{name}_truth"] = write_video(path, w, h, n, seed=1)
         made[name] = path
     return made
-
-
-def _iou(a, b) -> float:
-    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +118,7 @@ def test_stream_finds_the_moving_shapes(bundles, videos, tmp_path):
     lines = read_jsonl(tmp_path / "vga.jsonl")
     truths = videos["vga_truth"]
     assert len(lines) == len(truths)
-    found = [any(d["class_id"] == g["class_id"] and _iou(d["box"], g["box"]) >= 0.5 for d in line["detections"])
+    found = [any(d["class_id"] == g["class_id"] and box_iou(d["box"], g["box"]) >= 0.5 for d in line["detections"])
              for line, truth in zip(lines, truths) for g in truth]
     assert np.mean(found) >= 0.5
 

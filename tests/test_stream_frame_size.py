@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stream_helpers import read_jsonl, stream
+from stream_helpers import box_iou, read_jsonl, stream
 
 FRAME = (640, 480)  # the camera size the bundle is built for (as tests/test_frame_size.py)
 
@@ -26,13 +26,6 @@ def clips(tmp_path_factory):
     write_video(root / "cam.mp4", *FRAME, 3, seed=6)
     write_video(root / "small.mp4", 320, 240, 2, seed=6)
     return root
-
-
-def _iou(a, b) -> float:
-    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def test_ffmpeg_preprocess_undoes_the_in_graph_letterbox(frame_bundle, clips):
@@ -70,6 +63,6 @@ def test_frame_bundle_stream_boxes_and_size_note(frame_bundle, clips, tmp_path, 
     fast = [line["detections"] for line in read_jsonl(tmp_path / "fast" / "cam.jsonl")]
     assert len(exact) == len(fast) == 3 and sum(len(d) for d in exact) >= 3
     # The same objects where the frame shows them (other resampling, so close, not equal).
-    matched = [any(e["class_id"] == f["class_id"] and _iou(e["box"], f["box"]) >= 0.7 for f in got)
+    matched = [any(e["class_id"] == f["class_id"] and box_iou(e["box"], f["box"]) >= 0.7 for f in got)
                for want, got in zip(exact, fast) for e in want]
     assert sum(matched) >= 0.8 * len(matched)

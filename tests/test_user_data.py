@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dataset_helpers import MODEL_OF, TASK_OF, copier
 from cli_helpers import one_line_stderr
 from cvexport.cli import main
 from cvexport.errors import CvexportError
@@ -33,14 +34,7 @@ def datasets(tmp_path_factory):
 @pytest.fixture
 def copy_of(datasets, tmp_path):
     """``copy_of(fmt) -> Path``: a fresh copy of a dataset, to break."""
-    def _copy(fmt: str) -> Path:
-        return Path(shutil.copytree(datasets[fmt], tmp_path / fmt))
-
-    return _copy
-
-
-TASK_OF = {"coco": "detection", "imagefolder": "classification", "voc": "segmentation"}
-MODEL_OF = {"coco": "ssd", "imagefolder": "classifier", "voc": "fcn"}
+    return copier(datasets, tmp_path)
 
 
 # ------------------------------------------------------------------------------ reading

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dataset_helpers import MODEL_OF, TASK_OF, copier
 from cli_helpers import one_line_stderr
 from cvexport.cli import main
 from cvexport.models import dataset_writers
@@ -32,14 +33,8 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture
 def copy_of(tiny, tmp_path):
-    def _copy(fmt: str) -> Path:
-        return Path(shutil.copytree(tiny[fmt], tmp_path / fmt))
-
-    return _copy
-
-
-TASK_OF = {"coco": "detection", "imagefolder": "classification", "voc": "segmentation"}
-MODEL_OF = {"coco": "ssd", "imagefolder": "classifier", "voc": "fcn"}
+    """``copy_of(fmt) -> Path``: a fresh copy of a dataset, to break."""
+    return copier(tiny, tmp_path)
 
 
 def _refused(root: Path, fmt: str, tmp_path: Path, capsys) -> str:
