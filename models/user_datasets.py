@@ -441,6 +441,11 @@ def _read_coco(root: Path, check: _Check):
             if iid in by_id:
                 raise CvexportError(f"{name} images[{i}]: id {iid} appears twice; give every image its own id")
             where = f"{name} images[{i}] '{file_name}'"
+            # COCO names files relative to the images folder; an absolute path or one that climbs
+            # out of it would make the dataset (and its digest) depend on files outside DIR.
+            if Path(file_name).is_absolute() or ".." in Path(file_name).parts:
+                raise CvexportError(f"{where}: 'file_name' must be a path relative to {root / 'images'}, "
+                                    "without '..'; move the image there and name it relative to that folder")
             file = root / "images" / file_name
             named.setdefault(file_name, []).append(iid)
             width, height = check.size(file, where) or (None, None)  # None: unusable, said once all are read

@@ -213,6 +213,13 @@ BAD_COCO = {
     "missing annotation file": (lambda root: (root / "annotations" / "val.json").unlink(),
                                 r"annotation file .*val\.json not found"),
     "invalid json": (lambda root: (root / "annotations" / "train.json").write_text("{"), r"train\.json is not valid JSON"),
+    "absolute file_name": (lambda root: _edit_json(root / "annotations" / "train.json", lambda d: d["images"][0]
+                                                   .update(file_name=str((root / "images" / d["images"][0]["file_name"])
+                                                                         .resolve()))),
+                           r"annotations/train\.json images\[0\] '/.*': 'file_name' must be a path relative to"),
+    "file_name climbing out": (lambda root: _edit_json(root / "annotations" / "train.json", lambda d: d["images"][0]
+                                                       .update(file_name="../annotations/train.json")),
+                               r"images\[0\] '\.\./annotations/train\.json': 'file_name' must be a path relative"),
     "image listed but absent": (lambda root: next((root / "images" / "train").glob("00001.jpg")).unlink(),
                                 r"annotations/train\.json images\[1\] 'train/00001\.jpg': image .* not found"),
     "box outside image": (lambda root: _edit_json(root / "annotations" / "train.json", lambda d: _first_annotation(d)
