@@ -61,7 +61,7 @@ def section_share(bundle, iters: int) -> dict[str, float]:
 
     from cvexport.export.graph import node_sections
     from cvexport.preprocess import to_network_input
-    from cvexport.ort_session import create_session
+    from cvexport.backends.ort.loader import create_session
 
     model = onnx.load(str(bundle.onnx_path))
     sections = node_sections(model)
@@ -175,7 +175,7 @@ def main() -> None:
     from cvexport.bundle import library_versions
     from cvexport.cpu import cpu_info, describe_cpu
     from cvexport.registry import get_spec, list_models
-    from cvexport.trt.environment import trt_unavailable_reason
+    from cvexport.backends.trt.environment import trt_unavailable_reason
 
     names = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else list(list_models())
     specs = [get_spec(name) for name in names]  # an unknown name fails here, before any measuring

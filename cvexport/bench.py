@@ -257,7 +257,7 @@ class _GraphRunner(Runner):
     name = "ort"
 
     def __init__(self, bundle: Bundle, model_bytes: bytes, threads: int | None):
-        from cvexport.ort_session import create_session
+        from cvexport.backends.ort.loader import create_session
 
         super().__init__(bundle)
         self.session = create_session(model_bytes, ["CPUExecutionProvider"], threads)

@@ -18,7 +18,7 @@ from cvexport.int8_graphs import INT8_CPU_GRAPHS
 from cvexport.precisions import PRECISIONS
 from cvexport.registry import get_spec
 from cvexport.tasks import get_task
-from cvexport.trt_compat import TRT_VERSION, check_model
+from cvexport.backends.trt.compat import TRT_VERSION, check_model
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 INPUT_FORMATS = ("float", "uint8")
@@ -134,7 +134,7 @@ def run_parity(bundle_dir: Path, precision: str, log: Callable[[str], None],
     (uint8 RGB pictures) default to the task's parity frames of the model's own data."""
     from cvexport.registry import bundle_spec
     from cvexport.runtime import create_runner
-    from cvexport.runtime.ort_runner import OrtRunner
+    from cvexport.backends.ort.runner import OrtRunner
     from cvexport.runtime.predictor import prepare_batch
 
     bundle = load_bundle(bundle_dir)
@@ -242,8 +242,8 @@ def measure_int8_gain(bundle_dir: Path, fp32_graph, log: Callable[[str], None]) 
     import statistics
 
     from cvexport.int8_gain import int8_statement, int8_vs_fp32
-    from cvexport.ort_session import create_session
-    from cvexport.runtime.ort_runner import OrtRunner
+    from cvexport.backends.ort.loader import create_session
+    from cvexport.backends.ort.runner import OrtRunner
     from cvexport.runtime.predictor import prepare_batch
 
     from cvexport.registry import bundle_spec
@@ -416,7 +416,7 @@ def _parity_pictures(data) -> list:
 
 
 def _require_tensorrt() -> None:
-    from cvexport.trt.environment import trt_unavailable_reason
+    from cvexport.backends.trt.environment import trt_unavailable_reason
 
     reason = trt_unavailable_reason()
     if reason is not None:
@@ -425,9 +425,9 @@ def _require_tensorrt() -> None:
 
 def _engine_step(out: Path, log: Callable[[str], None]) -> None:
     """Build (or reuse) the bundle's TensorRT engine where TensorRT and a GPU are usable."""
-    from cvexport.trt.builder import ensure_engine
-    from cvexport.trt.environment import trt_unavailable_reason
-    from cvexport.trt.settings import EngineOptions
+    from cvexport.backends.trt.builder import ensure_engine
+    from cvexport.backends.trt.environment import trt_unavailable_reason
+    from cvexport.backends.trt.settings import EngineOptions
 
     reason = trt_unavailable_reason()
     if reason is not None:

@@ -324,7 +324,7 @@ def check_candidate_limit(model, spec, anchors: np.ndarray, config, warn: Callab
     from cvexport.export.sections import efficient_nms_constants
     from cvexport.ops.detection import class_scores
     from cvexport.preprocess import to_network_input
-    from cvexport.trt_plugins.efficient_nms import CANDIDATE_LIMIT, JETSON_TX_CANDIDATE_LIMIT, candidates_needed
+    from trt_plugins.efficient_nms import CANDIDATE_LIMIT, JETSON_TX_CANDIDATE_LIMIT, candidates_needed
 
     contract = {"dtype": "float32", "mean": spec.mean, "std": spec.std}
     with torch.no_grad():
@@ -423,8 +423,8 @@ class DetectionTask(Task):
 
     # ------------------------------------------------------------------ build options
     def validate_options(self, spec, options) -> None:
-        from cvexport.trt_compat import TOPK_MAX_K as TRT_MAX_TOPK
-        from cvexport.trt_plugins.efficient_nms import DENSE_PATH_THRESHOLD
+        from cvexport.backends.trt.compat import TOPK_MAX_K as TRT_MAX_TOPK
+        from trt_plugins.efficient_nms import DENSE_PATH_THRESHOLD
 
         config, nms = build_nms_config(spec, options), nms_flavor(options)
         num_anchors, num_classes = spec.build().anchors.shape[0], len(spec.class_names)

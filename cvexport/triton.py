@@ -183,7 +183,7 @@ def _default_name(bundle: Bundle) -> str:
 def _plugin_reason(bundle: Bundle, onnx_path: Path) -> str | None:
     """Why Triton's ONNX Runtime backend cannot run this graph, or None. The manifest's NMS
     flavour says it for detection bundles; the graph's op types catch any TensorRT plugin."""
-    from cvexport.trt.lookup import graph_facts
+    from cvexport.backends.trt.loader import graph_facts
 
     plugins = graph_facts(onnx_path).plugins
     efficient = (bundle.manifest.get("postprocess") or {}).get("nms") == "efficient"
@@ -197,8 +197,8 @@ def _plugin_reason(bundle: Bundle, onnx_path: Path) -> str | None:
 def bundle_plans(bundle: Bundle) -> list[Plan]:
     """The bundle's usable engines, newest per compute capability: built from this bundle's
     ONNX at its precision, intact (sha256 as recorded), with a profile starting at batch 1."""
-    from cvexport.trt.lookup import engines_dir
-    from cvexport.trt.cache import find_cached_engine, list_engines
+    from cvexport.backends.trt.loader import engines_dir
+    from cvexport.backends.trt.cache import find_cached_engine, list_engines
 
     plans: dict[str, Plan] = {}
     for path, meta in list_engines(engines_dir(bundle)):  # newest first

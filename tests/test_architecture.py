@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # The installed package names of the checkout's folders (pyproject's package-dir).
-PACKAGES = {"cvexport": ROOT / "cvexport", "cvexport.models": ROOT / "models", "cvexport.trt_plugins": ROOT / "trt_plugins"}
+PACKAGES = {"cvexport": ROOT / "cvexport", "cvexport.models": ROOT / "models", "trt_plugins": ROOT / "trt_plugins"}
 
 
 def _modules() -> dict[str, Path]:

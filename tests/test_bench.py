@@ -185,7 +185,7 @@ def test_unusable_backend_among_several_is_skipped(bundle, monkeypatch, tmp_path
 
 def test_cpu_fallback_of_a_gpu_provider_counts_as_unusable():
     """ONNX Runtime quietly runs on the CPU when CUDA cannot start; a session must not be labelled 'ort-cuda'."""
-    from cvexport.ort_session import check_provider
+    from cvexport.backends.ort.loader import check_provider
 
     class FellBack:
         def get_providers(self):

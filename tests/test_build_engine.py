@@ -6,7 +6,7 @@ import pytest
 
 from cvexport.build import BuildOptions, build
 from cvexport.errors import CvexportError
-from cvexport.trt.environment import trt_unavailable_reason
+from cvexport.backends.trt.environment import trt_unavailable_reason
 
 needs_no_trt = pytest.mark.skipif(trt_unavailable_reason() is None, reason="TensorRT is usable here")
 

@@ -191,7 +191,7 @@ def _plugin_outputs(boxes, scores, config: NmsConfig, **kwargs) -> dict:
     """EfficientNMS_TRT reference kernel on corner boxes [B, N, 4] and probabilities [B, N, C]."""
     import numpy as np
 
-    from cvexport.trt_plugins import efficient_nms_reference
+    from trt_plugins import efficient_nms_reference
 
     names = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
     out = efficient_nms_reference(
@@ -203,7 +203,7 @@ def _plugin_outputs(boxes, scores, config: NmsConfig, **kwargs) -> dict:
 def _candidate_cap_case():
     """5000 near-identical class-0 boxes outscore 40 disjoint class-1 boxes: NMS over all of
     them keeps 1 + 40, but EfficientNMS_TRT only lets its top 5000 candidates into NMS."""
-    from cvexport.trt_plugins import CANDIDATE_LIMIT
+    from trt_plugins import CANDIDATE_LIMIT
 
     crowd = CANDIDATE_LIMIT
     shift = torch.arange(crowd, dtype=torch.float32)[:, None] * 1e-6
@@ -251,7 +251,7 @@ def test_shipped_ssd_val_0_efficient_nms_returns_173_of_200():
     from cvexport.ops.boxes import CENTER_VARIANCE, SIZE_VARIANCE
     from cvexport.preprocess import to_network_input
     from cvexport.registry import get_spec
-    from cvexport.trt_plugins import CANDIDATE_LIMIT, candidates_needed, efficient_nms_reference
+    from trt_plugins import CANDIDATE_LIMIT, candidates_needed, efficient_nms_reference
 
     spec = get_spec("ssd")
     model = spec.load_model()

@@ -152,8 +152,8 @@ def test_int8_ssd_keeps_accuracy_and_stays_tensorrt_ready(build_bundle, monkeypa
     forced here), the QDQ graph is what TensorRT gets; the task metric (mAP@0.5 and
     mAP@0.5:0.95) must stay within 1 point of PyTorch's."""
     from cvexport.cpu import FORCE_VARIABLE, isa_class
-    from cvexport.runtime.ort_runner import OrtRunner
-    from cvexport.trt_compat import check_path
+    from cvexport.backends.ort.runner import OrtRunner
+    from cvexport.backends.trt.compat import check_path
     from cvexport.verify import verify_bundle
 
     bundle = build_bundle(precision="int8")

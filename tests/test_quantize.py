@@ -21,7 +21,7 @@ from cvexport.export.quantize import (
     quantize_core,
     sensitive_nodes,
 )
-from cvexport.trt_compat import check_model
+from cvexport.backends.trt.compat import check_model
 
 HEADS = ["head_cls", "head_box", "head_deep"]
 

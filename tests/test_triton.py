@@ -30,7 +30,7 @@ from cvexport.triton import (  # noqa: E402
     export_triton,
     parse_config,
 )
-from cvexport.trt.cache import EngineMetadata, engine_filename, key_fields, key_from_fields, write_engine  # noqa: E402
+from cvexport.backends.trt.cache import EngineMetadata, engine_filename, key_fields, key_from_fields, write_engine  # noqa: E402
 
 MODELS = ("ssd", "classifier", "fcn", "style")
 

@@ -42,7 +42,7 @@ from fakes.tensorrt_fake import (
 )
 
 from cvexport.errors import CvexportError
-from cvexport.trt.settings import BatchProfile, EngineOptions, plan_builder_settings
+from cvexport.backends.trt.settings import BatchProfile, EngineOptions, plan_builder_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 TAGS = tuple(tag for _, tag in API_RANGES)
@@ -309,10 +309,10 @@ def problems(uses: list[Use], tags=TAGS) -> list[str]:
 # --------------------------------------------------------------------------------------
 # Tests
 # --------------------------------------------------------------------------------------
-def test_tensorrt_is_imported_by_the_trt_package_and_the_runner_only():
+def test_tensorrt_is_imported_by_the_trt_backend_only():
     assert [str(p.relative_to(ROOT)) for p in trt_source_files()] == [
-        "cvexport/runtime/trt_runner.py", "cvexport/trt/builder.py", "cvexport/trt/environment.py",
-        "cvexport/trt/lookup.py"]
+        "cvexport/backends/trt/builder.py", "cvexport/backends/trt/environment.py",
+        "cvexport/backends/trt/loader.py", "cvexport/backends/trt/runner.py"]
 
 
 def test_every_static_tensorrt_name_exists_where_it_is_used():

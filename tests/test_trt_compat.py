@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto as TP
 from onnx import helper, numpy_helper
 
-from cvexport.trt_compat import (
+from cvexport.backends.trt.compat import (
     RULE_IDS,
     TOPK_MAX_K,
     TRT_SUPPORTED_OPS,
@@ -46,13 +46,13 @@ def hits(report: CompatReport, rule: str, severity: str | None = None) -> list[F
 
 
 def check(model, **kw) -> CompatReport:
-    # An empty plugin registry keeps tests independent of cvexport.trt_plugins.
+    # An empty plugin registry keeps tests independent of trt_plugins.
     kw.setdefault("plugins", {})
     return check_model(model, **kw)
 
 
 class FakeContract:
-    """Stands in for a cvexport.trt_plugins contract."""
+    """Stands in for a trt_plugins contract."""
 
     plugin_name = "FakeNMS_TRT"
     plugin_version = "1"
@@ -542,7 +542,7 @@ def test_model_local_function_is_inlined():
 
 
 def _efficient_nms_model(num_detections_dtype=TP.INT32, **overrides):
-    from cvexport.trt_plugins import EFFICIENT_NMS
+    from trt_plugins import EFFICIENT_NMS
 
     attrs = dict(score_threshold=0.25, iou_threshold=0.45, max_output_boxes=100,
                  background_class=-1, score_activation=0, box_coding=0)
@@ -564,7 +564,7 @@ def _efficient_nms_model(num_detections_dtype=TP.INT32, **overrides):
 
 
 def test_real_plugin_registry():
-    pytest.importorskip("cvexport.trt_plugins.efficient_nms")
+    pytest.importorskip("trt_plugins.efficient_nms")
     report = check_model(_efficient_nms_model())  # default registry
     found = hits(report, "plugin")
     assert [(f.severity, f.message) for f in found] == [

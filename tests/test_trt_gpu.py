@@ -50,8 +50,8 @@ def _feeds(bundle, frames, batch):
 @pytest.mark.parametrize("case", MATRIX, ids=[case.id for case in MATRIX])
 def test_trt_matches_ort_and_torch(gpu, build_bundle, tmp_path, case):
     from cvexport.runtime import create_runner
-    from cvexport.runtime.ort_runner import OrtRunner
-    from cvexport.runtime.trt_runner import TrtRunner
+    from cvexport.backends.ort.runner import OrtRunner
+    from cvexport.backends.trt.runner import TrtRunner
 
     bundle = build_bundle(**case.kwargs)
     task, precision, tolerance = case.task_object, case.precision, case.tolerance
@@ -85,8 +85,8 @@ def test_trt_matches_ort_and_torch(gpu, build_bundle, tmp_path, case):
 
 
 def test_engine_is_reused_and_cuda_graph_matches(gpu, build_bundle, tmp_path):
-    from cvexport.runtime.trt_runner import TrtRunner
-    from cvexport.trt.builder import ensure_engine
+    from cvexport.backends.trt.runner import TrtRunner
+    from cvexport.backends.trt.builder import ensure_engine
 
     bundle = build_bundle(**find_case("ssd", nms="efficient", precision="fp16", input_format="float").kwargs)
     lines: list[str] = []
@@ -113,7 +113,7 @@ THREAD_CASES = [next(c for c in MATRIX if c.model == model and c.precision == "f
 
 @pytest.mark.parametrize("case", THREAD_CASES, ids=[case.model for case in THREAD_CASES])
 def test_threads_get_their_own_contexts(gpu, build_bundle, tmp_path, case):
-    from cvexport.runtime.trt_runner import TrtRunner
+    from cvexport.backends.trt.runner import TrtRunner
 
     bundle = build_bundle(**case.kwargs)
     feeds = list(_feeds(bundle, _frames(bundle), 1))

@@ -9,7 +9,7 @@ import torch
 import torchvision
 from onnx import TensorProto, helper, numpy_helper
 
-from cvexport.trt_plugins import (
+from trt_plugins import (
     CANDIDATE_LIMIT,
     EFFICIENT_NMS,
     PLUGINS,
@@ -392,7 +392,7 @@ def _ort_case(with_anchors):
 
 @pytest.mark.parametrize("with_anchors", [True, False])
 def test_onnxruntime_runs_plugin_node_like_reference(with_anchors):
-    from cvexport.trt_plugins import ort as trt_ort
+    from trt_plugins import ort as trt_ort
 
     model, feeds, anchors, attrs = _ort_case(with_anchors)
     onnx.checker.check_model(model, full_check=True)
@@ -410,7 +410,7 @@ def test_onnxruntime_runs_plugin_node_like_reference(with_anchors):
 
 
 def test_rewrite_for_onnxruntime_copies_and_moves_domain():
-    from cvexport.trt_plugins import ort as trt_ort
+    from trt_plugins import ort as trt_ort
 
     model, _, _, _ = _ort_case(with_anchors=False)
     before = model.SerializeToString()
@@ -427,7 +427,7 @@ def test_rewrite_for_onnxruntime_copies_and_moves_domain():
 
 
 def test_rewrite_rejects_invalid_plugin_node():
-    from cvexport.trt_plugins import ort as trt_ort
+    from trt_plugins import ort as trt_ort
 
     model, _, _, _ = _ort_case(with_anchors=False)
     del model.graph.node[0].attribute[:]

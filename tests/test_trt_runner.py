@@ -13,9 +13,9 @@ import pytest
 from fakes.tensorrt_fake import FakeTorch, make_bundle
 
 from cvexport.errors import CvexportError
-from cvexport.runtime import trt_runner
-from cvexport.trt import environment as trt_environment
-from cvexport.trt.settings import EngineOptions
+from cvexport.backends.trt import runner as trt_runner
+from cvexport.backends.trt import environment as trt_environment
+from cvexport.backends.trt.settings import EngineOptions
 
 
 @pytest.fixture

@@ -13,11 +13,11 @@ import pytest
 from fakes.tensorrt_fake import FakeTensorRT, make_bundle
 
 from cvexport.errors import CvexportError
-from cvexport.trt import builder as trt_builder
-from cvexport.trt import environment as trt_environment
-from cvexport.trt import lookup as trt_lookup
-from cvexport.trt import cache
-from cvexport.trt.cache import (
+from cvexport.backends.trt import builder as trt_builder
+from cvexport.backends.trt import environment as trt_environment
+from cvexport.backends.trt import loader as trt_lookup
+from cvexport.backends.trt import cache
+from cvexport.backends.trt.cache import (
     EngineMetadata,
     check_engine_compatible,
     describe_cache_miss,
@@ -29,7 +29,7 @@ from cvexport.trt.cache import (
     read_metadata,
     write_engine,
 )
-from cvexport.trt.settings import (
+from cvexport.backends.trt.settings import (
     BatchProfile,
     EngineOptions,
     detect_jetson,
@@ -314,7 +314,7 @@ def test_compatibility_honours_version_and_hardware_compatible_plans():
 
 def test_clean_errors_without_tensorrt(tmp_path, monkeypatch):
     from cvexport.runtime import create_runner
-    from cvexport.runtime.trt_runner import TrtRunner
+    from cvexport.backends.trt.runner import TrtRunner
 
     bundle = _make_bundle(tmp_path / "b")
     monkeypatch.setitem(sys.modules, "tensorrt", None)
@@ -426,7 +426,7 @@ def test_fake_parse_errors_are_listed(tmp_path, fake_trt):
 def test_runner_without_cuda_says_so(tmp_path, monkeypatch):
     import torch
 
-    from cvexport.runtime.trt_runner import TrtRunner
+    from cvexport.backends.trt.runner import TrtRunner
 
     monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT("10.8.0"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -1,7 +1,7 @@
 """TensorRT plugin nodes in exported ONNX graphs: contracts and CPU reference kernels.
 
 Importing this package loads only numpy and onnx. ONNX Runtime support lives in
-``cvexport.trt_plugins.ort`` (imports onnxruntime; onnxruntime-extensions on first use).
+``trt_plugins.ort`` (imports onnxruntime; onnxruntime-extensions on first use).
 """
 
 from .contracts import AttributeSpec, PluginContract, TensorSpec

@@ -16,7 +16,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from cvexport.atomic import check_file_target, write_text_atomic
     from cvexport.bundle import load_bundle
-    from cvexport.trt_compat import check_path
+    from cvexport.backends.trt.compat import check_path
 
     if args.json:
         check_file_target(args.json, "--json")

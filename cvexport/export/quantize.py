@@ -9,7 +9,7 @@ returns a quantized ``onnx.ModelProto`` in one of these forms:
   biases left in float, Q/DQ only on the inputs of weighted ops (Conv, ConvTranspose, Gemm,
   MatMul) and never on their outputs; TensorRT propagates a Q backwards over ReLU/MaxPool and
   fuses it into the producing convolution, so no other op needs Q/DQ. Passes
-  ``cvexport.trt_compat.check_model``. ONNX Runtime CPU runs it too, but about 1.5x slower
+  ``cvexport.backends.trt.compat.check_model``. ONNX Runtime CPU runs it too, but about 1.5x slower
   than the float core: with no Q after a Conv, ORT cannot fuse it into QLinearConv and runs
   DequantizeLinear + float Conv.
 - ``"qdq-cpu"``: QDQ with UINT8 activations (asymmetric), INT8 per-channel weights and INT32
@@ -512,6 +512,6 @@ def postprocess_scores(scores, box_offsets, anchors, config) -> dict[str, np.nda
 
 def ort_session(model: onnx.ModelProto, threads: int | None = None):
     """A CPU InferenceSession for ``model``: the runtime's own session factory."""
-    from cvexport.ort_session import create_session
+    from cvexport.backends.ort.loader import create_session
 
     return create_session(model.SerializeToString(), ["CPUExecutionProvider"], threads)

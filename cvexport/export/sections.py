@@ -3,7 +3,7 @@
 All sections use standard ONNX ops that ONNX Runtime, OpenVINO and TensorRT (>= 8.5)
 accept, and stay inside TensorRT's limits: TopK K <= 3840, constant reduce axes,
 no Unique/Compress/Sequence ops. The exception is :func:`efficient_nms`, which emits the
-TensorRT ``EfficientNMS_TRT`` plugin node (run on CPU by ``cvexport.trt_plugins``).
+TensorRT ``EfficientNMS_TRT`` plugin node (run on CPU by ``trt_plugins``).
 """
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ def efficient_nms(editor: GraphEditor, box_offsets: str, scores: str, anchors: n
     (box_coding = 1). Scores are already probabilities, so score_activation = 0, and the
     background column is already dropped, so background_class = -1.
     """
-    from cvexport.trt_plugins.efficient_nms import EFFICIENT_NMS
+    from trt_plugins.efficient_nms import EFFICIENT_NMS
 
     variances, anchors_cs = efficient_nms_constants(anchors)
     scaled = editor.op("Mul", [box_offsets, editor.const(variances, "box_variances")], "offsets_scaled")

@@ -17,15 +17,15 @@ def create_runner(bundle: Bundle | str, backend: str = "ort", threads: int | Non
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     if backend == "torch":
-        from cvexport.runtime.torch_runner import TorchRunner
+        from cvexport.backends.torch.runner import TorchRunner
 
         return TorchRunner(bundle, threads=threads)
     if backend in ("ort", "ort-cuda", "ort-trt"):
-        from cvexport.runtime.ort_runner import PROVIDERS, OrtRunner
+        from cvexport.backends.ort.runner import PROVIDERS, OrtRunner
 
         return OrtRunner(bundle, providers=PROVIDERS[backend], threads=threads)
     if backend == "trt":
-        from cvexport.runtime.trt_runner import TrtRunner
+        from cvexport.backends.trt.runner import TrtRunner
 
         return TrtRunner(bundle)
     raise CvexportError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")

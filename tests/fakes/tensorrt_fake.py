@@ -608,8 +608,8 @@ def fake_name_problems(fake: FakeTensorRT, api: dict) -> list[str]:
 def fake_installer(monkeypatch):
     """``install(version, **FakeTensorRT kwargs)`` puts a fake ``tensorrt`` in sys.modules (and a
     fake GPU identity in the builder) for the rest of the test; no CUDA needed."""
-    from cvexport.trt import environment as trt_environment
-    from cvexport.trt import lookup as trt_lookup
+    from cvexport.backends.trt import environment as trt_environment
+    from cvexport.backends.trt import loader as trt_lookup
 
     monkeypatch.setattr(trt_environment, "gpu_identity", lambda device=None: ("Fake GPU", "8.6"))
     monkeypatch.setattr(trt_lookup, "detect_jetson", lambda: False)
@@ -640,7 +640,7 @@ def make_bundle(root: Path, precision="fp16", with_plugin=False, layout="NCHW", 
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)]
     initializers = []
     if with_plugin or extra_inputs:
-        from cvexport.trt_plugins import EFFICIENT_NMS
+        from trt_plugins import EFFICIENT_NMS
 
         nms_out = ["num_detections", "detection_boxes", "detection_scores", "detection_classes"]
         nodes.append(EFFICIENT_NMS.make_node(["boxes", "scores"], nms_out, name="nms", score_threshold=0.25,

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from cvexport.trt_compat.operators import _DEFAULT_DOMAINS, _NAMES_SHOWN
+from cvexport.backends.trt.compat.operators import _DEFAULT_DOMAINS, _NAMES_SHOWN
 
 # --------------------------------------------------------------------------------------
 # Graph context shared by the rules

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 
 from cvexport.errors import CvexportError
-from cvexport.trt_compat.operators import TRT_VERSION
+from cvexport.backends.trt.compat.operators import TRT_VERSION
 
 Severity = Literal["error", "warning", "info"]
 RULE_IDS: frozenset[str] = frozenset(

@@ -1,7 +1,7 @@
 """ONNX Runtime backend (CPU here; CUDA / TensorRT execution providers where installed).
 
 Graphs with TensorRT plugin nodes run through the CPU reference kernels in
-``cvexport.trt_plugins``, so the very graph TensorRT consumes also runs here.
+``trt_plugins``, so the very graph TensorRT consumes also runs here.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 from cvexport.bundle import Bundle
 from cvexport.cpu import isa_class
 from cvexport.int8_graphs import cpu_graph_for
-from cvexport.ort_session import create_session
+from cvexport.backends.ort.loader import create_session
 from cvexport.runtime.base import Runner
 
 PROVIDERS = {

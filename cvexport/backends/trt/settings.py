@@ -3,7 +3,7 @@
 ``plan_builder_settings`` turns the user's :class:`EngineOptions` plus the TensorRT version
 into a :class:`BuilderPlan`: which network-creation flags, which builder flags to set or
 clear, memory-pool limits, the optimization profile, DLA and compatibility settings, and
-the warnings to show. ``cvexport.trt.builder`` applies a plan to real TensorRT objects and
+the warnings to show. ``cvexport.backends.trt.builder`` applies a plan to real TensorRT objects and
 does nothing else, so all the version logic is here and is tested on CPU.
 
 What the plan encodes, and where it comes from (TensorRT Python API docs, the migration

@@ -17,7 +17,7 @@ def create_session(model_bytes: bytes, providers: list, threads: int | None = No
     import onnx
     import onnxruntime as ort
 
-    from cvexport.trt_plugins import ort as plugin_ort
+    from trt_plugins import ort as plugin_ort
 
     options = options if options is not None else ort.SessionOptions()
     if threads:

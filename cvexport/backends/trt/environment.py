@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 from cvexport.errors import CvexportError
-from cvexport.trt.settings import INSTALL_HINT
+from cvexport.backends.trt.settings import INSTALL_HINT
 
 CUDA_HINT = ("CUDA is not available here (torch.cuda.is_available() is False): TensorRT needs an NVIDIA GPU, its "
              "driver and a CUDA build of torch; or use --backend ort")

@@ -1,11 +1,11 @@
 """Building TensorRT engines for bundles: the thin layer between a BuilderPlan and TensorRT.
 
-This module, ``cvexport.trt.environment`` (is TensorRT usable here, which GPU) and
-``cvexport.runtime.trt_runner`` are the only ones that import ``tensorrt``, always inside
+This module, ``cvexport.backends.trt.environment`` (is TensorRT usable here, which GPU) and
+``cvexport.backends.trt.runner`` are the only ones that import ``tensorrt``, always inside
 functions, so importing them works without TensorRT or a GPU. Finding a cached engine without
-building is ``cvexport.trt.lookup``. The decisions
-(which flags, which profile, what a version supports) are made in ``cvexport.trt.settings``
-and the cache bookkeeping in ``cvexport.trt.cache``; here they are only applied. Every
+building is ``cvexport.backends.trt.loader``. The decisions
+(which flags, which profile, what a version supports) are made in ``cvexport.backends.trt.settings``
+and the cache bookkeeping in ``cvexport.backends.trt.cache``; here they are only applied. Every
 TensorRT attribute that differs between versions is feature-detected with ``hasattr``.
 
 Engines go to ``<bundle>/engines/`` (or ``cache_dir``) with a JSON beside each; a timing
@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Callable
 
 from cvexport.errors import CvexportError
-from cvexport.trt.cache import EngineMetadata, describe_cache_miss, engine_filename, find_cached_engine, write_engine
-from cvexport.trt.settings import BuilderPlan, EngineOptions, format_plan
+from cvexport.backends.trt.cache import EngineMetadata, describe_cache_miss, engine_filename, find_cached_engine, write_engine
+from cvexport.backends.trt.settings import BuilderPlan, EngineOptions, format_plan
 
-from cvexport.trt.environment import first_line, init_plugins, trt_logger
-from cvexport.trt.lookup import plan_engine, timing_cache_path
+from cvexport.backends.trt.environment import first_line, init_plugins, trt_logger
+from cvexport.backends.trt.loader import plan_engine, timing_cache_path
 Log = Callable[[str], None]
 
 
@@ -36,7 +36,7 @@ Log = Callable[[str], None]
 def ensure_engine(bundle, options: EngineOptions | None = None, log: Log = print, *,
                   cache_dir: str | Path | None = None) -> Path:
     """The engine for ``bundle`` with ``options`` on this machine: a matching cached one, or a
-    freshly built one. Never returns a stale engine (see cvexport.trt.cache)."""
+    freshly built one. Never returns a stale engine (see cvexport.backends.trt.cache)."""
     return build_engine(bundle, options, log, cache_dir=cache_dir, force=False)
 
 
@@ -101,7 +101,7 @@ def build_engine(bundle, options: EngineOptions | None = None, log: Log = print,
 
 def check_plugins(trt, plugins, namespace: str = "") -> None:
     """Register TensorRT's plugin library and make sure every plugin the graph uses exists."""
-    from cvexport.trt_plugins import PLUGINS
+    from trt_plugins import PLUGINS
 
     init_plugins(trt, namespace)
     if not plugins:
@@ -163,7 +163,7 @@ def apply_plan(trt, builder, config, plan: BuilderPlan, timing_path: Path | None
         member = getattr(trt.BuilderFlag, name, None)
         if member is None:
             raise CvexportError(f"TensorRT {trt.__version__} has no BuilderFlag.{name}; the version table in "
-                                "cvexport.trt.settings does not match this TensorRT")
+                                "cvexport.backends.trt.settings does not match this TensorRT")
         config.set_flag(member)
     for name in plan.cleared_flags:
         member = getattr(trt.BuilderFlag, name, None)

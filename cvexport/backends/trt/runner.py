@@ -1,6 +1,6 @@
 """TensorRT backend: a bundle's engine behind the common Runner interface.
 
-The engine comes from ``cvexport.trt.builder.ensure_engine`` (a matching cached engine in
+The engine comes from ``cvexport.backends.trt.builder.ensure_engine`` (a matching cached engine in
 ``<bundle>/engines/``, or a fresh build), or from an explicit ``engine_path``. Before
 loading, its metadata is checked against this machine's TensorRT and GPU, so a mismatch is
 a one-line error that says how to rebuild instead of a crash inside TensorRT.
@@ -22,7 +22,7 @@ capture, so it is only replayed while the context has run nothing else: when the
 context switches to another input shape, the graph of the shape it leaves is dropped and
 that shape is captured again (after one plain run) when it comes back.
 
-The TensorRT logger is the process-wide one of ``cvexport.trt.builder.trt_logger`` (the
+The TensorRT logger is the process-wide one of ``cvexport.backends.trt.builder.trt_logger`` (the
 plugin library keeps a pointer to it).
 
 ``last_timings`` (per thread) holds the last call's H2D, compute and D2H times in ms,
@@ -106,7 +106,7 @@ class TrtRunner(Runner):
                  cache_dir: str | Path | None = None, cuda_graph: bool = False,
                  log: Callable[[str], None] | None = None, device: int | None = None):
         super().__init__(bundle)
-        from cvexport.trt import environment
+        from cvexport.backends.trt import environment
 
         self._log = log or _stderr
         trt = environment.import_tensorrt()
@@ -128,9 +128,9 @@ class TrtRunner(Runner):
 
     # -- loading ---------------------------------------------------------------------
     def _resolve_engine(self, bundle, options, engine_path, build, cache_dir) -> Path:
-        from cvexport.trt.builder import ensure_engine
-        from cvexport.trt.lookup import engines_dir, find_any_engine, find_engine
-        from cvexport.trt.cache import list_engines, read_metadata
+        from cvexport.backends.trt.builder import ensure_engine
+        from cvexport.backends.trt.loader import engines_dir, find_any_engine, find_engine
+        from cvexport.backends.trt.cache import list_engines, read_metadata
 
         if engine_path is not None:
             path = Path(engine_path)
@@ -157,12 +157,12 @@ class TrtRunner(Runner):
                             f"'cvexport build {bundle.manifest['model']} --backend trt'")
 
     def _gpu(self) -> tuple[str, str]:
-        from cvexport.trt import environment
+        from cvexport.backends.trt import environment
 
         return environment.gpu_identity(self._device)
 
     def _check_metadata(self, path: Path, gpu_name: str, capability: str, metadata=None):
-        from cvexport.trt.cache import check_engine_compatible, read_metadata
+        from cvexport.backends.trt.cache import check_engine_compatible, read_metadata
 
         metadata = metadata or read_metadata(path)
         for warning in check_engine_compatible(metadata, str(self._trt.__version__), gpu_name, capability, path):
@@ -170,7 +170,7 @@ class TrtRunner(Runner):
         return metadata
 
     def _load(self, path: Path):
-        from cvexport.trt.environment import init_plugins, trt_logger
+        from cvexport.backends.trt.environment import init_plugins, trt_logger
 
         trt = self._trt
         init_plugins(trt)  # EfficientNMS_TRT and the other built-in plugins, with the shared logger

@@ -7,14 +7,14 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import onnx
 
-from cvexport.trt_compat.graph_index import IndexedGraph, _attr, _dtype_name, _io_summary, _short_list, _walk_graphs
-from cvexport.trt_compat.operators import (
+from cvexport.backends.trt.compat.graph_index import IndexedGraph, _attr, _dtype_name, _io_summary, _short_list, _walk_graphs
+from cvexport.backends.trt.compat.operators import (
     BIAS_INPUTS, CLAMPED_INT64_INPUTS, CONSTANT_INPUTS, INT32_MAX, INT32_MIN, MAX_OPSET, MIN_OPSET,
     QUANT_TYPES, RECOMMENDED_MIN_OPSET, REDUCE_OPS, RESIZE_COORD_MODES, RESIZE_MAX_AXES,
     RESIZE_MODES, RESIZE_NEAREST_MODES, TOPK_MAX_K, TRT_SUPPORTED_OPS, TRT_UNSUPPORTED_OPS,
     TRT_VERSION, _DEFAULT_DOMAINS, _UNSUPPORTED_CONSTANT_ATTRS,
 )
-from cvexport.trt_compat.report import Finding
+from cvexport.backends.trt.compat.report import Finding
 
 # --------------------------------------------------------------------------------------
 # Rules. Each takes the indexed graph and yields findings.

@@ -8,10 +8,10 @@ from collections import Counter
 import onnx
 from onnx import shape_inference
 
-from cvexport.trt_compat.graph_index import IndexedGraph, _io_summary, _short_list, _walk_graphs, walk_nodes
-from cvexport.trt_compat.operators import _DEFAULT_DOMAINS
-from cvexport.trt_compat.report import CompatReport, Finding, ModelLoadError, _SEVERITY_ORDER
-from cvexport.trt_compat.rules import RULES, _all_tensors
+from cvexport.backends.trt.compat.graph_index import IndexedGraph, _io_summary, _short_list, _walk_graphs, walk_nodes
+from cvexport.backends.trt.compat.operators import _DEFAULT_DOMAINS
+from cvexport.backends.trt.compat.report import CompatReport, Finding, ModelLoadError, _SEVERITY_ORDER
+from cvexport.backends.trt.compat.rules import RULES, _all_tensors
 
 # --------------------------------------------------------------------------------------
 # Entry points
@@ -25,7 +25,7 @@ def check_model(model: onnx.ModelProto, plugins: dict | None = None) -> CompatRe
     ``plugins`` maps op_type -> contract object with ``check_node(node, value_info)``
     returning a list of problem strings; ``value_info`` is a dict of tensor name ->
     ``onnx.TypeProto`` (after shape inference, initializers included). Defaults to
-    ``cvexport.trt_plugins.PLUGINS``.
+    ``trt_plugins.PLUGINS``.
     """
     return _check(model, plugins, path=None)
 
@@ -157,7 +157,7 @@ def _run_onnx_checker(model: onnx.ModelProto, plugins: dict, path: str | None) -
 def _default_plugins() -> tuple[dict, Finding | None]:
     """cvexport's plugin registry, imported lazily so this module stays light."""
     try:
-        from cvexport.trt_plugins import PLUGINS
+        from trt_plugins import PLUGINS
     except ImportError as exc:
         return {}, Finding(
             "plugin", "info", None, f"plugin registry unavailable ({_one_line(exc)}); plugin "

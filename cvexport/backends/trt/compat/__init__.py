@@ -35,9 +35,9 @@ shape-inference        ONNX shape inference failed (types may be missing)
 ====================== =============================================================
 """
 
-from cvexport.trt_compat.checker import check_model, check_path
-from cvexport.trt_compat.operators import TOPK_MAX_K, TRT_SUPPORTED_OPS, TRT_VERSION
-from cvexport.trt_compat.report import RULE_IDS, CompatReport, Finding, ModelLoadError
+from cvexport.backends.trt.compat.checker import check_model, check_path
+from cvexport.backends.trt.compat.operators import TOPK_MAX_K, TRT_SUPPORTED_OPS, TRT_VERSION
+from cvexport.backends.trt.compat.report import RULE_IDS, CompatReport, Finding, ModelLoadError
 
 __all__ = ["RULE_IDS", "TOPK_MAX_K", "TRT_SUPPORTED_OPS", "TRT_VERSION", "CompatReport", "Finding", "ModelLoadError",
            "check_model", "check_path"]

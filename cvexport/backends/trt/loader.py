@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from cvexport.errors import CvexportError
-from cvexport.trt.cache import describe_cache_miss, find_cached_engine, key_fields, list_engines, key_from_fields
-from cvexport.trt.settings import BuilderPlan, EngineOptions, detect_jetson, plan_builder_settings
-from cvexport.trt import environment
+from cvexport.backends.trt.cache import describe_cache_miss, find_cached_engine, key_fields, list_engines, key_from_fields
+from cvexport.backends.trt.settings import BuilderPlan, EngineOptions, detect_jetson, plan_builder_settings
+from cvexport.backends.trt import environment
 
 ENGINES_DIR = "engines"
 
@@ -33,8 +33,8 @@ def graph_facts(onnx_path: str | Path) -> GraphFacts:
     """Plugin nodes and Q/DQ presence of an ONNX file (weights are not loaded)."""
     import onnx
 
-    from cvexport.trt_compat.graph_index import walk_nodes
-    from cvexport.trt_plugins import PLUGINS
+    from cvexport.backends.trt.compat.graph_index import walk_nodes
+    from trt_plugins import PLUGINS
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     op_types = {node.op_type for node in walk_nodes(model.graph)}
