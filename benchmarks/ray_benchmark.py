@@ -80,7 +80,7 @@ def load_average() -> float:
 
 
 def run_once(bundle: str, inputs: list[str], out: Path, ray: str | None, **options) -> dict:
-    from cvexport.batch_predict import PredictOptions, batch_predict
+    from cvexport.predict import PredictOptions, batch_predict
 
     shutil.rmtree(out, ignore_errors=True)
     load = load_average()
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         ray_init_s = round(time.perf_counter() - started, 2)
         resources = ray.cluster_resources()
         modes = {"in-process": {"ray": None},
-                 "ray": {"ray": "local"},  # the plan --ray picks here: see cvexport.batch_predict.plan_pool
+                 "ray": {"ray": "local"},  # the plan --ray picks here: see cvexport.predict.ray_plan.plan_pool
                  "ray, 1 actor x 2 threads": {"ray": "local", "actors": 1, "threads": 2}}
         samples: dict[str, dict[str, list[dict]]] = {mode: {size: [] for size in workloads} for mode in modes}
         for repeat in range(args.repeats):

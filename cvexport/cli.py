@@ -22,12 +22,14 @@ def make_parser() -> argparse.ArgumentParser:
     except PackageNotFoundError:  # running from a source tree that was never installed
         parser.add_argument("--version", action="version", version="cvexport (not installed)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from cvexport import batch_predict, triton
+    from cvexport import triton
     from cvexport.commands import bench, build, inspect, list_models, run, stylize, train, verify
+    from cvexport.predict import command as predict_command
     from cvexport.stream import command as stream_command
 
     # Each module's add_parser registers its command; 'cvexport --help' lists them in this order.
-    commands = (build, run, inspect, train, list_models, bench, verify, stylize, stream_command, batch_predict, triton)
+    commands = (build, run, inspect, train, list_models, bench, verify, stylize, stream_command, predict_command,
+                triton)
     for command in commands:
         command.add_parser(sub)
     return parser

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 pytest.importorskip("pyarrow", reason="cvexport predict writes Parquet (pip install pyarrow)")
 
 from cli_helpers import one_line_stderr  # noqa: E402
-from cvexport.batch_predict import (  # noqa: E402
+from cvexport.predict import (  # noqa: E402
     FAILURES_FILE,
     JSONL_DIR,
     PARTS_DIR,
@@ -222,24 +222,24 @@ def test_rerun_skips_inputs_already_done(ssd, media, tmp_path):
 
 
 def test_interrupted_run_keeps_complete_inputs_and_resumes(ssd, media, tmp_path, monkeypatch):
-    import cvexport.batch_predict as bp
+    from cvexport.predict import batching, store
 
     out = tmp_path / "out"
-    monkeypatch.setattr(bp, "ROWS_PER_PART", 1)  # commit after every input
-    real_read = bp.read_frames
+    monkeypatch.setattr(store, "ROWS_PER_PART", 1)  # commit after every input
+    real_read = batching.read_frames
 
     def read_then_interrupt(item, stride=1, **kwargs):
         if item.path.endswith("d_rgba.png"):
             raise KeyboardInterrupt
         return real_read(item, stride, **kwargs)
 
-    monkeypatch.setattr(bp, "read_frames", read_then_interrupt)
+    monkeypatch.setattr(batching, "read_frames", read_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         batch_predict(_options(ssd, [media / "photos", media / "clip.mp4"], out, batch=1), log=lambda line: None)
     done = {Path(key[0]).name for key in _stored(out)}
     assert done == {"a.png", "b.jpg", "c_grey.png"}
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temp files left
-    monkeypatch.setattr(bp, "read_frames", real_read)
+    monkeypatch.setattr(batching, "read_frames", real_read)
     summary = batch_predict(_options(ssd, [media / "photos", media / "clip.mp4"], out), log=lambda line: None)
     assert summary["frames"] == 1 + VIDEO_FRAMES
     _assert_matches(_stored(out), _expected(ssd, media))

@@ -24,8 +24,8 @@ from PIL import Image
 
 pq = pytest.importorskip("pyarrow.parquet", reason="cvexport predict writes Parquet (pip install pyarrow)")
 
-import cvexport.batch_predict as bp  # noqa: E402
-from cvexport.batch_predict import PARTS_DIR, RUN_FILE, PredictOptions, batch_predict, read_results  # noqa: E402
+from cvexport.predict import PARTS_DIR, RUN_FILE, PredictOptions, batch_predict, read_results  # noqa: E402
+from cvexport.predict import batching, store  # noqa: E402 - the modules whose names the tests patch
 from cvexport.runtime.predictor import Predictor  # noqa: E402
 
 IMAGES = 100
@@ -228,8 +228,8 @@ def test_sigint_in_process_commits_whole_inputs(ssd, images, tmp_path, monkeypat
 def test_inputs_are_committed_on_time_while_a_long_input_is_read(ssd, images, tmp_path, monkeypatch):
     """Two images, then an input whose frames come slowly (a long video): the images are
     committed while it is read, not when it ends."""
-    monkeypatch.setattr(bp, "COMMIT_SECONDS", 0.2)
-    real_read = bp.read_frames
+    monkeypatch.setattr(store, "COMMIT_SECONDS", 0.2)
+    real_read = batching.read_frames
     out = tmp_path / "out"
     first, second, long = sorted(images.iterdir())[:3]
     seen: dict[str, list[str]] = {}
@@ -244,7 +244,7 @@ def test_inputs_are_committed_on_time_while_a_long_input_is_read(ssd, images, tm
             yield index, None, frame
         seen["stored while reading"] = sorted(_stored_inputs(out))
 
-    monkeypatch.setattr(bp, "read_frames", read)
+    monkeypatch.setattr(batching, "read_frames", read)
     batch_predict(_options(ssd, [first, second, long], out, batch=1), log=lambda line: None)
     assert seen["stored while reading"] == [str(first), str(second)]
     assert sorted(set(_stored_inputs(out))) == sorted(str(p) for p in (first, second, long))
