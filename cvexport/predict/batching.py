@@ -19,6 +19,8 @@ from cvexport.video_decode import DecodeStats, read_frames
 
 @dataclass
 class InputResult:
+    """One input on its way through: its rows so far, or why it failed; complete once ``finished``."""
+
     item: InputFile
     rows: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None

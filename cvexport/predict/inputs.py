@@ -22,6 +22,8 @@ from cvexport.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_image_name, is_vid
 
 @dataclass(frozen=True)
 class InputFile:
+    """One file to predict; its rows are keyed by ``path``."""
+
     path: str  # absolute: the key of its rows, the same whatever the working directory of a rerun
     kind: str  # "image" or "video"
 

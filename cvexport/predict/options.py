@@ -12,6 +12,8 @@ GPU_BACKENDS = frozenset({"ort-cuda", "ort-trt", "trt"})
 
 @dataclass(frozen=True)
 class PredictOptions:
+    """The command line's options, for :func:`cvexport.predict.run.batch_predict`."""
+
     bundle: str
     inputs: tuple[str, ...]
     out: str

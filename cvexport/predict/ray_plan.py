@@ -16,6 +16,8 @@ from cvexport.predict.options import GPU_BACKENDS
 
 @dataclass(frozen=True)
 class PoolPlan:
+    """The actor pool of a Ray run: how many actors, and what each claims from the cluster."""
+
     actors: int
     cpus_per_actor: float
     gpus_per_actor: float
