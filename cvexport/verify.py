@@ -156,7 +156,8 @@ def verify_rows(bundle: Bundle | str, backends: Sequence[str] = ("ort",), val_im
         parity = compare_runners(
             runners, REFERENCE, batches, lambda: task.new_parity(parity_precision, bundle.manifest),
             feed=lambda batch: batch.feed,
-            on_outputs=lambda name, batch, outputs: predictions[name].extend(finish_batch(task, bundle, outputs, batch)))
+            on_outputs=lambda name, batch, outputs: predictions[name].extend(
+                finish_batch(task, bundle, outputs, batch)))
     finally:
         for runner in runners.values():
             if runner is not reference:  # the caller's, still in use

@@ -31,7 +31,8 @@ def test_a_build_loads_its_weights_once_and_checks_each_graph_once(tmp_path, mon
 
     report = json.loads((out / "parity.json").read_text())
     # Both gates ran against a torch reference: the parity pass and verify's rows.
-    assert report["graphs"]["model.onnx"]["1"]["passed"] and [row["backend"] for row in report["verify"]] == ["torch", "ort"]
+    assert report["graphs"]["model.onnx"]["1"]["passed"]
+    assert [row["backend"] for row in report["verify"]] == ["torch", "ort"]
     assert len(loads) == 1, loads
     # The network alone when exported (ends in logits), then the bundle's graph (ends in probabilities) once.
     assert checked == ["logits", "probabilities"], checked

@@ -56,7 +56,7 @@ def test_outputs_reach_the_caller_reference_first_with_their_batch():
     batches = [("a", feeds([1])[0]), ("b", feeds([2, 3])[0])]
     compare_runners({"torch": ScriptedRunner(one_hot), "ort": ScriptedRunner(one_hot)}, "torch", batches, new_parity,
                     feed=lambda batch: batch[1],
-                    on_outputs=lambda name, batch, outputs: seen.append((name, batch[0], outputs["probabilities"].shape)))
+                    on_outputs=lambda name, batch, out: seen.append((name, batch[0], out["probabilities"].shape)))
     assert seen == [("torch", "a", (1, 3)), ("ort", "a", (1, 3)), ("torch", "b", (2, 3)), ("ort", "b", (2, 3))]
 
 

@@ -64,7 +64,8 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
     with atomic_path(out, is_bundle_dir, "cvexport bundle", force=options.force) as tmp:
         tmp.mkdir()
         _write_files(tmp, exported, weights)
-        (tmp / MANIFEST).write_text(json.dumps(build_manifest(tmp, spec, task, options, exported, weights), indent=2) + "\n")
+        manifest = build_manifest(tmp, spec, task, options, exported, weights)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         bundle = load_bundle(tmp)
         # The model exported above is the checks' fp32 reference: the same weights, loaded once.
         with TorchRunner(bundle, model=model) as reference:

@@ -164,7 +164,8 @@ def run_gates(bundle: Bundle, reference, spec, task, options, data, out: Path,
 
     report = run_parity(bundle, options.precision, log, frames=_parity_pictures(data) if data else None,
                         reference=reference)
-    gate = GateReport(report, only_nothing_compared=report["compared_nothing"])  # no failure yet, or only checks of nothing
+    # No failure yet, or only checks of nothing.
+    gate = GateReport(report, only_nothing_compared=report["compared_nothing"])
     custom = spec.dataset is not None or tuple(spec.class_names) != tuple(get_spec(spec.name).class_names)
     if options.verify_images and custom and data is None:
         # The model's own val split has other classes than these weights: its metric would mean nothing.
