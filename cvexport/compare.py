@@ -8,6 +8,10 @@ test run against a reference run, both in the bundle's output contract, the same
         parity.add(reference, test)
     parity.passed(), parity.summary(), parity.to_dict()
 
+:func:`compare_runners` is that loop over live runners, for every caller that has them: it runs
+each feed through the reference runner once and through every runner under test, and returns
+one ``Parity`` per runner (the comparison stays data; the caller judges and reports it).
+
 Each task defines its statistics as a ``Parity`` subclass and its tolerances per precision as
 data, next to the rest of what it knows (detection: detections matched as sets; classification:
 top-1 agreement; segmentation: pixel agreement; style: PSNR). A mismatch is reported, never skipped,
@@ -17,9 +21,12 @@ and statistics that compared nothing never pass (``compared``): a check of nothi
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import numpy as np
+
+Batch = TypeVar("Batch")
+Outputs = Mapping[str, np.ndarray]
 
 # Failure messages a summary shows before "... (N more)".
 FAILURES_SHOWN = 3
@@ -86,3 +93,33 @@ def shapes_differ(parity: Parity, name: str, reference: np.ndarray, test: np.nda
         return False
     parity.failures.append(f"{name} shape differs: {list(reference.shape)} vs {list(test.shape)}")
     return True
+
+
+def compare_runners(runners: Mapping[str, Any], reference: str, batches: Iterable[Batch],
+                    new_parity: Callable[[], Parity], *,
+                    feed: Callable[[Batch], Mapping[str, np.ndarray]] = lambda batch: batch,
+                    on_outputs: Callable[[str, Batch, Outputs], None] | None = None) -> dict[str, Parity]:
+    """Each runner's outputs against the ``reference`` runner's on the same feeds.
+
+    ``runners``: name -> anything with ``infer(feed) -> outputs`` (a :class:`cvexport.runtime.base.Runner`),
+    the reference among them. Each of ``batches`` is fed (``feed(batch)``: its input dict; by default
+    the batch is the feed) to the reference once and then to every other runner, in ``runners``'
+    order; ``new_parity()`` makes each runner's statistics (``task.new_parity(precision, manifest)``),
+    and each batch's outputs are added to them. ``on_outputs(name, batch, outputs)``, when given,
+    sees every runner's outputs of every batch, the reference's first (``verify`` turns them into
+    predictions for the task metric). Returns name -> ``Parity`` for every runner but the reference.
+    """
+    if reference not in runners:
+        raise ValueError(f"reference runner {reference!r} is not among the runners {sorted(runners)}")
+    parities = {name: new_parity() for name in runners if name != reference}
+    for batch in batches:
+        inputs = feed(batch)
+        expected = runners[reference].infer(inputs)
+        if on_outputs is not None:
+            on_outputs(reference, batch, expected)
+        for name, parity in parities.items():
+            outputs = runners[name].infer(inputs)
+            parity.add(expected, outputs)
+            if on_outputs is not None:
+                on_outputs(name, batch, outputs)
+    return parities

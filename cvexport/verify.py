@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 from cvexport.errors import stderr_warning
 from cvexport.runtime import check_backends, create_runner, open_or_skip
+from cvexport.runtime.base import Runner
 from cvexport.bundle import Bundle, load_bundle
 from cvexport.errors import CvexportError
 
@@ -104,7 +105,8 @@ def bundle_dataset(bundle: Bundle, data_dir: str | None):
 
 def verify_rows(bundle: Bundle | str, backends: Sequence[str] = ("ort",), val_images: int | None = None,
                 max_drop: float = DEFAULT_MAX_DROP, log: Callable[[str], None] | None = None,
-                warn: Callable[[str], None] = stderr_warning, data=None) -> list[dict[str, Any]]:
+                warn: Callable[[str], None] = stderr_warning, data=None,
+                reference: Runner | None = None) -> list[dict[str, Any]]:
     """One row per backend, the torch reference first (see the module docstring).
 
     Each row: backend, the task's metric values, ``<key>_drop`` per metric, parity (the full
@@ -112,8 +114,10 @@ def verify_rows(bundle: Bundle | str, backends: Sequence[str] = ("ort",), val_im
     empty when it passed). Backends that cannot run here are an error when they are the only
     one asked for, else skipped with a warning. ``data``: a user dataset
     (:class:`cvexport.models.user_datasets.UserDataset`) whose val split replaces the model's own
-    (default: the one the bundle's manifest records, if any).
+    (default: the one the bundle's manifest records, if any). ``reference``: an open torch runner
+    of this bundle to use (the build has one), left open; by default one is made and closed here.
     """
+    from cvexport.compare import compare_runners
     from cvexport.registry import get_spec
     from cvexport.runtime.predictor import finish_batch, prepare_batch
     from cvexport.tasks import get_task
@@ -133,7 +137,7 @@ def verify_rows(bundle: Bundle | str, backends: Sequence[str] = ("ort",), val_im
     if data is None:
         data = bundle_dataset(bundle, None)
 
-    runners = {REFERENCE: create_runner(bundle, REFERENCE)}
+    runners = {REFERENCE: reference if reference is not None else create_runner(bundle, REFERENCE)}
     try:
         for name in names:
             runner, _ = open_or_skip(bundle, name, None, several=len(names) > 1, warn=warn)
@@ -147,18 +151,17 @@ def verify_rows(bundle: Bundle | str, backends: Sequence[str] = ("ort",), val_im
             images, truths = task.val_samples(get_spec(bundle.manifest["model"]), val_images)
         predictions: dict[str, list] = {name: [] for name in runners}
         parity_precision = bundle.precision if tolerance_note is None else FALLBACK_PRECISION
-        parity = {name: task.new_parity(parity_precision, bundle.manifest) for name in runners if name != REFERENCE}
-        for start in range(0, len(images), bundle.max_batch):
-            batch = prepare_batch(bundle, images[start:start + bundle.max_batch])
-            reference = runners[REFERENCE].infer(batch.feed)
-            for name, runner in runners.items():
-                outputs = reference if name == REFERENCE else runner.infer(batch.feed)
-                if name != REFERENCE:
-                    parity[name].add(reference, outputs)
-                predictions[name].extend(finish_batch(task, bundle, outputs, batch))
+        batches = (prepare_batch(bundle, images[start:start + bundle.max_batch])
+                   for start in range(0, len(images), bundle.max_batch))
+        parity = compare_runners(
+            runners, REFERENCE, batches, lambda: task.new_parity(parity_precision, bundle.manifest),
+            feed=lambda batch: batch.feed,
+            on_outputs=lambda name, batch, outputs: predictions[name].extend(
+                finish_batch(task, bundle, outputs, batch)))
     finally:
         for runner in runners.values():
-            runner.close()
+            if runner is not reference:  # the caller's, still in use
+                runner.close()
 
     if data is not None:  # e.g. VOC's void pixels are no class to score
         metrics = {name: task.metrics(*data.metric_inputs(preds, truths), bundle)

@@ -12,7 +12,9 @@ from cvexport.runtime.base import Runner
 class TorchRunner(Runner):
     name = "torch"
 
-    def __init__(self, bundle: Bundle, threads: int | None = None):
+    def __init__(self, bundle: Bundle, threads: int | None = None, model=None):
+        """``model``: the network already built from the bundle's weights (the build has it),
+        used instead of loading them again."""
         super().__init__(bundle)
         import torch
 
@@ -23,7 +25,7 @@ class TorchRunner(Runner):
         if threads:
             torch.set_num_threads(threads)
         spec = get_spec(bundle.manifest["model"])
-        self.model = spec.load_model(bundle.verify_file("weights"))
+        self.model = model if model is not None else spec.load_model(bundle.verify_file("weights"))
         from cvexport.tasks import get_task
 
         self.task = get_task(bundle.task)
