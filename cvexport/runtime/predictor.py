@@ -14,7 +14,7 @@ from cvexport.errors import CvexportError
 from cvexport.images import Letterbox, as_rgb_array, letterbox_map
 from cvexport.preprocess import network_size, to_network_input
 from cvexport.runtime import create_runner
-from cvexport.runtime.preparers import EXACT
+from cvexport.runtime.preparers import EXACT, Preparer
 from cvexport.tasks import get_task
 
 
@@ -44,7 +44,7 @@ class PreparedBatch:
         return [item.letterbox for item in self.items]
 
 
-def prepare_image(bundle: Bundle, image: Any, preparer: Any = EXACT) -> Prepared:
+def prepare_image(bundle: Bundle, image: Any, preparer: Preparer = EXACT) -> Prepared:
     """One image -> the bundle's network input for it: fitted to the input size by ``preparer``
     (uint8 RGB arrays by default; see :mod:`cvexport.runtime.preparers`), then its input contract
     (float NCHW normalized, or uint8 NHWC). The one preprocessing of every caller."""
@@ -108,7 +108,7 @@ class Predictor:
 
     # The steps of a prediction, one image at a time around one batched inference, for pipelines
     # that time, overlap or batch them across sources (streams); predict is built on them.
-    def prepare_one(self, image: Any, preparer: Any = EXACT) -> Prepared:
+    def prepare_one(self, image: Any, preparer: Preparer = EXACT) -> Prepared:
         """One uint8 RGB array (or what ``preparer`` takes: :mod:`cvexport.runtime.preparers`)
         -> its network input and the fit that maps its results back."""
         return prepare_image(self.bundle, image, preparer)
@@ -160,7 +160,8 @@ class Predictor:
         for start in range(0, len(arrays), self.bundle.max_batch):
             prepared = [self.prepare_one(array) for array in arrays[start : start + self.bundle.max_batch]]
             outputs = self.infer_batch(prepared)
-            results.extend(self.finish_one(mine, item) for mine, item in zip(self.split(outputs, len(prepared)), prepared))
+            parts = self.split(outputs, len(prepared))
+            results.extend(self.finish_one(mine, item) for mine, item in zip(parts, prepared))
         return results
 
 

@@ -9,9 +9,21 @@ in the resampler.
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 import numpy as np
 
 from cvexport.images import Letterbox, letterbox, letterbox_by, letterbox_map
+
+
+class Preparer(Protocol):
+    """Fits one image of the kind it takes into a (height, width) letterbox."""
+
+    name: str  # as --preprocess names it
+
+    def fit(self, image: Any, width: int, height: int) -> tuple[np.ndarray, Letterbox]:
+        """(uint8 (height, width, 3) frame, the :class:`Letterbox` that undoes it)."""
+        ...
 
 
 class ExactPreparer:
@@ -47,4 +59,4 @@ class FfmpegPreparer:
 
 EXACT = ExactPreparer()
 FFMPEG = FfmpegPreparer()
-PREPARERS = {preparer.name: preparer for preparer in (EXACT, FFMPEG)}
+PREPARERS: dict[str, Preparer] = {preparer.name: preparer for preparer in (EXACT, FFMPEG)}
