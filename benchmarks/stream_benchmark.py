@@ -146,9 +146,9 @@ def stage_costs(video: Path, bundle: Path, frames: int = 60) -> dict:
         t4 = time.perf_counter()
         outputs = predictor.infer({contract["name"]: tensor})
         t5 = time.perf_counter()
-        from cvexport.runtime.predictor import PreparedBatch
+        from cvexport.runtime.predictor import Prepared
 
-        prediction = predictor.finish(outputs, PreparedBatch({}, [box_map]))[0]
+        prediction = predictor.finish_one(outputs, Prepared({contract["name"]: tensor}, box_map))
         predictor.task.record(prediction)
         t6 = time.perf_counter()
         picture = np.asarray(pick_picture(predictor.task.render(rgb, prediction)))

@@ -246,16 +246,28 @@ def letterbox_map(w: int, h: int, width: int, height: int) -> Letterbox:
     return Letterbox(new_w / w, new_h / h, float(pad_x), float(pad_y), w, h)
 
 
+def letterbox_by(resize, w: int, h: int, width: int, height: int) -> tuple[np.ndarray, Letterbox]:
+    """Fit a (h, w) image into (height, width) keeping its aspect ratio, padding the rest with
+    :data:`LETTERBOX_FILL`; ``resize(new_w, new_h)`` gives the image as uint8 RGB (new_h, new_w, 3),
+    by whatever resampler the caller has (Pillow's, FFmpeg's scaler).
+
+    Returns (uint8 (height, width, 3) canvas, the :class:`Letterbox` that undoes it).
+    """
+    new_w, new_h, pad_x, pad_y = letterbox_fit(w, h, width, height)
+    canvas = np.full((height, width, 3), LETTERBOX_FILL, dtype=np.uint8)
+    canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resize(new_w, new_h)
+    return canvas, letterbox_map(w, h, width, height)
+
+
 def letterbox(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, Letterbox]:
-    """Resize uint8 RGB ``image`` to fit (height, width) keeping its aspect ratio, pad the rest.
+    """Resize uint8 RGB ``image`` to fit (height, width) keeping its aspect ratio (Pillow's
+    bilinear filter), pad the rest.
 
     Returns (uint8 (height, width, 3) canvas, the :class:`Letterbox` that undoes it).
     """
     from PIL import Image
 
-    h, w = image.shape[:2]
-    new_w, new_h, pad_x, pad_y = letterbox_fit(w, h, width, height)
-    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
-    canvas = np.full((height, width, 3), LETTERBOX_FILL, dtype=np.uint8)
-    canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
-    return canvas, letterbox_map(w, h, width, height)
+    def resize(new_w: int, new_h: int) -> np.ndarray:
+        return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+
+    return letterbox_by(resize, image.shape[1], image.shape[0], width, height)

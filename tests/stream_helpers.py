@@ -132,22 +132,25 @@ class Sender:
 class SlowPredictor:
     """A predictor whose inference takes ``delay`` seconds longer: a bundle slower than the source.
 
-    Only ``infer`` changes; the rest is the real predictor's, so results stay comparable.
+    Only ``infer_batch`` changes; the rest is the real predictor's, so results stay comparable.
     """
 
     def __init__(self, inner, delay: float):
         self.inner, self.delay = inner, delay
         self.bundle, self.task = inner.bundle, inner.task
 
-    def prepare(self, images):
-        return self.inner.prepare(images)
+    def prepare_one(self, image, *preparer):
+        return self.inner.prepare_one(image, *preparer)
 
-    def infer(self, feed):
+    def infer_batch(self, prepared):
         time.sleep(self.delay)
-        return self.inner.infer(feed)
+        return self.inner.infer_batch(prepared)
 
-    def finish(self, outputs, batch):
-        return self.inner.finish(outputs, batch)
+    def split(self, outputs, n):
+        return self.inner.split(outputs, n)
+
+    def finish_one(self, outputs, prepared):
+        return self.inner.finish_one(outputs, prepared)
 
     def __exit__(self, *exc) -> None:
         self.inner.__exit__(*exc)

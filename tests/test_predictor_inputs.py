@@ -43,7 +43,8 @@ class _EchoTask:
 def _predictor(max_batch: int = 3) -> Predictor:
     predictor = Predictor.__new__(Predictor)
     predictor.bundle = SimpleNamespace(input={"name": "input", "width": NET, "height": NET, "dtype": "uint8"},
-                                       max_batch=max_batch, class_names=["thing"], task="fake")
+                                       max_batch=max_batch, class_names=["thing"], task="fake",
+                                       manifest={"outputs": [{"name": "scores", "shape": ["batch", 1]}]})
     predictor.backend = "fake"
     predictor.runner = _RecordingRunner()
     predictor.task = _EchoTask()

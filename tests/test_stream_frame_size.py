@@ -30,7 +30,7 @@ def clips(tmp_path_factory):
 
 def test_ffmpeg_preprocess_undoes_the_in_graph_letterbox(frame_bundle, clips):
     """--preprocess ffmpeg fits the frame as exact does, so the fit that maps results back must
-    include the graph's own letterbox to the network size, as prepare_batch's does."""
+    include the graph's own letterbox to the network size, as Predictor.prepare_one's does."""
     import av
 
     from cvexport.runtime.predictor import Predictor
@@ -45,7 +45,9 @@ def test_ffmpeg_preprocess_undoes_the_in_graph_letterbox(frame_bundle, clips):
                 frame = next(container.decode(video=0))
             raw = RawFrame(0, frame.width, frame.height, None, 0.0, 0.0, video=frame)
             a, b = exact._prepare_one(raw), fast._prepare_one(raw)
-            assert a.tensor.shape == b.tensor.shape and a.letterbox == b.letterbox, name
+            name_in = predictor.bundle.input["name"]
+            assert a.prepared.feed[name_in].shape == b.prepared.feed[name_in].shape, name
+            assert a.prepared.letterbox == b.prepared.letterbox, name
 
 
 def test_frame_bundle_stream_boxes_and_size_note(frame_bundle, clips, tmp_path, capsys):

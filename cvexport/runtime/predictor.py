@@ -11,48 +11,79 @@ import numpy as np
 
 from cvexport.bundle import Bundle, load_bundle
 from cvexport.errors import CvexportError
-from cvexport.images import Letterbox, as_rgb_array, letterbox, letterbox_map
+from cvexport.images import Letterbox, as_rgb_array, letterbox_map
 from cvexport.preprocess import network_size, to_network_input
 from cvexport.runtime import create_runner
+from cvexport.runtime.preparers import EXACT, Preparer
 from cvexport.tasks import get_task
 
 
-@dataclass
-class PreparedBatch:
-    """Network input for a batch of images, and how each was fitted (to map results back)."""
+@dataclass(frozen=True, eq=False)  # arrays: compare their parts, not these
+class Prepared:
+    """One image ready for the network: its network input (each array a batch of one) and the
+    fit that maps its results back to its own pixels."""
 
     feed: dict[str, np.ndarray]
-    letterboxes: list
+    letterbox: Letterbox
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedBatch:
+    """Prepared images as one network batch: ``feed`` stacks theirs, ``items`` keeps each (to
+    finish them one by one). For callers that run a batch on runners of their own (verify, bench)."""
+
+    feed: dict[str, np.ndarray]
+    items: list[Prepared]
+
+    @classmethod
+    def of(cls, items: Sequence[Prepared]) -> "PreparedBatch":
+        return cls(stack_feeds(items), list(items))
+
+    @property
+    def letterboxes(self) -> list[Letterbox]:
+        return [item.letterbox for item in self.items]
+
+
+def prepare_image(bundle: Bundle, image: Any, preparer: Preparer = EXACT) -> Prepared:
+    """One image -> the bundle's network input for it: fitted to the input size by ``preparer``
+    (uint8 RGB arrays by default; see :mod:`cvexport.runtime.preparers`), then its input contract
+    (float NCHW normalized, or uint8 NHWC). The one preprocessing of every caller."""
+    contract = bundle.input
+    frame, fit = preparer.fit(image, contract["width"], contract["height"])
+    if contract.get("letterbox"):
+        # The graph letterboxes frames of its camera size to the network size itself (build
+        # --frame-size): results come back in network pixels, undone by both fits in turn.
+        fit = fit.then(letterbox_map(contract["width"], contract["height"], *network_size(contract)))
+    return Prepared({contract["name"]: to_network_input([frame], contract)}, fit)
+
+
+def stack_feeds(prepared: Sequence[Prepared]) -> dict[str, np.ndarray]:
+    """The network inputs of several prepared images (of any sources) as one batch, in order."""
+    return {name: np.concatenate([item.feed[name] for item in prepared]) for name in prepared[0].feed}
+
+
+def split_outputs(bundle: Bundle, outputs: dict[str, np.ndarray], n: int) -> list[dict[str, np.ndarray]]:
+    """Raw outputs of a batch of ``n`` -> each image's, its row (a batch of one) of every output
+    the manifest gives a batch dimension; an output without one is every image's."""
+    batched = {o["name"] for o in bundle.manifest.get("outputs", []) if o.get("shape") and o["shape"][0] == "batch"}
+    return [{name: (value[i : i + 1] if name in batched else value) for name, value in outputs.items()}
+            for i in range(n)]
+
+
+def finish_image(task, bundle: Bundle, outputs: dict[str, np.ndarray], prepared: Prepared) -> Any:
+    """One image's raw outputs (from :func:`split_outputs`) -> its result, in its original pixels."""
+    return task.to_predictions(outputs, [prepared.letterbox], bundle.class_names, *network_size(bundle.input))[0]
 
 
 def prepare_batch(bundle: Bundle, images: Sequence[np.ndarray]) -> PreparedBatch:
-    """uint8 RGB images -> the bundle's network input: letterbox to its size, then its input
-    contract (float NCHW normalized, or uint8 NHWC). The one preprocessing of every caller."""
-    contract = bundle.input
-    width, height = contract["width"], contract["height"]
-    if not contract.get("letterbox"):
-        fitted = [letterbox(image, width, height) for image in images]
-    else:
-        # The graph letterboxes frames of its camera size itself (build --frame-size): those go in
-        # untouched; other images are first fitted to that size here, and both fits are undone.
-        in_graph = letterbox_map(width, height, *network_size(contract))
-        fitted = [_fit_to_frame(image, width, height, in_graph) for image in images]
-    return PreparedBatch({contract["name"]: to_network_input([f[0] for f in fitted], contract)},
-                         [f[1] for f in fitted])
-
-
-def _fit_to_frame(image: np.ndarray, width: int, height: int, in_graph: Letterbox) -> tuple[np.ndarray, Letterbox]:
-    """(the frame the graph takes, the fit from ``image`` to the network input) for a bundle
-    whose graph letterboxes (height, width) frames itself with ``in_graph``."""
-    if image.shape[1] == width and image.shape[0] == height:
-        return image, Letterbox(1.0, 1.0, 0.0, 0.0, width, height).then(in_graph)
-    frame, fit = letterbox(image, width, height)
-    return frame, fit.then(in_graph)
+    """uint8 RGB images -> one batch of their network inputs (:func:`prepare_image` each)."""
+    return PreparedBatch.of([prepare_image(bundle, image) for image in images])
 
 
 def finish_batch(task, bundle: Bundle, outputs: dict[str, np.ndarray], batch: PreparedBatch) -> list[Any]:
-    """Raw outputs of ``batch`` -> the task's result per image, in each original image's pixels."""
-    return task.to_predictions(outputs, batch.letterboxes, bundle.class_names, *network_size(bundle.input))
+    """Raw outputs of ``batch`` -> the task's result per image (:func:`finish_image` each)."""
+    return [finish_image(task, bundle, mine, item)
+            for mine, item in zip(split_outputs(bundle, outputs, len(batch.items)), batch.items)]
 
 
 class Predictor:
@@ -75,10 +106,29 @@ class Predictor:
     def __exit__(self, *exc) -> None:
         self.runner.close()
 
-    # The three steps of a prediction, for pipelines that time or overlap them (bench, streams).
+    # The steps of a prediction, one image at a time around one batched inference, for pipelines
+    # that time, overlap or batch them across sources (streams); predict is built on them.
+    def prepare_one(self, image: Any, preparer: Preparer = EXACT) -> Prepared:
+        """One uint8 RGB array (or what ``preparer`` takes: :mod:`cvexport.runtime.preparers`)
+        -> its network input and the fit that maps its results back."""
+        return prepare_image(self.bundle, image, preparer)
+
+    def infer_batch(self, prepared: Sequence[Prepared]) -> dict[str, np.ndarray]:
+        """Raw outputs of prepared images (at most the bundle's max batch, of any sources), run as one batch."""
+        return self.infer(stack_feeds(prepared))
+
+    def split(self, outputs: dict[str, np.ndarray], n: int) -> list[dict[str, np.ndarray]]:
+        """Raw outputs of a batch of ``n`` -> each image's (:func:`split_outputs`)."""
+        return split_outputs(self.bundle, outputs, n)
+
+    def finish_one(self, outputs: dict[str, np.ndarray], prepared: Prepared) -> Any:
+        """One image's raw outputs (from :meth:`split`) -> its result, in its original pixels."""
+        return finish_image(self.task, self.bundle, outputs, prepared)
+
+    # The same steps a batch at a time (bench, verify, batch predict).
     def prepare(self, images: Sequence[np.ndarray]) -> PreparedBatch:
         """uint8 RGB arrays (at most the bundle's max batch) -> network input + letterboxes."""
-        return prepare_batch(self.bundle, images)
+        return PreparedBatch.of([self.prepare_one(image) for image in images])
 
     def infer(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Raw outputs for network inputs that already follow the bundle's input contract."""
@@ -86,7 +136,7 @@ class Predictor:
 
     def finish(self, outputs: dict[str, np.ndarray], batch: PreparedBatch) -> list[Any]:
         """Raw outputs of ``batch`` -> one result per image, in its original pixels."""
-        return finish_batch(self.task, self.bundle, outputs, batch)
+        return [self.finish_one(mine, item) for mine, item in zip(self.split(outputs, len(batch.items)), batch.items)]
 
     def predict(self, images: Any) -> list[Any]:
         """Results for ``images``, always as a list with one result per image, in order (each result
@@ -108,8 +158,10 @@ class Predictor:
         arrays = _as_image_arrays(images)
         results: list[Any] = []
         for start in range(0, len(arrays), self.bundle.max_batch):
-            batch = self.prepare(arrays[start : start + self.bundle.max_batch])
-            results.extend(self.finish(self.infer(batch.feed), batch))
+            prepared = [self.prepare_one(array) for array in arrays[start : start + self.bundle.max_batch]]
+            outputs = self.infer_batch(prepared)
+            parts = self.split(outputs, len(prepared))
+            results.extend(self.finish_one(mine, item) for mine, item in zip(parts, prepared))
         return results
 
 

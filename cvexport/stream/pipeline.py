@@ -8,7 +8,8 @@ Threads, per source unless said otherwise::
   (camera, network, or a file paced by ``--realtime``) puts into an inbox of one frame where the
   newest frame wins: a frame still waiting when the next arrives is dropped and counted, so lag
   never builds up. A file's inbox is a short FIFO that blocks the decoder instead (nothing dropped).
-* **preparer** letterboxes and normalizes one frame at a time. It takes a frame only once the
+* **preparer** letterboxes and normalizes one frame at a time (``predictor.prepare_one``, by the
+  ``--preprocess`` preparer of :mod:`cvexport.runtime.preparers`). It takes a frame only once the
   inference thread has room for it (``ready_room``), so no work is spent on frames that would be
   dropped, and preprocessing hides behind the inference of the previous batch. For a live
   source it also waits until that inference is about to end (its running mean time, less the
@@ -16,8 +17,9 @@ Threads, per source unless said otherwise::
   was room would wait a whole inference, stale, before its turn.
 * **inference** takes the ready frames of all sources, round robin, up to the bundle's maximum
   batch, without waiting for more (waiting would add latency; on CPU a bigger batch buys
-  little), runs the network once and hands each frame's slice of the outputs to its sink.
-* **sink** maps results back to the frame's pixels (``predictor.finish``), draws and encodes
+  little), runs the network once (``predictor.infer_batch``) and hands each frame its own outputs
+  (``predictor.split``) on to its sink.
+* **sink** maps results back to the frame's pixels (``predictor.finish_one``), draws and encodes
   the annotated frame, and writes the JSONL line last: a frame's end-to-end latency runs from
   the moment it left the decoder to that line.
 
@@ -43,11 +45,12 @@ from typing import Any, Callable
 import numpy as np
 
 from cvexport.errors import CvexportError
+from cvexport.runtime.preparers import EXACT, PREPARERS
 from cvexport.stream.sinks import JsonlWriter, VideoWriter, pick_picture
 from cvexport.stream.sources import Reader, SourceError, SourceEvents, SourceSpec
 from cvexport.stream.stats import STAGES, SourceStats
 
-PREPROCESS_MODES = ("exact", "ffmpeg")
+PREPROCESS_MODES = tuple(PREPARERS)
 # Threads check their stop flags this often while they wait (seconds).
 POLL_S = 0.05
 # Live sources: take the newest frame this long (plus the preprocessing time) before the running
@@ -71,18 +74,18 @@ class PipelineOptions:
     duration: float | None = None  # stop everything after this many seconds
     stride: int = 1  # process every stride-th decoded frame
     video: bool = True  # write the annotated mp4
-    preprocess: str = "exact"  # "exact": Predictor.prepare on the RGB frame; "ffmpeg": FFmpeg's scaler
+    preprocess: str = "exact"  # the preparer (cvexport.runtime.preparers): "exact" on the RGB frame, or "ffmpeg"
     on_source_error: str = "fail"  # a source lost mid-run: "fail" stops the run, "skip" goes on without it
 
 
 @dataclass
-class Prepared:
-    """A frame ready for inference: its (1, ...) network input and the letterbox that undoes it."""
+class ReadyFrame:
+    """A frame ready for inference: the predictor's :class:`~cvexport.runtime.predictor.Prepared`
+    (its network input and the fit that undoes it), and what the sink needs besides."""
 
     raw: Any  # the RawFrame
     rgb: np.ndarray | None  # full-size uint8 RGB, when preprocessing needed it
-    tensor: np.ndarray
-    letterbox: Any
+    prepared: Any
     prepare_start: float
     ready_at: float
 
@@ -162,7 +165,8 @@ class Pipeline:
     """Runs ``sources`` through ``predictor`` into ``out`` until they end or it is stopped.
 
     ``predictor``: a :class:`cvexport.runtime.predictor.Predictor` (or anything with its
-    ``bundle``, ``task``, ``prepare``, ``infer`` and ``finish``). ``log``: one-line messages.
+    ``bundle``, ``task``, ``prepare_one``, ``infer_batch``, ``split`` and ``finish_one``).
+    ``log``: one-line messages.
     """
 
     def __init__(self, predictor, sources: list[StreamSource], out: Path, options: PipelineOptions,
@@ -181,11 +185,8 @@ class Pipeline:
         self.inference_s: float | None = None  # running mean of one inference call
         self.inference_ends = 0.0  # when the running inference should end (perf_counter); 0: idle
         self.started_at = 0.0
-        contract = predictor.bundle.input
-        self.input_name, self.net_w, self.net_h = contract["name"], int(contract["width"]), int(contract["height"])
+        self.preparer = PREPARERS[options.preprocess]
         self.max_batch = max(1, int(predictor.bundle.max_batch))
-        outputs = predictor.bundle.manifest.get("outputs", [])
-        self.batched_outputs = {o["name"] for o in outputs if o.get("shape") and o["shape"][0] == "batch"}
         for src in sources:
             newest_wins = src.live or options.realtime
             src.inbox = Inbox(2, newest_wins)
@@ -269,30 +270,15 @@ class Pipeline:
             src.reader.close()
 
     # ------------------------------------------------------------------ preparer
-    def _prepare_one(self, raw) -> Prepared:
-        from cvexport.images import LETTERBOX_FILL, letterbox_fit, letterbox_map
-        from cvexport.preprocess import network_size, to_network_input
-
+    def _prepare_one(self, raw) -> ReadyFrame:
         start = time.perf_counter()
-        if raw.rgb is not None or self.options.preprocess == "exact":
-            # The very preprocessing Predictor.predict does, on the decoded RGB frame.
-            rgb = raw.rgb if raw.rgb is not None else raw.video.to_ndarray(format="rgb24")
-            batch = self.predictor.prepare([rgb])
-            return Prepared(raw, rgb, batch.feed[self.input_name], batch.letterboxes[0], start, time.perf_counter())
-        # FFmpeg's scaler straight from the decoded YUV frame to the letterbox's content size,
-        # then the same padding and normalization: the same geometry, other resampling.
-        new_w, new_h, pad_x, pad_y = letterbox_fit(raw.width, raw.height, self.net_w, self.net_h)
-        content = raw.video.reformat(new_w, new_h, format="rgb24", interpolation="BILINEAR").to_ndarray()
-        canvas = np.full((self.net_h, self.net_w, 3), LETTERBOX_FILL, dtype=np.uint8)
-        canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = content
-        contract = self.predictor.bundle.input
-        tensor = to_network_input([canvas], contract)
-        box_map = letterbox_map(raw.width, raw.height, self.net_w, self.net_h)
-        if contract.get("letterbox"):
-            # A --frame-size graph letterboxes the frame to the network size itself: its results
-            # come back in network pixels, undone by both fits in turn (as prepare_batch does).
-            box_map = box_map.then(letterbox_map(self.net_w, self.net_h, *network_size(contract)))
-        return Prepared(raw, None, tensor, box_map, start, time.perf_counter())
+        if raw.rgb is None and self.preparer is not EXACT:
+            # Straight from the decoded (YUV) frame: no full-size RGB is made here.
+            return ReadyFrame(raw, None, self.predictor.prepare_one(raw.video, self.preparer), start,
+                              time.perf_counter())
+        # The very preprocessing Predictor.predict does, on the RGB frame (an image source's always).
+        rgb = raw.rgb if raw.rgb is not None else raw.video.to_ndarray(format="rgb24")
+        return ReadyFrame(raw, rgb, self.predictor.prepare_one(rgb), start, time.perf_counter())
 
     def _note_frame_size(self, src: StreamSource, raw) -> None:
         """Once per source: frames that differ from a --frame-size bundle's built size cost a
@@ -353,7 +339,7 @@ class Pipeline:
                 return
             self.cond.wait(min(max(due) - now, POLL_S))
 
-    def _take_batch(self, start: int) -> tuple[list[tuple[StreamSource, Prepared]], list[StreamSource]]:
+    def _take_batch(self, start: int) -> tuple[list[tuple[StreamSource, ReadyFrame]], list[StreamSource]]:
         """Up to max_batch ready frames, one per source per round starting at ``start``; and the
         sources whose end was reached (to be told after this batch's frames)."""
         batch, ended = [], []
@@ -388,9 +374,8 @@ class Pipeline:
             for src, _ in batch:
                 src.ready_room.release()
             if batch:
-                tensor = np.concatenate([item.tensor for _, item in batch])
                 started = time.perf_counter()
-                outputs = self.predictor.infer({self.input_name: tensor})
+                outputs = self.predictor.infer_batch([item.prepared for _, item in batch])
                 seconds = time.perf_counter() - started
                 with self.cond:
                     self.inference_s = seconds if self.inference_s is None else \
@@ -398,9 +383,7 @@ class Pipeline:
                     self.inference_ends = 0.0
                     self.cond.notify_all()
                 self.batch_sizes[len(batch)] += 1
-                for i, (src, item) in enumerate(batch):
-                    mine = {name: (value[i : i + 1] if name in self.batched_outputs else value)
-                            for name, value in outputs.items()}
+                for (src, item), mine in zip(batch, self.predictor.split(outputs, len(batch))):
                     if not self._hand_to_sink(src, (item, mine, started, seconds, len(batch))):
                         src.stats.count("unprocessed")  # aborted: its sink takes nothing more
             for src in ended:
@@ -428,8 +411,6 @@ class Pipeline:
         return raw.pts - src.first_pts
 
     def _sink(self, src: StreamSource) -> None:
-        from cvexport.runtime.predictor import PreparedBatch
-
         task, stats, limit = self.predictor.task, src.stats, self.options.frames
         try:
             while True:
@@ -447,7 +428,7 @@ class Pipeline:
                 item, outputs, infer_start, infer_s, batch_size = entry
                 raw = item.raw
                 start = time.perf_counter()
-                prediction = self.predictor.finish(outputs, PreparedBatch({}, [item.letterbox]))[0]
+                prediction = self.predictor.finish_one(outputs, item.prepared)
                 record = task.record(prediction, self.predictor.bundle.class_names)
                 post_done = time.perf_counter()
                 encode_s = None
