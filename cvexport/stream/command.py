@@ -63,7 +63,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--on-source-error", choices=("fail", "skip"), default="fail",
                    help="with several sources, one that cannot be opened or is lost for good: fail (default) stops "
                         "with an error; skip warns and goes on with the others")
-    p.add_argument("--preprocess", choices=("exact", "ffmpeg"), default="exact",
+    from cvexport.runtime.preparers import PREPARERS
+
+    p.add_argument("--preprocess", choices=tuple(PREPARERS), default="exact",
                    help="exact (default): the letterbox of 'cvexport run' on each decoded RGB frame, results equal "
                         "Predictor.predict; ffmpeg: FFmpeg's scaler straight from the decoded frame to the network "
                         "size (faster, slightly different pixels)")
