@@ -16,12 +16,12 @@ one line naming the file (and the entry) and what to fix before anything is writ
 annotation file or split list, an image listed but absent or unreadable, a box outside its
 image or with a non-positive size, an unknown category or image id, an empty class folder, a
 mask whose size differs from its image, mask values that are not classes. Every image is decoded
-(JPEGs at 1/8 scale, see :func:`cvexport.models.dataset_reading.decode_problem`), so a truncated file is found before the run,
-and all unusable images are named in one line. Data nothing can be learnt from or measured on is
-refused too: a COCO split without a box (no or empty 'annotations', only crowd regions; in val
-mAP would be undefined), VOC masks of background only, an ImageFolder of one class. Val images
-that are train images too (same file or same bytes) and a COCO file under two image ids are
-warned about. Images are read with
+(JPEGs at 1/8 scale, see :func:`cvexport.models.dataset_reading.decode_problem`), so a truncated
+file is found before the run, and all unusable images are named in one line. Data nothing can be
+learnt from or measured on is refused too: a COCO split without a box (no or empty
+'annotations', only crowd regions; in val mAP would be undefined), VOC masks of background only,
+an ImageFolder of one class. Val images that are train images too (same file or same bytes) and
+a COCO file under two image ids are warned about. Images are read with
 :func:`cvexport.images.load_image` (grey, RGBA, 16-bit and EXIF-rotated files come out upright
 RGB), and annotations are taken to be in pixels of the upright image, as annotation tools show it.
 
