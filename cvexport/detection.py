@@ -24,6 +24,8 @@ from cvexport.argtypes import positive_int
 from cvexport.compare import FAILURES_SHOWN, Parity
 from cvexport.errors import CvexportError
 from cvexport.metrics import Metric
+from cvexport.ops.box_filters import remove_small_boxes
+from cvexport.palette import BOX_PALETTE as PALETTE
 from cvexport.task_base import Task, TaskOption, register_task
 
 NMS_FLAVORS = ("onnx", "efficient")
@@ -225,31 +227,6 @@ def valid_detections(outputs: Mapping[str, np.ndarray], index: int) -> tuple[np.
     )
 
 
-def remove_small_boxes(boxes: np.ndarray, min_size: float = 1.0) -> np.ndarray:
-    """Indices of the boxes whose width and height are both at least ``min_size``.
-
-    A detection mapped back to the original picture (letterbox undone, clipped to the picture)
-    can collapse to nothing: a box lying on the letterbox padding comes back zero pixels high.
-    Such a box shows no object, so post-processing drops it, as torchvision's detectors do with
-    ``torchvision.ops.remove_small_boxes``. Numpy, so the runtime needs no torch.
-
-    Args:
-        boxes (ndarray[N, 4]) in (x1, y1, x2, y2) pixels of the original picture
-        min_size (float): smallest width and height kept, in pixels
-    Returns:
-        ndarray[K] int64: indices of the boxes kept, in increasing order. Inverted boxes
-        (x2 < x1 or y2 < y1) and boxes with NaN coordinates are not kept.
-    """
-    boxes = np.asarray(boxes, dtype=np.float64)
-    if boxes.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"boxes must be (N, 4), got shape {boxes.shape}")
-    widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    # Written so NaN compares false and is dropped.
-    return np.flatnonzero((widths >= min_size) & (heights >= min_size)).astype(np.int64)
-
-
 def _match_image(parity: DetectionParity, tolerance: DetectionTolerance, ref: tuple,
                  test: tuple) -> tuple[np.ndarray, np.ndarray]:
     """Greedy matching of one image's detections, highest IoU first, within each class; returns
@@ -376,9 +353,6 @@ def parity_frames(spec, count: int = 8) -> list[np.ndarray]:
     crowded = sorted(samples, key=lambda s: -len(s.boxes))[:1]
     rest = [s for s in samples if all(s is not e for e in empty + crowded)]
     return [s.image for s in (empty + crowded + rest)[:count]]
-
-
-PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240))
 
 
 def annotate(image: np.ndarray, detections: list[dict[str, Any]]):

@@ -20,19 +20,11 @@ from typing import Any, Callable, Sequence
 
 from cvexport.errors import CvexportError, counted
 from cvexport.models.detection_data import CLASS_NAMES as DETECTION_CLASSES
+from cvexport.models.tinyssd_defaults import BUNDLE_DEFAULTS as SSD_DEFAULTS
 from cvexport.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
+MAX_SIDE = 1024  # the largest input side a network is built for (``train --input-size``, checkpoints)
 
-
-def input_side_rule(model: str, side: Any) -> str | None:
-    """None when network ``model`` takes a ``side`` x ``side`` input, else the rule it breaks (one
-    rule for ``train --input-size`` and for checkpoints): the FCN's stride is 32; TinySSD halves
-    the input six times before its last stage (64 at least), and its anchors assume sides that halve evenly."""
-    low = 64 if model == "ssd" else 32
-    strided = model in ("ssd", "fcn")
-    if isinstance(side, int) and not isinstance(side, bool) and low <= side <= 1024 and not (strided and side % 32):
-        return None
-    return f"a multiple of 32 in {low}..1024" if strided else f"in {low}..1024"
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -45,8 +37,9 @@ class ModelSpec:
     class_names: tuple[str, ...]
     weights: str  # file name under cvexport.models/weights
     build: Callable[[], Any]  # returns an untrained torch.nn.Module in eval mode
-    metric: str  # name of the task metric reported by training and verify
-    trainer: str  # module with default_config(), train(run_dir, config, val_size), save_weights(...)
+    # () -> the model's training recipe: a module with default_config(), train(run_dir, phases,
+    # val_size) and save_weights(model, out, record, phases), imported only when called
+    trainer: Callable[[], Any]
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     defaults: dict[str, Any] = field(default_factory=dict)
@@ -55,6 +48,19 @@ class ModelSpec:
     make: Callable[[int, int], Any] | None = None
     # the dataset the weights were trained on (checkpoint metadata "dataset"); None: the shipped data
     dataset: dict[str, Any] | None = None
+    # Input sides the network takes (see input_side_rule): at least min_side, a multiple of side_multiple.
+    min_side: int = 32
+    side_multiple: int = 1
+
+    def input_side_rule(self, side: Any) -> str | None:
+        """None when the network takes a ``side`` x ``side`` input, else the rule it breaks (one
+        rule for ``train --input-size`` and for checkpoints)."""
+        strided = self.side_multiple > 1
+        if (isinstance(side, int) and not isinstance(side, bool) and self.min_side <= side <= MAX_SIDE
+                and not side % self.side_multiple):
+            return None
+        return (f"a multiple of {self.side_multiple} in {self.min_side}..{MAX_SIDE}" if strided
+                else f"in {self.min_side}..{MAX_SIDE}")
 
     def weights_path(self) -> Path:
         return Path(str(resources.files("cvexport.models") / "weights" / self.weights))
@@ -94,7 +100,7 @@ class ModelSpec:
                 and len(set(names)) == len(names)):
             raise CvexportError(f"checkpoint {path} records class_names {str(names)[:120]}, not a list of distinct "
                                 "non-empty names; re-train it with 'cvexport train'")
-        if side is not None and (rule := input_side_rule(self.name, side)) is not None:
+        if side is not None and (rule := self.input_side_rule(side)) is not None:
             raise CvexportError(f"checkpoint {path} records input_size {side!r}, not a side {rule} for "
                                 f"{self.name}; re-train it with 'cvexport train'")
         if tuple(names) == self.class_names and side in (None, self.input_size[0]) and dataset is None:
@@ -182,6 +188,12 @@ def _build_tinyssd():
     return _make_tinyssd(len(DETECTION_CLASSES), 256)
 
 
+def _ssd_recipe():
+    from cvexport.models import ssd_training
+
+    return ssd_training
+
+
 register_model(
     ModelSpec(
         name="ssd",
@@ -191,12 +203,13 @@ register_model(
         class_names=DETECTION_CLASSES,
         weights="ssd.safetensors",
         build=_build_tinyssd,
-        metric="mAP@0.5",
-        trainer="cvexport.models.ssd_training",
-        # NMS IoU 0.35: best mean mAP over square and letterboxed views on a tuning split
-        # (benchmarks/nms_iou_sweep.py); 0.45 kept partial boxes beside whole ones.
-        defaults={"score_threshold": 0.25, "iou_threshold": 0.35, "max_detections": 100},
+        trainer=_ssd_recipe,
+        defaults=SSD_DEFAULTS,
         make=_make_tinyssd,
+        # TinySSD halves the input six times before its last stage (64 at least), and its anchors
+        # assume sides that halve evenly.
+        min_side=64,
+        side_multiple=32,
     )
 )
 
@@ -227,6 +240,18 @@ def _build_fcn():
     return _make_fcn(len(SEG_CLASSES))
 
 
+def _classifier_recipe():
+    from cvexport.models import classifier_training
+
+    return classifier_training
+
+
+def _fcn_recipe():
+    from cvexport.models import fcn_training
+
+    return fcn_training
+
+
 def _register_resnet_models() -> None:
     # Class lists and sizes come from the data modules, which import only numpy and Pillow.
     from cvexport.models import classification_data, segmentation_data
@@ -241,8 +266,7 @@ def _register_resnet_models() -> None:
             class_names=classification_data.TARGET_CLASSES,
             weights="classifier.safetensors",
             build=_build_classifier,
-            metric="top-1",
-            trainer="cvexport.models.classifier_training",
+            trainer=_classifier_recipe,
             make=_make_classifier,
         )
     )
@@ -256,9 +280,9 @@ def _register_resnet_models() -> None:
             class_names=segmentation_data.SEG_CLASSES,
             weights="fcn.safetensors",
             build=_build_fcn,
-            metric="mIoU",
-            trainer="cvexport.models.fcn_training",
+            trainer=_fcn_recipe,
             make=_make_fcn,
+            side_multiple=32,  # the FCN's stride
         )
     )
 
@@ -270,6 +294,12 @@ def _build_style_net():
     from cvexport.models.style_net import build_style_net
 
     return build_style_net().eval()
+
+
+def _style_recipe():
+    from cvexport.models import style_training
+
+    return style_training
 
 
 # models.style_net.STYLE_INPUT_SIZE, written out so listing models does not import torch
@@ -286,7 +316,6 @@ register_model(
         class_names=(),
         weights="style.safetensors",
         build=_build_style_net,
-        metric="style loss",
-        trainer="cvexport.models.style_training",
+        trainer=_style_recipe,
     )
 )

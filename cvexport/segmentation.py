@@ -14,11 +14,9 @@ import numpy as np
 
 from cvexport.compare import Parity, shapes_differ
 from cvexport.metrics import Metric
+from cvexport.palette import MASK_PALETTE as PALETTE
 from cvexport.task_base import EVERY_PRECISION_AND_UINT8, Task, register_task
 
-# Background black, then distinct colours per class (colorized masks and overlays).
-PALETTE = np.array([(0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-                    (70, 240, 240), (240, 50, 230)], dtype=np.uint8)
 OVERLAY_ALPHA = 0.5
 
 

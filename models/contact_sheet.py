@@ -12,6 +12,9 @@ from typing import Sequence
 
 import numpy as np
 
+from cvexport.models.dataset_reading import VOID
+from cvexport.palette import BOX_PALETTE, MASK_PALETTE
+
 FILE_NAME = "contact_sheet.png"
 MIN_CELL = 160  # small inputs (the 64-px classifier) are enlarged so labels stay readable
 GAP = 4
@@ -40,13 +43,11 @@ def detection_cell(image: np.ndarray, boxes: np.ndarray, labels: Sequence[int], 
     their class names."""
     from PIL import ImageDraw
 
-    from cvexport.detection import PALETTE
-
     picture = _enlarged(image)
     draw = ImageDraw.Draw(picture)
     scale = np.array([picture.width, picture.height, picture.width, picture.height])
     for box, label in zip(np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * scale, labels):
-        color = PALETTE[int(label) % len(PALETTE)]
+        color = BOX_PALETTE[int(label) % len(BOX_PALETTE)]
         draw.rectangle(tuple(float(v) for v in box), outline=color, width=2)
         _label(draw, (float(box[0]), float(box[1])), class_names[int(label)], color)
     return picture
@@ -55,11 +56,8 @@ def detection_cell(image: np.ndarray, boxes: np.ndarray, labels: Sequence[int], 
 def segmentation_cell(image: np.ndarray, mask: np.ndarray):
     """``image`` and its class-id mask (ndarray[H, W]) in the segmentation palette side by side
     (background black, VOC's void pixels white): on textured objects a blended overlay would hide the mask."""
-    from cvexport.models.user_datasets import VOID
-    from cvexport.segmentation import PALETTE
-
     mask = np.asarray(mask)
-    colors = PALETTE[mask % len(PALETTE)]
+    colors = MASK_PALETTE[mask % len(MASK_PALETTE)]
     colors[mask == VOID] = 255  # unlabelled, not a class: the palette would give it a class's colour
     return _enlarged(np.concatenate([image, np.full((image.shape[0], 2, 3), 255, np.uint8), colors], axis=1))
 

@@ -7,7 +7,9 @@ classifier's ``fc`` (Xavier-uniform, as the course does) and the FCN's final 1x1
 transposed conv (bilinear again: its shape follows the class count). The start is, in order:
 ``--scratch`` (random weights: the baseline fine-tuning should beat), a torchvision ImageNet
 ResNet-18 (``--pretrained FILE`` or the torch hub cache; classifier and FCN), else the shipped
-weights. The run says which it used and the checkpoint records it.
+weights. The run says which it used and the checkpoint records it. What differs by task (the
+network and its head, batches, loss, val metric, contact-sheet cells, default recipe) are the
+task's hooks (:mod:`cvexport.models.training_tasks`); this module is the run around them.
 
 Samples are fitted to the network input by the runtime's letterbox, so the model learns on what
 it will be given; training pictures are flipped left-right at random (``augment``). The loop is
@@ -38,11 +40,12 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cvexport.errors import CvexportError, counted
-from cvexport.models.user_datasets import VOID, UserDataset
+from cvexport.models.training_tasks.base import FineTuning
+from cvexport.models.training_tasks.registry import fine_tuning
+from cvexport.models.user_datasets import UserDataset
 
 HEAD_LR_SCALE = 10.0  # the new head learns 10x faster than the kept layers (d2l)
 DEFAULT_THREADS = 1  # see the module docstring
@@ -52,26 +55,6 @@ DATASET_FILES = "dataset_files"  # run.json: {file: sha256 prefix} of the data, 
 CONTACT_CELLS = 16  # training samples on the run's contact sheet
 CACHE_BYTES = 512 << 20  # fitted train samples are kept in memory up to this size
 STARTS = ("shipped", "imagenet", "scratch")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Default optimizer settings of one model's fine-tuning (SGD with momentum 0.9)."""
-
-    batch_size: int
-    lr: float  # base rate of the kept layers; the head gets HEAD_LR_SCALE x
-    weight_decay: float
-    warmup_steps: int
-    epochs: int
-
-
-RECIPES = {
-    # The rates of the shipped recipes' fine-tuning phases (classifier, FCN) and of the SSD's
-    # later phases, which continue training from trained weights.
-    "ssd": Recipe(batch_size=16, lr=0.01, weight_decay=5e-4, warmup_steps=20, epochs=10),
-    "classifier": Recipe(batch_size=32, lr=0.01, weight_decay=1e-3, warmup_steps=20, epochs=10),
-    "fcn": Recipe(batch_size=16, lr=0.01, weight_decay=1e-3, warmup_steps=30, epochs=10),
-}
 
 
 @dataclass
@@ -84,20 +67,9 @@ class Start:
 
 
 # ------------------------------------------------------------------------------ models
-def _shipped_tensors(spec) -> dict[str, Tensor]:
-    from cvexport.checkpoint import load_checkpoint
-
-    tensors, _ = load_checkpoint(spec.weights_path())
-    return {key: value.float() if value.is_floating_point() else value for key, value in tensors.items()}
-
-
-def _load_kept(model: nn.Module, tensors: dict[str, Tensor], head: tuple[str, ...], what: str) -> None:
-    """Load every tensor but the head's into ``model``; anything else that does not fit is a bug."""
-    kept = {key: value for key, value in tensors.items() if not key.startswith(head)}
-    missing, unexpected = model.load_state_dict(kept, strict=False)
-    missing = [key for key in missing if not key.startswith(head)]
-    if missing or unexpected:
-        raise RuntimeError(f"{what} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+def hooks_of(spec) -> FineTuning:
+    """The fine-tuning hooks of ``spec``'s task; a model whose task has none is one line."""
+    return fine_tuning(spec.task, f"--data applies to the ssd, classifier and fcn models, not '{spec.name}'")
 
 
 def build_start(spec, num_classes: int, input_side: int, start: str, pretrained=None) -> tuple[nn.Module, list, Start]:
@@ -107,42 +79,7 @@ def build_start(spec, num_classes: int, input_side: int, start: str, pretrained=
     from cvexport.digest import sha256_file
 
     shipped = {"file": spec.weights, "sha256": sha256_file(spec.weights_path())}
-    if spec.name == "ssd":
-        from cvexport.models.tinyssd import TinySSD
-
-        model = TinySSD(num_classes=num_classes, input_size=input_side)
-        if start == "shipped":
-            # The box predictors are class-agnostic and stay; the class predictors are the head.
-            _load_kept(model, _shipped_tensors(spec), ("cls_predictors.",), spec.weights)
-        head = [p for name, p in model.named_parameters() if name.startswith("cls_predictors.")]
-    elif spec.name == "classifier":
-        from cvexport.models.classifier import build_classifier, fine_tune_model
-
-        body = build_classifier(len(spec.class_names))
-        if start == "shipped":
-            body.load_state_dict(_shipped_tensors(spec))
-        elif start == "imagenet":
-            from cvexport.pretrained import resnet18_weights
-
-            _load_kept(body, resnet18_weights(pretrained), ("fc.",), str(pretrained.path))
-        model = fine_tune_model(body, num_classes)  # every layer kept but fc, Xavier-initialized
-        head = list(model.fc.parameters())
-    elif spec.name == "fcn":
-        from torchvision.models import resnet18
-
-        from cvexport.models.fcn import FCNResNet18
-
-        backbone = resnet18(weights=None)
-        if start == "imagenet":
-            from cvexport.pretrained import resnet18_weights
-
-            _load_kept(backbone, resnet18_weights(pretrained), ("fc.",), str(pretrained.path))
-        model = FCNResNet18(num_classes, backbone)  # new 1x1 conv, transposed conv bilinear again
-        if start == "shipped":
-            _load_kept(model, _shipped_tensors(spec), ("classifier.", "upsample."), spec.weights)
-        head = list(model.classifier.parameters()) + list(model.upsample.parameters())
-    else:
-        raise CvexportError(f"--data applies to the ssd, classifier and fcn models, not '{spec.name}'")
+    model, head = hooks_of(spec).network(spec, num_classes, input_side, start, pretrained)
     head_ids = {id(p) for p in head}
     body_params = [p for p in model.parameters() if id(p) not in head_ids]
     groups = [{"params": body_params}, {"params": head, "lr_scale": HEAD_LR_SCALE}]
@@ -168,7 +105,7 @@ def choose_start(spec, scratch: bool, pretrained_file: str | None) -> tuple[str,
         raise CvexportError("--scratch and --pretrained exclude each other: --scratch starts from random weights")
     if scratch:
         return "scratch", None
-    if spec.name not in ("classifier", "fcn"):
+    if not hooks_of(spec).imagenet_start:
         if pretrained_file:
             raise CvexportError(f"--pretrained applies to the classifier and fcn models (a ResNet-18); "
                                 f"'{spec.name}' starts from its shipped weights")
@@ -199,64 +136,21 @@ class FittedSamples:
         return sample
 
 
-def _flip(sample, task: str):
-    """``sample`` mirrored left-right (boxes and masks with it)."""
-    from dataclasses import replace
-
-    image = np.ascontiguousarray(sample.image[:, ::-1])
-    if task == "detection":
-        boxes = sample.boxes.copy()
-        boxes[:, [0, 2]] = 1.0 - sample.boxes[:, [2, 0]]
-        return replace(sample, image=image, boxes=boxes)
-    if task == "segmentation":
-        return replace(sample, image=image, mask=np.ascontiguousarray(sample.mask[:, ::-1]))
-    return replace(sample, image=image)
-
-
-def batch_maker(samples: FittedSamples, task: str, model: nn.Module, seed: int, augment: bool) -> Callable:
+def batch_maker(samples: FittedSamples, hooks: FineTuning, model: nn.Module, seed: int, augment: bool) -> Callable:
     """``make_batch(indices)`` for :func:`fit`: the task's tensors of those train samples, each
     flipped with probability 1/2 when ``augment`` (drawn from the batch's indices, so a resumed
     run sees the same batches and an image gets a new draw each epoch)."""
-    from cvexport.models.ssd_training import images_to_tensor, label_anchors
+    from cvexport.models.ssd_training import images_to_tensor
 
     def make_batch(indices: np.ndarray) -> dict[str, Tensor]:
         chosen = [samples[int(i)] for i in indices]
         if augment:
             flips = np.random.default_rng([seed, *(int(i) for i in indices)]).random(len(chosen)) < 0.5
-            chosen = [_flip(s, task) if flip else s for s, flip in zip(chosen, flips)]
+            chosen = [hooks.flip(s) if flip else s for s, flip in zip(chosen, flips)]
         images = images_to_tensor([s.image for s in chosen]).contiguous(memory_format=torch.channels_last)
-        if task == "detection":
-            targets = [label_anchors(model.anchors, torch.from_numpy(s.boxes), torch.from_numpy(s.labels))
-                       for s in chosen]
-            return {"images": images, "cls_target": torch.stack([t[0] for t in targets]),
-                    "offset_target": torch.stack([t[1] for t in targets]),
-                    "positive": torch.stack([t[2] for t in targets])}
-        if task == "classification":
-            return {"images": images, "labels": torch.tensor([s.label for s in chosen], dtype=torch.long)}
-        return {"images": images, "masks": torch.from_numpy(np.stack([s.mask for s in chosen])).long()}
+        return hooks.batch(chosen, images, model)
 
     return make_batch
-
-
-def segmentation_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-    """Per-pixel cross-entropy; VOC's void pixels (VOID) count neither in the loss nor in the accuracy."""
-    logits = model(batch["images"])
-    masks = batch["masks"]
-    valid = masks != VOID
-    accuracy = ((logits.detach().argmax(1) == masks) & valid).sum() / valid.sum().clamp(min=1)
-    return F.cross_entropy(logits, masks, ignore_index=VOID), {"pix_acc": float(accuracy)}
-
-
-def loss_function(task: str) -> Callable:
-    if task == "detection":
-        from cvexport.models.ssd_training import multibox_loss
-
-        return multibox_loss
-    if task == "classification":
-        from cvexport.models.classifier_training import classification_loss
-
-        return classification_loss
-    return segmentation_loss
 
 
 class Throughput:
@@ -294,23 +188,14 @@ def write_contact_sheet(run_dir: Path, samples: FittedSamples) -> Path:
     """``run_dir/contact_sheet.png``: CONTACT_CELLS training samples as the network gets them
     (letterboxed, not flipped) with their boxes, masks or class names drawn, spread evenly over
     the split (an ImageFolder split is sorted by class: its first samples would show one class)."""
-    from cvexport.models.contact_sheet import (FILE_NAME, classification_cell, detection_cell, save_contact_sheet,
-                                               segmentation_cell)
+    from cvexport.models.contact_sheet import FILE_NAME, save_contact_sheet
 
     dataset = samples.dataset
     count = len(dataset.splits[samples.split])
     indices = sorted(set(np.linspace(0, count - 1, min(CONTACT_CELLS, count)).round().astype(int).tolist()))
-    names = dataset.class_names
-    cells = []
-    for index in indices:
-        sample = samples[index]  # through the cache: the run reads them again for free
-        if dataset.task == "detection":
-            cells.append(detection_cell(sample.image, sample.boxes, sample.labels, names))
-        elif dataset.task == "classification":
-            cells.append(classification_cell(sample.image, names[sample.label]))
-        else:
-            cells.append(segmentation_cell(sample.image, sample.mask))
-    return save_contact_sheet(run_dir / FILE_NAME, cells, columns=8 if dataset.task == "classification" else 4)
+    # through the cache: the run reads them again for free
+    cells = [dataset.hooks.contact_cell(samples[index], dataset.class_names) for index in indices]
+    return save_contact_sheet(run_dir / FILE_NAME, cells, columns=dataset.hooks.contact_columns)
 
 
 # ---------------------------------------------------------------------------- evaluate
@@ -324,46 +209,16 @@ def evaluate(model: nn.Module, dataset: UserDataset, size: int, count: int | Non
     from cvexport.models.ssd_training import images_to_tensor
 
     model.eval()
+    hooks = dataset.hooks
     total = min(count or len(dataset.splits["val"]), len(dataset.splits["val"]))
     predictions: list[Any] = []
     for start in range(0, total, batch_size):
         fitted = [dataset.fitted("val", i, size) for i in range(start, min(total, start + batch_size))]
         outputs = model(images_to_tensor([sample.image for sample, _ in fitted]))
-        if dataset.task == "detection":
-            from cvexport.metrics import ImageDetections
-            from cvexport.models.ssd_training import EVAL_NMS
-            from cvexport.ops.detection import postprocess
-
-            out = postprocess(outputs[0], outputs[1], model.anchors, EVAL_NMS)
-            for b, (_, box_map) in enumerate(fitted):
-                n = int(out["num_detections"][b, 0])
-                predictions.append(ImageDetections(
-                    boxes=box_map.boxes_to_original(out["detection_boxes"][b, :n].numpy(), size, size),
-                    classes=out["detection_classes"][b, :n].numpy(), scores=out["detection_scores"][b, :n].numpy()))
-        elif dataset.task == "classification":
-            predictions += [int(c) for c in outputs.argmax(1)]
-        else:
-            labels = outputs.argmax(1).numpy().astype(np.uint8)
-            predictions += [box_map.map_to_original(label_map, labels=True)
-                            for label_map, (_, box_map) in zip(labels, fitted)]
+        predictions += hooks.predictions(model, outputs, fitted, size)
     truths = dataset.truths("val", total)
     predictions, truths = dataset.metric_inputs(predictions, truths)
-    names = dataset.class_names
-    if dataset.task == "detection":
-        from cvexport.metrics import detection_map
-
-        scores = detection_map(predictions, truths, names)
-        # The boxes it is measured on: on a few, mAP moves in large steps (one box of four is 0.25).
-        return {"val_map50": scores["map50"], "val_map": scores["map"], "val_images": total,
-                "val_boxes": sum(len(truth.boxes) for truth in truths)}
-    if dataset.task == "classification":
-        from cvexport.metrics import top1_accuracy
-
-        return {"val_top1": top1_accuracy(predictions, truths, len(names)), "val_images": total}
-    from cvexport.metrics import segmentation_scores
-
-    scores = segmentation_scores(predictions, truths, len(names))
-    return {"val_miou": scores["miou"], "val_pixel_acc": scores["pixel_acc"], "val_images": total}
+    return hooks.scores(predictions, truths, dataset.class_names, total)
 
 
 # --------------------------------------------------------------------------------- run
@@ -471,7 +326,8 @@ def finetune(spec, dataset: UserDataset, run_dir: str | Path, out: str | Path, *
     from cvexport.checkpoint import save_checkpoint
     from cvexport.models.training import TrainConfig, fit, seed_everything
 
-    recipe = RECIPES[spec.name]
+    hooks = hooks_of(spec)
+    recipe = hooks.recipe
     side = int(input_size or spec.input_size[0])
     check_input_size(spec, side)
     train_count = len(dataset.splits["train"])
@@ -498,7 +354,7 @@ def finetune(spec, dataset: UserDataset, run_dir: str | Path, out: str | Path, *
             f"{threads} thread{'s' if threads > 1 else ''}")
         samples = FittedSamples(dataset, "train", side)
         log(f"contact sheet of the training data as the network gets it: {write_contact_sheet(run_dir, samples)}")
-        meter = Throughput(batch_maker(samples, dataset.task, model, seed, augment), loss_function(dataset.task))
+        meter = Throughput(batch_maker(samples, hooks, model, seed, augment), hooks.loss())
         record = fit(model, meter.make_batch, meter.loss, config, run_dir, param_groups=groups, resume=resume)
         seconds = time.perf_counter() - meter.began if meter.began is not None else 0.0
         throughput = {"steps": meter.steps, "seconds": round(seconds, 1), "threads": threads,
@@ -518,7 +374,7 @@ def finetune(spec, dataset: UserDataset, run_dir: str | Path, out: str | Path, *
         metrics = {k: v for k, v in record.items() if k.startswith("val_")}
         meta = {
             "model": spec.name,
-            "architecture": type(model).__name__ if spec.name != "classifier" else "resnet18",
+            "architecture": hooks.architecture(model),
             "class_names": list(dataset.class_names),
             "input_size": side,
             "mean": list(spec.mean),
@@ -538,9 +394,7 @@ def finetune(spec, dataset: UserDataset, run_dir: str | Path, out: str | Path, *
 
 
 def check_input_size(spec, side: int) -> None:
-    """--input-size must be a side the network takes (``registry.input_side_rule``)."""
-    from cvexport.registry import input_side_rule
-
-    rule = input_side_rule(spec.name, side)
+    """--input-size must be a side the network takes (:meth:`ModelSpec.input_side_rule`)."""
+    rule = spec.input_side_rule(side)
     if rule is not None:
         raise CvexportError(f"--input-size {side} does not fit {spec.name}: use a side {rule}")

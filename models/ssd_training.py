@@ -25,10 +25,10 @@ from cvexport.metrics import ImageDetections, detection_map
 from cvexport.models.camera_frames import content_box, metric_suffix, phase_data, samples_of_kind
 from cvexport.models.detection_data import CLASS_NAMES, fit_to_input, make_frame, make_sample
 from cvexport.models.tinyssd import INPUT_SIZE, TinySSD
-from cvexport.detection import remove_small_boxes
+from cvexport.models.tinyssd_defaults import BUNDLE_DEFAULTS  # the NMS settings bundles are built with
 from cvexport.ops.boxes import assign_anchors, encode_offsets
+from cvexport.ops.box_filters import remove_small_boxes
 from cvexport.ops.detection import NmsConfig, postprocess
-from cvexport.registry import get_spec
 from cvexport.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_float_nchw
 
 UINT8_FRAMES = {"dtype": "uint8", "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
@@ -36,7 +36,6 @@ UINT8_FRAMES = {"dtype": "uint8", "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
 NEGATIVE_RATIO = 3
 MIN_NEGATIVES = 16
 VAL_SIZE = 256
-BUNDLE_DEFAULTS = get_spec("ssd").defaults  # the NMS settings bundles are built with
 # mAP is measured at a low score threshold, as COCO evaluation expects ranked detections, and
 # at the NMS IoU threshold the bundles use (chosen by benchmarks/nms_iou_sweep.py).
 EVAL_NMS = NmsConfig(score_threshold=0.01, iou_threshold=BUNDLE_DEFAULTS["iou_threshold"], max_detections=100)

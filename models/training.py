@@ -174,10 +174,9 @@ def fit(
 def train_model(spec, run_dir: str | Path, out: str | Path, *, epochs: int | None = None,
                 max_steps: int | None = None, val_images: int | None = None, resume: bool = True) -> dict[str, Any]:
     """Run a registered model's training recipe and write its deployable weights to ``out``."""
-    import importlib
     import shutil
 
-    recipe = importlib.import_module(spec.trainer)
+    recipe = spec.trainer()
     phases = recipe.default_config()
     for phase in phases:  # overrides apply to every phase (smoke runs, shorter recipes)
         if epochs is not None:

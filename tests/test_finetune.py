@@ -20,8 +20,8 @@ from cvexport.checkpoint import load_checkpoint, read_metadata
 from cvexport.cli import main
 from cvexport.errors import CvexportError
 from cvexport.models import dataset_writers
+from cvexport.models.dataset_reading import VOID
 from cvexport.models.finetune import HEAD_LR_SCALE, build_start
-from cvexport.models.user_datasets import VOID
 from cvexport.registry import get_spec
 
 

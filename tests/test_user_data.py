@@ -17,7 +17,8 @@ from cli_helpers import one_line_stderr
 from cvexport.cli import main
 from cvexport.errors import CvexportError
 from cvexport.models import dataset_writers
-from cvexport.models.user_datasets import VOID, open_dataset
+from cvexport.models.dataset_reading import VOID
+from cvexport.models.user_datasets import open_dataset
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ from dataset_helpers import MODEL_OF, TASK_OF, copier
 from cli_helpers import one_line_stderr
 from cvexport.cli import main
 from cvexport.models import dataset_writers
-from cvexport.models.user_datasets import VOID, open_dataset
+from cvexport.models.dataset_reading import VOID
+from cvexport.models.user_datasets import open_dataset
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +118,7 @@ def _truncate(path: Path, keep: float = 0.6) -> None:
 
 
 def test_a_truncated_jpeg_passes_its_header_but_not_the_decode(tiny, tmp_path):
-    from cvexport.models.user_datasets import decode_problem
+    from cvexport.models.dataset_reading import decode_problem
 
     path = tmp_path / "cut.jpg"
     shutil.copy(next((tiny["coco"] / "images" / "train").glob("*.jpg")), path)

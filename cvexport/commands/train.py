@@ -50,28 +50,30 @@ _FINE_TUNING_FLAGS = (("pretrained", "--pretrained"), ("scratch", "--scratch"), 
 
 def run(args) -> int:
     from cvexport.atomic import check_file_target
+    from cvexport.models.training_tasks.registry import training_task
     from cvexport.registry import get_spec
 
     spec = get_spec(args.model)
+    hooks = training_task(spec.task)
     given = [flag for name, flag in _FINE_TUNING_FLAGS if getattr(args, name) not in (None, False)]
     given += [] if args.augment else ["--no-augment"]
     if args.data is None and given:
         verb = "apply" if len(given) > 1 else "applies"
         raise CvexportError(f"{', '.join(given)} {verb} to fine-tuning on your data: add --data DIR")
-    if args.vgg_weights and spec.task != "style":
+    if args.vgg_weights and not hooks.uses_vgg_features:
         raise CvexportError(f"--vgg-weights applies to the style model; '{spec.name}' is a {spec.task} model")
     run_dir = Path(args.run_dir or Path("runs") / spec.name)
     if run_dir.exists() and not run_dir.is_dir():
         raise CvexportError(f"--run-dir {run_dir} is a file, where the run's directory is expected; choose another path")
     out = check_file_target(args.out if args.out else run_dir / f"{spec.name}.safetensors", "--out")
     if args.data is not None:
-        return _train_on_data(args, spec, run_dir, out)
+        return _train_on_data(args, spec, hooks, run_dir, out)
     from cvexport.models.training import train_model
 
     from cvexport.models.vgg_features import RANDOM_VGG, using_vgg_weights
 
-    vgg = vgg_weights(args.vgg_weights) if spec.task == "style" else None
-    if spec.task == "style":
+    vgg = vgg_weights(args.vgg_weights) if hooks.uses_vgg_features else None
+    if hooks.uses_vgg_features:
         print(f"VGG-19 features: {vgg.describe() if vgg else RANDOM_VGG}", flush=True)
     # The style network's loss builds its VGG-19 features within the block; its checkpoint records which.
     with using_vgg_weights(vgg):
@@ -82,15 +84,14 @@ def run(args) -> int:
     return 0
 
 
-def _train_on_data(args, spec, run_dir: Path, out: Path) -> int:
+def _train_on_data(args, spec, hooks, run_dir: Path, out: Path) -> int:
     """``train MODEL --data DIR``: everything checked (flags, start file, the whole dataset)
     before the run directory is touched."""
     from cvexport.models.finetune import check_input_size, choose_start, finetune
     from cvexport.models.user_datasets import open_dataset
 
-    if spec.task == "style":
-        raise CvexportError("--data applies to the ssd, classifier and fcn models; the style model takes its "
-                            "style image with 'cvexport build style --style IMAGE'")
+    if hooks.data_refusal is not None:
+        raise CvexportError(hooks.data_refusal)
     if args.input_size is not None:
         check_input_size(spec, args.input_size)
     if args.lr is not None and not 0 < args.lr < 10:
