@@ -43,7 +43,7 @@ from typing import Any, Callable
 import numpy as np
 
 from cvexport.errors import CvexportError
-from cvexport.stream.sinks import JsonlWriter, VideoWriter, pick_picture
+from cvexport.stream.sinks import JsonlWriter, VideoWriter
 from cvexport.stream.sources import Reader, SourceError, SourceEvents, SourceSpec
 from cvexport.stream.stats import STAGES, SourceStats
 
@@ -453,7 +453,7 @@ class Pipeline:
                 encode_s = None
                 if src.video is not None:
                     rgb = item.rgb if item.rgb is not None else raw.video.to_ndarray(format="rgb24")
-                    src.video.write(pick_picture(task.render(rgb, prediction)), self._video_seconds(src, raw))
+                    src.video.write(task.video_picture(rgb, prediction), self._video_seconds(src, raw))
                     encode_s = time.perf_counter() - post_done
                 done = time.perf_counter()
                 latencies = {
