@@ -114,7 +114,6 @@ def stage_costs(video: Path, bundle: Path, frames: int = 60) -> dict:
     from cvexport.images import letterbox
     from cvexport.preprocess import to_network_input
     from cvexport.runtime.predictor import Predictor
-    from cvexport.stream.sinks import pick_picture
     from cvexport.stream.synthetic import new_encoder_stream
 
     predictor = Predictor(str(bundle), threads=1)
@@ -151,7 +150,7 @@ def stage_costs(video: Path, bundle: Path, frames: int = 60) -> dict:
         prediction = predictor.finish_one(outputs, Prepared({contract["name"]: tensor}, box_map))
         predictor.task.record(prediction)
         t6 = time.perf_counter()
-        picture = np.asarray(pick_picture(predictor.task.render(rgb, prediction)))
+        picture = np.asarray(predictor.task.video_picture(rgb, prediction))
         t7 = time.perf_counter()
         out = av.VideoFrame.from_ndarray(picture, format="rgb24")
         sink.mux(stream.encode(out))

@@ -12,11 +12,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from cvexport.annotators import ClassBarAnnotator
 from cvexport.compare import Parity, shapes_differ
 from cvexport.metrics import Metric
+from cvexport.results import Classification
 from cvexport.task_base import EVERY_PRECISION_AND_UINT8, Task, register_task
 
-TOP_K = 5
 PARITY_IMAGES = 32  # 99.5 % agreement needs more than a handful of images to mean anything
 
 
@@ -127,39 +128,22 @@ class ClassificationTask(Task):
         return ClassificationParity(TOLERANCES[precision])
 
     # ------------------------------------------------------------------------- results
-    def to_predictions(self, outputs: dict[str, np.ndarray], letterboxes: Sequence, class_names: Sequence[str],
-                       input_width: int, input_height: int) -> list[dict[str, Any]]:
-        """Per image {"class_id", "class_name", "score", "top": [the TOP_K best as {"class_id", "class_name", "score"}]}."""
-        results = []
-        for probabilities in np.asarray(outputs["probabilities"])[: len(letterboxes)]:
-            order = np.argsort(-probabilities, kind="stable")[:TOP_K]
-            top = [{"class_id": int(c), "class_name": class_names[int(c)], "score": round(float(probabilities[c]), 6)}
-                   for c in order]
-            results.append({**top[0], "top": top})
-        return results
+    pictures = {"annotated": ClassBarAnnotator()}
 
-    def metrics(self, predictions: list[dict[str, Any]], truths: list[int], bundle) -> dict[str, float]:
+    def to_predictions(self, outputs: dict[str, np.ndarray], letterboxes: Sequence, class_names: Sequence[str],
+                       input_width: int, input_height: int) -> list[Classification]:
+        """Per image, its Classification: the class probabilities (top-k derived from them)."""
+        # A copy: a runner may reuse its output buffers for the next batch.
+        probabilities = np.array(outputs["probabilities"][: len(letterboxes)])
+        return [Classification(row, tuple(class_names)) for row in probabilities]
+
+    def metrics(self, predictions: list[Classification], truths: list[int], bundle) -> dict[str, float]:
         from cvexport.metrics import top1_accuracy
 
-        return {"top1": top1_accuracy([p["class_id"] for p in predictions], truths, len(bundle.class_names))}
+        return {"top1": top1_accuracy([p.class_id for p in predictions], truths, len(bundle.class_names))}
 
-    def record(self, prediction: dict[str, Any], class_names: Sequence[str] = ()) -> dict[str, Any]:
-        """The JSON entry of one image's prediction (the names are already in the prediction)."""
-        return {"classification": prediction}
-
-    def describe_prediction(self, prediction: dict[str, Any], class_names=None) -> str:
+    def describe_prediction(self, prediction: Classification) -> str:
         """The top class and the runners-up (the names are already in the prediction)."""
-        runners_up = ", ".join(f"{t['class_name']} {t['score']:.3f}" for t in prediction["top"][1:3])
-        return f"{prediction['class_name']} {prediction['score']:.3f}" + (f" (then {runners_up})" if runners_up else "")
-
-    def render(self, image: np.ndarray, prediction: dict[str, Any]) -> dict[str, Any]:
-        """The image with its top class and score written across the top."""
-        from PIL import Image, ImageDraw
-
-        canvas = Image.fromarray(image)
-        draw = ImageDraw.Draw(canvas)
-        label = f"{prediction['class_name']} {prediction['score']:.2f}"
-        box = draw.textbbox((0, 0), label)
-        draw.rectangle((0, 0, box[2] + 6, box[3] + 6), fill=(0, 0, 0))
-        draw.text((3, 2), label, fill=(255, 255, 255))
-        return {"annotated": canvas}
+        (_, name, score), *others = prediction.top()
+        runners_up = ", ".join(f"{n} {s:.3f}" for _, n, s in others[:2])
+        return f"{name} {score:.3f}" + (f" (then {runners_up})" if runners_up else "")

@@ -10,7 +10,8 @@
   the reference filled; a pre-NMS candidate cap such as EfficientNMS_TRT's can). A detection
   only one run gives, scoring within the precision's rounding of the other run's cut (the score
   threshold, or the lowest score of a full output), is a boundary flip: counted and set aside.
-- ``to_predictions`` / ``render``: typed detections in pixels of each original image.
+- ``to_predictions``: ``cvexport.results.Detections`` in pixels of each original image;
+  ``pictures``: boxes and labels drawn by ``cvexport.annotators.BoxAnnotator``.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from cvexport.annotators import BoxAnnotator
 from cvexport.argtypes import positive_int
 from cvexport.compare import FAILURES_SHOWN, Parity
 from cvexport.errors import CvexportError
 from cvexport.metrics import Metric
 from cvexport.ops.box_filters import remove_small_boxes
-from cvexport.palette import BOX_PALETTE as PALETTE
+from cvexport.results import Detections
 from cvexport.task_base import Task, TaskOption, register_task
 
 NMS_FLAVORS = ("onnx", "efficient")
@@ -257,16 +259,16 @@ def _match_image(parity: DetectionParity, tolerance: DetectionTolerance, ref: tu
     return np.flatnonzero(~ref_used), np.flatnonzero(~test_used)
 
 
-def predictions_as_outputs(detections: Sequence[dict[str, Any]], slots: int = 100) -> dict[str, np.ndarray]:
+def predictions_as_outputs(detections: Detections, slots: int = 100) -> dict[str, np.ndarray]:
     """One image's detections as ``to_predictions`` gives them (boxes in pixels) -> the output
     contract of a batch of one, so results users get can be compared with ``DetectionParity``."""
-    out = {"num_detections": np.array([[len(detections)]], np.int32),
+    count = len(detections)
+    out = {"num_detections": np.array([[count]], np.int32),
            "detection_boxes": np.zeros((1, slots, 4), np.float32), "detection_scores": np.zeros((1, slots), np.float32),
            "detection_classes": np.zeros((1, slots), np.int32)}
-    for i, d in enumerate(detections):
-        out["detection_boxes"][0, i] = d["box"]
-        out["detection_scores"][0, i] = d["score"]
-        out["detection_classes"][0, i] = d["class_id"]
+    out["detection_boxes"][0, :count] = detections.xyxy
+    out["detection_scores"][0, :count] = detections.scores
+    out["detection_classes"][0, :count] = detections.class_ids
     return out
 
 
@@ -353,24 +355,6 @@ def parity_frames(spec, count: int = 8) -> list[np.ndarray]:
     crowded = sorted(samples, key=lambda s: -len(s.boxes))[:1]
     rest = [s for s in samples if all(s is not e for e in empty + crowded)]
     return [s.image for s in (empty + crowded + rest)[:count]]
-
-
-def annotate(image: np.ndarray, detections: list[dict[str, Any]]):
-    """A PIL image with each detection's box, class name and score drawn on it."""
-    from PIL import Image, ImageDraw
-
-    canvas = Image.fromarray(image)
-    draw = ImageDraw.Draw(canvas)
-    for det in detections:
-        color = PALETTE[det["class_id"] % len(PALETTE)]
-        x1, y1, x2, y2 = det["box"]
-        draw.rectangle((x1, y1, x2, y2), outline=color, width=max(2, round(min(canvas.size) / 200)))
-        label = f"{det['class_name']} {det['score']:.2f}"
-        text_box = draw.textbbox((x1, y1), label)
-        top = max(0, y1 - (text_box[3] - text_box[1]) - 4)
-        draw.rectangle((x1, top, x1 + text_box[2] - text_box[0] + 4, top + text_box[3] - text_box[1] + 4), fill=color)
-        draw.text((x1 + 2, top + 1), label, fill=(255, 255, 255))
-    return canvas
 
 
 @register_task
@@ -503,9 +487,11 @@ class DetectionTask(Task):
         return DetectionParity(TOLERANCES[precision], score_threshold=threshold)
 
     # ------------------------------------------------------------------------- results
+    pictures = {"annotated": BoxAnnotator()}
+
     def to_predictions(self, outputs: dict[str, np.ndarray], letterboxes: Sequence, class_names: Sequence[str],
-                       input_width: int, input_height: int) -> list[list[dict[str, Any]]]:
-        """Per image, a list of {"box": [x1, y1, x2, y2] pixels of the original, "class_id", "class_name", "score"}.
+                       input_width: int, input_height: int) -> list[Detections]:
+        """Per image, its Detections: boxes in pixels of the original, at the precision records write.
 
         A box narrower or lower than one pixel once mapped back to the original is dropped: it
         lay on the letterbox padding and shows nothing of the picture (``remove_small_boxes``).
@@ -515,12 +501,8 @@ class DetectionTask(Task):
             boxes, scores, classes = valid_detections(outputs, index)
             pixels = box_map.boxes_to_original(boxes, input_width, input_height)
             keep = remove_small_boxes(pixels)
-            pixels, scores, classes = pixels[keep], scores[keep], classes[keep]
-            results.append([
-                {"box": [round(float(v), 2) for v in box], "class_id": int(c), "class_name": class_names[int(c)],
-                 "score": round(float(s), 5)}
-                for box, s, c in zip(pixels, scores, classes)
-            ])
+            # Rounded as the records show them, so metrics and parity score what users get.
+            results.append(Detections(pixels[keep], scores[keep], classes[keep], tuple(class_names)).rounded())
         return results
 
     def metric_note(self, manifest: dict[str, Any]) -> str | None:
@@ -529,29 +511,15 @@ class DetectionTask(Task):
                 "(what it outputs); it is lower than at the 0.01 threshold training evaluation uses, so compare it "
                 "only with the torch row here")
 
-    def metrics(self, predictions: list[list[dict[str, Any]]], truths: list[Any], bundle) -> dict[str, float]:
+    def metrics(self, predictions: list[Detections], truths: list[Any], bundle) -> dict[str, float]:
         """COCO mAP@0.5 and mAP@0.5:0.95 of ``to_predictions`` output against ``val_samples`` truth."""
         from cvexport.metrics import ImageDetections, detection_map
 
-        detections = [
-            ImageDetections(
-                boxes=np.asarray([d["box"] for d in dets], dtype=np.float64).reshape(-1, 4),
-                classes=np.asarray([d["class_id"] for d in dets], dtype=np.int64),
-                scores=np.asarray([d["score"] for d in dets], dtype=np.float64),
-            )
-            for dets in predictions
-        ]
+        detections = [ImageDetections(boxes=d.xyxy, classes=d.class_ids, scores=d.scores) for d in predictions]
         return detection_map(detections, truths, bundle.class_names)
 
-    def record(self, prediction: list[dict[str, Any]], class_names: Sequence[str] = ()) -> dict[str, Any]:
-        """The JSON entry of one image's prediction (the names are already in the prediction)."""
-        return {"detections": prediction}
-
-    def describe_prediction(self, prediction: list[dict[str, Any]], class_names=None) -> str:
+    def describe_prediction(self, prediction: Detections) -> str:
         """One line per detection (the names are already in the prediction)."""
-        return f"{len(prediction)} detections" + "".join(
-            f"\n  {d['class_name']:<10} {d['score']:.3f}  box {d['box']}" for d in prediction)
-
-    def render(self, image: np.ndarray, prediction: list[dict[str, Any]]) -> dict[str, Any]:
-        """Pictures to write for one image: suffix -> PIL image."""
-        return {"annotated": annotate(image, prediction)}
+        entries = prediction.to_record()["detections"]
+        return f"{len(entries)} detections" + "".join(
+            f"\n  {d['class_name']:<10} {d['score']:.3f}  box {d['box']}" for d in entries)

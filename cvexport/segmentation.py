@@ -12,12 +12,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from cvexport.annotators import ColorMaskAnnotator, MaskOverlayAnnotator
 from cvexport.compare import Parity, shapes_differ
 from cvexport.metrics import Metric
-from cvexport.palette import MASK_PALETTE as PALETTE
+from cvexport.results import LabelMap
 from cvexport.task_base import EVERY_PRECISION_AND_UINT8, Task, register_task
-
-OVERLAY_ALPHA = 0.5
 
 
 
@@ -67,11 +66,6 @@ class SegmentationParity(Parity):
 
     def summary(self) -> str:
         return f"{self.agreement:.4%} of {self.pixels} pixels agree over {self.images} images{self.nothing_compared()}"
-
-
-def colorize(labels: np.ndarray) -> np.ndarray:
-    """labels (ndarray[H, W] class ids) -> uint8 RGB (H, W, 3) in PALETTE colours."""
-    return PALETTE[np.asarray(labels) % len(PALETTE)]
 
 
 @register_task
@@ -126,41 +120,26 @@ class SegmentationTask(Task):
         return SegmentationParity(TOLERANCES[precision])
 
     # ------------------------------------------------------------------------- results
+    pictures = {"mask": ColorMaskAnnotator(), "overlay": MaskOverlayAnnotator()}
+    video_suffix = "overlay"
+
     def to_predictions(self, outputs: dict[str, np.ndarray], letterboxes: Sequence, class_names: Sequence[str],
-                       input_width: int, input_height: int) -> list[np.ndarray]:
-        """Per image, its label map (ndarray[H, W] uint8, H x W of the original image)."""
+                       input_width: int, input_height: int) -> list[LabelMap]:
+        """Per image, its LabelMap (labels ndarray[H, W] uint8, H x W of the original image)."""
         labels = np.asarray(outputs["labels"])
-        return [box_map.map_to_original(labels[i].astype(np.uint8), labels=True) for i, box_map in enumerate(letterboxes)]
+        return [LabelMap(box_map.map_to_original(labels[i].astype(np.uint8), labels=True), tuple(class_names))
+                for i, box_map in enumerate(letterboxes)]
 
     def metric_note(self, manifest: dict[str, Any]) -> str | None:
         return "mIoU is the macro mean over every class, background included (torchmetrics)"
 
-    def metrics(self, predictions: list[np.ndarray], truths: list[np.ndarray], bundle) -> dict[str, float]:
+    def metrics(self, predictions: list[LabelMap], truths: list[np.ndarray], bundle) -> dict[str, float]:
+        """mIoU and pixel accuracy; ``predictions`` may also be plain label arrays (a dataset's
+        ``metric_inputs`` leaves out its void pixels)."""
         from cvexport.metrics import segmentation_scores
 
-        return segmentation_scores(predictions, truths, len(bundle.class_names))
+        return segmentation_scores([np.asarray(p) for p in predictions], truths, len(bundle.class_names))
 
-    def record(self, prediction: np.ndarray, class_names: Sequence[str] = ()) -> dict[str, Any]:
-        """Fraction of the image's pixels per class present, keyed by class name (``class N``
-        where the bundle names none); the masks themselves go to PNGs."""
-        ids, counts = np.unique(prediction, return_counts=True)
-        return {"class_pixel_fraction": {_class_name(class_names, int(i)): round(float(c) / prediction.size, 6)
-                                         for i, c in zip(ids, counts)}}
-
-    def describe_prediction(self, prediction: np.ndarray, class_names=None) -> str:
+    def describe_prediction(self, prediction: LabelMap) -> str:
         """Share of the picture per class present, by the bundle's class names where given."""
-        fractions = self.record(prediction, class_names or ())["class_pixel_fraction"]
-        return ", ".join(f"{name}: {f:.1%}" for name, f in fractions.items())
-
-    def render(self, image: np.ndarray, prediction: np.ndarray) -> dict[str, Any]:
-        """The colorized mask, and the image with the mask blended over the objects."""
-        from PIL import Image
-
-        mask = colorize(prediction)
-        objects = (prediction > 0)[..., None]
-        blended = np.where(objects, (1 - OVERLAY_ALPHA) * image + OVERLAY_ALPHA * mask, image)
-        return {"mask": Image.fromarray(mask), "overlay": Image.fromarray(blended.round().astype(np.uint8))}
-
-
-def _class_name(class_names: Sequence[str], index: int) -> str:
-    return class_names[index] if index < len(class_names) else f"class {index}"
+        return ", ".join(f"{name}: {f:.1%}" for name, f in prediction.class_fractions().items())

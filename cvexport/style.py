@@ -16,9 +16,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from cvexport.annotators import StylizedAnnotator
 from cvexport.compare import Parity, shapes_differ
 from cvexport.errors import CvexportError
 from cvexport.metrics import Metric
+from cvexport.results import StylizedImage
 from cvexport.task_base import EVERY_PRECISION_AND_UINT8, Task, TaskOption, register_task
 
 # ------------------------------------------------------------------------- parity
@@ -212,17 +214,20 @@ class StyleTask(Task):
         return ImageParity(TOLERANCES[precision])
 
     # ------------------------------------------------------------------------- results
+    pictures = {"stylized": StylizedAnnotator()}
+    video_suffix = "stylized"
+
     def to_predictions(self, outputs: dict[str, np.ndarray], letterboxes: Sequence, class_names: Sequence[str],
-                       input_width: int, input_height: int) -> list[np.ndarray]:
+                       input_width: int, input_height: int) -> list[StylizedImage]:
         """Per image, the stylized picture (uint8 (H, W, 3)) at the original image's size."""
         images = (np.asarray(outputs["stylized"]).transpose(0, 2, 3, 1) * 255.0).round().clip(0, 255).astype(np.uint8)
-        return [box_map.map_to_original(images[i]) for i, box_map in enumerate(letterboxes)]
+        return [StylizedImage(box_map.map_to_original(images[i])) for i, box_map in enumerate(letterboxes)]
 
     def metric_note(self, manifest: dict[str, Any]) -> str | None:
         return ("losses use the VGG-19 features training used (lower is better); a row fails when one is worse than "
                 "torch's by more than --max-drop percent")
 
-    def metrics(self, predictions: list[np.ndarray], truths: list[np.ndarray], bundle) -> dict[str, float]:
+    def metrics(self, predictions: list[StylizedImage], truths: list[np.ndarray], bundle) -> dict[str, float]:
         """Mean style loss (against the style image) and content loss (against each input)."""
         import torch
 
@@ -232,16 +237,12 @@ class StyleTask(Task):
         style, content = [], []
         with torch.no_grad():
             for output, source in zip(predictions, truths):
-                x = uint8_to_tensor(output)
+                x = uint8_to_tensor(output.image)
                 style.append(float(loss.style_only(x)))
                 targets = loss.content_targets(uint8_to_tensor(source))
                 content.append(float(sum(content_loss(f, t) for f, t in zip(loss.features(x, CONTENT_LAYERS), targets))))
         return {"style_loss": float(np.mean(style)), "content_loss": float(np.mean(content))}
 
-    def describe_prediction(self, prediction: np.ndarray, class_names=None) -> str:
-        return f"stylized {prediction.shape[1]}x{prediction.shape[0]}"
-
-    def render(self, image: np.ndarray, prediction: np.ndarray) -> dict[str, Any]:
-        from PIL import Image
-
-        return {"stylized": Image.fromarray(prediction)}
+    def describe_prediction(self, prediction: StylizedImage) -> str:
+        height, width = prediction.image.shape[:2]
+        return f"stylized {width}x{height}"

@@ -16,7 +16,9 @@ from cvexport.errors import CvexportError
 
 if TYPE_CHECKING:
     import onnx
+    from PIL.Image import Image
 
+    from cvexport.annotators import Annotator
     from cvexport.compare import Parity
     from cvexport.export.precision import Int8Options
 
@@ -158,9 +160,14 @@ class Task:
         raise NotImplementedError
 
     # ------------------------------------------------------------------------- results
+    # The pictures ``render`` draws of one image's result: file suffix -> annotator
+    # (cvexport.annotators), and the suffix of the one a stream's video shows.
+    pictures: ClassVar[Mapping[str, Annotator]] = {}
+    video_suffix: ClassVar[str] = "annotated"
+
     def to_predictions(self, outputs: Mapping[str, np.ndarray], letterboxes: Sequence,
                        class_names: Sequence[str], input_width: int, input_height: int) -> list[Any]:
-        """Raw outputs of a batch -> one result per image, in each original image's pixels."""
+        """Raw outputs of a batch -> one result (cvexport.results) per image, in each original image's pixels."""
         raise NotImplementedError
 
     def metric_note(self, manifest: Mapping[str, Any]) -> str | None:
@@ -171,15 +178,20 @@ class Task:
         raise NotImplementedError
 
     def record(self, prediction: Any, class_names: Sequence[str] = ()) -> dict[str, Any]:
-        """The JSON entry of one image's result; classes by the bundle's ``class_names``."""
-        return {}
+        """The JSON entry of one image's result: its ``to_record()``, the one JSON form every
+        command writes. ``class_names`` is not read: a result carries the names it was made with."""
+        return prediction.to_record()
 
-    def describe_prediction(self, prediction: Any, class_names=None) -> str:
+    def describe_prediction(self, prediction: Any) -> str:
         raise NotImplementedError
 
-    def render(self, image: np.ndarray, prediction: Any) -> dict[str, Any]:
-        """Pictures to write for one image: suffix -> PIL image."""
-        return {}
+    def render(self, image: np.ndarray, prediction: Any) -> dict[str, Image]:
+        """Pictures to write for one image: suffix -> PIL image, one per annotator of ``pictures``."""
+        return {suffix: annotator.annotate(image, prediction) for suffix, annotator in self.pictures.items()}
+
+    def video_picture(self, image: np.ndarray, prediction: Any) -> Image:
+        """The picture of one frame's result that a stream's video shows (``video_suffix``)."""
+        return self.pictures[self.video_suffix].annotate(image, prediction)
 
 
 _TASKS: dict[str, Task] = {}

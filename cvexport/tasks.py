@@ -13,9 +13,11 @@ the task. ``Task`` holds the defaults; a subclass overrides what its task does d
   ``int8_cpu_graphs``, ``manifest_entries``, ``reference_outputs``.
 - Data of the model's own dataset: ``sample_images``, ``parity_frames``, ``val_samples``.
 - Parity: ``TOLERANCES`` per precision, ``new_parity(precision, manifest)`` (a ``cvexport.compare.Parity``).
-- Results: ``to_predictions`` (raw outputs -> results in each original image's pixels),
-  ``METRICS``, ``metric_note``, ``metrics`` (what ``verify`` reports), ``record``,
-  ``describe_prediction`` and ``render`` (what ``run`` and ``stream`` write and print).
+- Results: ``to_predictions`` (raw outputs -> one ``cvexport.results`` object per image, in
+  its original pixels), ``METRICS``, ``metric_note``, ``metrics`` (what ``verify`` reports),
+  ``record`` (the result's ``to_record()``), ``describe_prediction``, and ``pictures`` (suffix ->
+  ``cvexport.annotators`` annotator) drawn by ``render`` and ``video_picture`` (what ``run``
+  and ``stream`` write and print).
 
 Task modules import torch and the model code lazily, so listing tasks (the CLI builds its
 flags from them) stays cheap.

@@ -32,6 +32,7 @@ from cvexport.predict import (  # noqa: E402
     read_results,
 )
 from cvexport.errors import CvexportError  # noqa: E402
+from cvexport.results import LabelMap, StylizedImage  # noqa: E402
 from cvexport.runtime.predictor import Predictor  # noqa: E402
 
 VIDEO_FRAMES = 9
@@ -115,7 +116,8 @@ def _expected(bundle, media: Path, stride: int = 1) -> dict[tuple[str, int], dic
     for key, image, prediction in zip(keys, images, predictor.predict(images)):
         expected[key] = {"width": image.shape[1], "height": image.shape[0],
                          "result": json.loads(json.dumps(predictor.task.record(prediction, bundle.class_names))),
-                         "array": prediction if isinstance(prediction, np.ndarray) else None}
+                         # Label maps and stylized pictures are stored as arrays too, exactly.
+                         "array": np.asarray(prediction) if isinstance(prediction, (LabelMap, StylizedImage)) else None}
     return expected
 
 

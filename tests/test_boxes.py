@@ -323,8 +323,9 @@ def test_detection_results_leave_out_boxes_that_collapse_on_the_picture():
                "detection_scores": np.array([[0.9, 0.8, 0.7, 0.0]], np.float32),
                "detection_classes": np.array([[1, 0, 1, 0]], np.int32)}
     (results,) = DetectionTask().to_predictions(outputs, [box_map], ["a", "b"], 256, 256)
-    assert [(d["class_name"], d["score"]) for d in results] == [("a", 0.8), ("b", 0.7)]
-    assert all(d["box"][2] - d["box"][0] >= 1 and d["box"][3] - d["box"][1] >= 1 for d in results)
+    assert [(results.class_names[c], s) for c, s in zip(results.class_ids, results.scores)] == [("a", 0.8), ("b", 0.7)]
+    widths, heights = results.xyxy[:, 2] - results.xyxy[:, 0], results.xyxy[:, 3] - results.xyxy[:, 1]
+    assert len(results) == 2 and (widths >= 1).all() and (heights >= 1).all()
 
 
 # ------------------------------------------------------------------------------ TinySSD

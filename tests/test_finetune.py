@@ -203,10 +203,10 @@ def test_fine_tuning_writes_a_contact_sheet_of_the_users_samples(tiny_run):
 def test_contact_sheet_draws_the_users_boxes_and_masks(tmp_path, fmt):
     from PIL import Image
 
-    from cvexport.detection import PALETTE as BOX_COLORS
+    from cvexport.palette import BOX_PALETTE as BOX_COLORS
     from cvexport.models.finetune import FittedSamples, write_contact_sheet
     from cvexport.models.user_datasets import open_dataset
-    from cvexport.segmentation import PALETTE as MASK_COLORS
+    from cvexport.palette import MASK_PALETTE as MASK_COLORS
 
     root = dataset_writers.WRITERS[fmt](tmp_path / fmt, train=3, val=1, size=48)
     data = open_dataset("detection" if fmt == "coco" else "segmentation", root)

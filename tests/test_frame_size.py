@@ -71,9 +71,9 @@ def test_frame_bundle_results_agree_with_the_python_letterbox(build_bundle):
         got, expected = a.predict(frames), b.predict(frames)
     assert sum(len(d) for d in expected) >= 8
     for detections in got:
-        for d in detections:
-            x1, y1, x2, y2 = d["box"]
-            assert 0 <= x1 < x2 <= FRAME[0] and 0 <= y1 < y2 <= FRAME[1], d
+        for box in detections.xyxy:
+            x1, y1, x2, y2 = box
+            assert 0 <= x1 < x2 <= FRAME[0] and 0 <= y1 < y2 <= FRAME[1], box
     # Matched as sets by class at IoU >= 0.5, as INT8 parity does: same objects, boxes within the
     # resize difference.
     parity = get_task("detection").new_parity("int8")
@@ -89,7 +89,7 @@ def test_other_image_sizes_are_fitted_to_the_frame_first(build_bundle):
     np.testing.assert_array_equal(batch.feed["images"][0], letterbox(image, *FRAME)[0])
     with Predictor(bundle) as predictor:
         labels = predictor.predict(image)[0]
-    assert labels.shape == image.shape[:2]
+    assert labels.labels.shape == image.shape[:2]
 
 
 def test_frame_size_needs_uint8_input():

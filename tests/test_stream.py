@@ -70,7 +70,6 @@ def _task_part(line: dict) -> dict:
 def _assert_video_matches(video_path: Path, bundle, frames, predictions) -> None:
     """The mp4 holds one frame per processed frame, each the task's picture of that frame."""
     from cvexport.runtime.predictor import Predictor
-    from cvexport.stream.sinks import pick_picture
 
     decoded, info = decode_video(video_path)
     assert info["codec"] == "h264" and info["pix_fmt"] == "yuv420p"
@@ -78,7 +77,7 @@ def _assert_video_matches(video_path: Path, bundle, frames, predictions) -> None
     assert len(decoded) == len(frames)
     task = Predictor(bundle).task
     for got, frame, prediction in zip(decoded, frames, predictions):
-        want = np.asarray(pick_picture(task.render(frame, prediction)))
+        want = np.asarray(task.video_picture(frame, prediction))
         assert got.shape[:2] == (info["height"], info["width"])
         assert psnr(got[: want.shape[0], : want.shape[1]], want) > VIDEO_PSNR_DB
 

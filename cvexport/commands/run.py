@@ -82,8 +82,8 @@ def run(args) -> int:
             written[suffix] = name
         pictures += len(written)
         records.append({"image": str(path), "width": int(image.shape[1]), "height": int(image.shape[0]),
-                        **written, **task.record(prediction, predictor.bundle.class_names)})
-        print(f"{path}: {task.describe_prediction(prediction, predictor.bundle.class_names)}")
+                        **written, **task.record(prediction)})
+        print(f"{path}: {task.describe_prediction(prediction)}")
     payload = {"format": PREDICTIONS_FORMAT, "bundle": str(args.bundle), "backend": args.backend,
                "model": predictor.bundle.manifest["model"],
                "precision": predictor.bundle.precision,

@@ -31,9 +31,10 @@ def prediction_row(task, item: InputFile, frame: int, time_s: float | None, imag
     """One stored row: the task's JSON record, and the prediction itself where it is an array
     (a segmentation label map, a stylized picture) as .npy bytes, exact."""
     array = None
-    if isinstance(prediction, np.ndarray):
+    exact = prediction.exact_array()
+    if exact is not None:
         buffer = io.BytesIO()
-        np.save(buffer, prediction, allow_pickle=False)
+        np.save(buffer, exact, allow_pickle=False)
         array = buffer.getvalue()
     return {"input": item.path, "frame": int(frame), "kind": item.kind, "time_s": time_s,
             "width": int(image.shape[1]), "height": int(image.shape[0]),

@@ -46,7 +46,7 @@ import numpy as np
 
 from cvexport.errors import CvexportError
 from cvexport.runtime.preparers import EXACT, PREPARERS
-from cvexport.stream.sinks import JsonlWriter, VideoWriter, pick_picture
+from cvexport.stream.sinks import JsonlWriter, VideoWriter
 from cvexport.stream.sources import Reader, SourceError, SourceEvents, SourceSpec
 from cvexport.stream.stats import STAGES, SourceStats
 
@@ -434,7 +434,7 @@ class Pipeline:
                 encode_s = None
                 if src.video is not None:
                     rgb = item.rgb if item.rgb is not None else raw.video.to_ndarray(format="rgb24")
-                    src.video.write(pick_picture(task.render(rgb, prediction)), self._video_seconds(src, raw))
+                    src.video.write(task.video_picture(rgb, prediction), self._video_seconds(src, raw))
                     encode_s = time.perf_counter() - post_done
                 done = time.perf_counter()
                 latencies = {

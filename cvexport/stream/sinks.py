@@ -29,9 +29,6 @@ import numpy as np
 
 from cvexport.errors import CvexportError
 
-# Task pictures, in the order the mp4 prefers them: boxes or a label drawn on the frame, the
-# mask blended over it (segmentation), the stylized frame.
-VIDEO_PICTURES = ("annotated", "overlay", "stylized")
 VIDEO_TIME_BASE = Fraction(1, 1000)  # frame times in ms: live sources drop frames, so the rate varies
 
 
@@ -63,16 +60,8 @@ class JsonlWriter:
             self.file.close()
 
 
-def pick_picture(pictures: dict):
-    """The one picture of a task's ``render`` output that goes into the video."""
-    for key in VIDEO_PICTURES:
-        if key in pictures:
-            return pictures[key]
-    return next(iter(pictures.values()))
-
-
 class VideoWriter:
-    """Annotated frames -> H.264 yuv420p in a fragmented mp4 (see the module docstring).
+    """Annotated frames (each the task's ``video_picture``) -> H.264 yuv420p in a fragmented mp4 (see the module docstring).
 
     The size is fixed by the first frame, rounded up to even numbers (yuv420p needs them) by
     repeating the last row / column, so pixel coordinates in the JSONL stay those of the video.

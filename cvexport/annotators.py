@@ -1,0 +1,115 @@
+"""Pictures of results: small annotator objects, each with one ``annotate(scene, result)``.
+
+As supervision's annotators: an annotator draws one kind of result (:mod:`cvexport.results`)
+one way, and the caller composes them. A task names its pictures as a mapping of file suffix
+to annotator (``Task.pictures``); ``Task.render`` draws them all (``run``), and
+``Task.video_picture`` the one a stream's video shows.
+
+``scene`` is the original image (uint8 RGB ndarray[H, W, 3], or a PIL image); every annotator
+returns a new PIL image and leaves the scene as it was. Pillow is imported where drawing
+happens, so importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from cvexport.palette import BOX_PALETTE, MASK_PALETTE
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from cvexport.results import Classification, Detections, LabelMap, StylizedImage
+
+OVERLAY_ALPHA = 0.5  # share of the mask colour where it is blended over an object
+
+
+class Annotator(Protocol):
+    def annotate(self, scene: Any, result: Any) -> Image: ...
+
+
+def _scene_array(scene: Any) -> np.ndarray:
+    """The scene as a uint8 RGB array (a PIL image or an array)."""
+    return np.asarray(scene)
+
+
+def colorize(labels: Any) -> np.ndarray:
+    """labels (ndarray[H, W] class ids, or a LabelMap) -> uint8 RGB ndarray[H, W, 3] in MASK_PALETTE colours."""
+    return MASK_PALETTE[np.asarray(labels) % len(MASK_PALETTE)]
+
+
+class BoxAnnotator:
+    """Each detection's box in its class colour, and above it a label of its class name and score."""
+
+    def __init__(self, palette: tuple[tuple[int, int, int], ...] = BOX_PALETTE):
+        self.palette = palette
+
+    def annotate(self, scene: Any, detections: Detections) -> Image:
+        from PIL import Image, ImageDraw
+
+        canvas = Image.fromarray(_scene_array(scene))
+        draw = ImageDraw.Draw(canvas)
+        width = max(2, round(min(canvas.size) / 200))  # lines stay visible on large pictures
+        for box, score, class_id in zip(detections.xyxy, detections.scores, detections.class_ids):
+            color = self.palette[int(class_id) % len(self.palette)]
+            x1, y1, x2, y2 = (float(v) for v in box)
+            draw.rectangle((x1, y1, x2, y2), outline=color, width=width)
+            label = f"{detections.class_names[int(class_id)]} {float(score):.2f}"
+            text_box = draw.textbbox((x1, y1), label)
+            top = max(0, y1 - (text_box[3] - text_box[1]) - 4)  # above the box, inside the picture
+            draw.rectangle((x1, top, x1 + text_box[2] - text_box[0] + 4, top + text_box[3] - text_box[1] + 4),
+                           fill=color)
+            draw.text((x1 + 2, top + 1), label, fill=(255, 255, 255))
+        return canvas
+
+
+class ClassBarAnnotator:
+    """The top class and its score, white on a black bar in the top left corner."""
+
+    def annotate(self, scene: Any, classification: Classification) -> Image:
+        from PIL import Image, ImageDraw
+
+        canvas = Image.fromarray(_scene_array(scene))
+        draw = ImageDraw.Draw(canvas)
+        _, name, score = classification.top()[0]
+        label = f"{name} {score:.2f}"
+        box = draw.textbbox((0, 0), label)
+        draw.rectangle((0, 0, box[2] + 6, box[3] + 6), fill=(0, 0, 0))
+        draw.text((3, 2), label, fill=(255, 255, 255))
+        return canvas
+
+
+class ColorMaskAnnotator:
+    """The label map alone in palette colours (the scene only sets nothing: the map has its size)."""
+
+    def annotate(self, scene: Any, label_map: LabelMap) -> Image:
+        from PIL import Image
+
+        return Image.fromarray(colorize(label_map))
+
+
+class MaskOverlayAnnotator:
+    """The scene with the palette colour of each object pixel blended over it (``alpha`` of the
+    colour); background pixels (class 0) stay as they are."""
+
+    def __init__(self, alpha: float = OVERLAY_ALPHA):
+        self.alpha = alpha
+
+    def annotate(self, scene: Any, label_map: LabelMap) -> Image:
+        from PIL import Image
+
+        image, labels = _scene_array(scene), np.asarray(label_map)
+        objects = (labels > 0)[..., None]
+        blended = np.where(objects, (1 - self.alpha) * image + self.alpha * colorize(labels), image)
+        return Image.fromarray(blended.round().astype(np.uint8))
+
+
+class StylizedAnnotator:
+    """The stylized picture itself: it replaces the scene."""
+
+    def annotate(self, scene: Any, stylized: StylizedImage) -> Image:
+        from PIL import Image
+
+        return Image.fromarray(np.asarray(stylized))
