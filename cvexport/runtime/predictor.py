@@ -12,7 +12,7 @@ import numpy as np
 from cvexport.bundle import Bundle, load_bundle
 from cvexport.errors import CvexportError
 from cvexport.images import Letterbox, as_rgb_array, letterbox, letterbox_map
-from cvexport.preprocess import network_size, to_network_input
+from cvexport.preprocess import to_network_input
 from cvexport.runtime import create_runner
 from cvexport.tasks import get_task
 
@@ -29,15 +29,15 @@ def prepare_batch(bundle: Bundle, images: Sequence[np.ndarray]) -> PreparedBatch
     """uint8 RGB images -> the bundle's network input: letterbox to its size, then its input
     contract (float NCHW normalized, or uint8 NHWC). The one preprocessing of every caller."""
     contract = bundle.input
-    width, height = contract["width"], contract["height"]
-    if not contract.get("letterbox"):
+    width, height = contract.width, contract.height
+    if contract.letterbox is None:
         fitted = [letterbox(image, width, height) for image in images]
     else:
         # The graph letterboxes frames of its camera size itself (build --frame-size): those go in
         # untouched; other images are first fitted to that size here, and both fits are undone.
-        in_graph = letterbox_map(width, height, *network_size(contract))
+        in_graph = letterbox_map(width, height, *contract.network_size)
         fitted = [_fit_to_frame(image, width, height, in_graph) for image in images]
-    return PreparedBatch({contract["name"]: to_network_input([f[0] for f in fitted], contract)},
+    return PreparedBatch({contract.name: to_network_input([f[0] for f in fitted], contract)},
                          [f[1] for f in fitted])
 
 
@@ -52,7 +52,7 @@ def _fit_to_frame(image: np.ndarray, width: int, height: int, in_graph: Letterbo
 
 def finish_batch(task, bundle: Bundle, outputs: dict[str, np.ndarray], batch: PreparedBatch) -> list[Any]:
     """Raw outputs of ``batch`` -> the task's result per image, in each original image's pixels."""
-    return task.to_predictions(outputs, batch.letterboxes, bundle.class_names, *network_size(bundle.input))
+    return task.to_predictions(outputs, batch.letterboxes, bundle.class_names, *bundle.input.network_size)
 
 
 class Predictor:

@@ -182,10 +182,10 @@ class Pipeline:
         self.inference_ends = 0.0  # when the running inference should end (perf_counter); 0: idle
         self.started_at = 0.0
         contract = predictor.bundle.input
-        self.input_name, self.net_w, self.net_h = contract["name"], int(contract["width"]), int(contract["height"])
+        self.input_name, self.net_w, self.net_h = contract.name, int(contract.width), int(contract.height)
         self.max_batch = max(1, int(predictor.bundle.max_batch))
-        outputs = predictor.bundle.manifest.get("outputs", [])
-        self.batched_outputs = {o["name"] for o in outputs if o.get("shape") and o["shape"][0] == "batch"}
+        outputs = predictor.bundle.manifest.outputs
+        self.batched_outputs = {o.name for o in outputs if o.shape and o.shape[0] == "batch"}
         for src in sources:
             newest_wins = src.live or options.realtime
             src.inbox = Inbox(2, newest_wins)
@@ -271,7 +271,7 @@ class Pipeline:
     # ------------------------------------------------------------------ preparer
     def _prepare_one(self, raw) -> Prepared:
         from cvexport.images import LETTERBOX_FILL, letterbox_fit, letterbox_map
-        from cvexport.preprocess import network_size, to_network_input
+        from cvexport.preprocess import to_network_input
 
         start = time.perf_counter()
         if raw.rgb is not None or self.options.preprocess == "exact":
@@ -288,10 +288,10 @@ class Pipeline:
         contract = self.predictor.bundle.input
         tensor = to_network_input([canvas], contract)
         box_map = letterbox_map(raw.width, raw.height, self.net_w, self.net_h)
-        if contract.get("letterbox"):
+        if contract.letterbox is not None:
             # A --frame-size graph letterboxes the frame to the network size itself: its results
             # come back in network pixels, undone by both fits in turn (as prepare_batch does).
-            box_map = box_map.then(letterbox_map(self.net_w, self.net_h, *network_size(contract)))
+            box_map = box_map.then(letterbox_map(self.net_w, self.net_h, *contract.network_size))
         return Prepared(raw, None, tensor, box_map, start, time.perf_counter())
 
     def _note_frame_size(self, src: StreamSource, raw) -> None:
