@@ -95,7 +95,6 @@ def test_no_manifest_dict_reads_outside_the_bundle_layer():
     outside = {path: lines for path, lines in found.items() if path not in TEMPORARY_DICT_READERS}
     assert outside == {}, f"read the typed Manifest (cvexport.manifest) instead: {outside}"
     # An exception that no longer reads the dict leaves the list (until the list is empty).
-    assert set(found) == TEMPORARY_DICT_READERS & set(found)
     assert TEMPORARY_DICT_READERS <= set(found), \
         f"no dict reads left in {sorted(TEMPORARY_DICT_READERS - set(found))}: drop them from the list"
 
