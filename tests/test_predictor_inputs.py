@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from cvexport.errors import CvexportError
+from cvexport.manifest import InputContract
 from cvexport.runtime.predictor import Predictor
 
 NET = 32
@@ -42,8 +43,9 @@ class _EchoTask:
 
 def _predictor(max_batch: int = 3) -> Predictor:
     predictor = Predictor.__new__(Predictor)
-    predictor.bundle = SimpleNamespace(input={"name": "input", "width": NET, "height": NET, "dtype": "uint8"},
-                                       max_batch=max_batch, class_names=["thing"], task="fake")
+    contract = InputContract(name="input", dtype="uint8", layout="NHWC", height=NET, width=NET, max_batch=max_batch,
+                             mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    predictor.bundle = SimpleNamespace(input=contract, max_batch=max_batch, class_names=["thing"], task="fake")
     predictor.backend = "fake"
     predictor.runner = _RecordingRunner()
     predictor.task = _EchoTask()
