@@ -75,11 +75,11 @@ def bundle_info(bundle: Bundle) -> dict[str, Any]:
     contract = bundle.input
     return {
         "path": str(bundle.path),
-        "model": bundle.manifest["model"],
+        "model": bundle.manifest.model,
         "task": bundle.task,
         "precision": bundle.precision,
         **get_task(bundle.task).options_from_manifest(bundle.manifest),
-        "input": {k: contract[k] for k in ("name", "dtype", "layout", "height", "width")},
+        "input": {k: getattr(contract, k) for k in ("name", "dtype", "layout", "height", "width")},
         "max_batch": bundle.max_batch,
     }
 
@@ -175,7 +175,7 @@ def run_benchmark(bundle: Bundle | str, backends: Sequence[str] = ("ort",), batc
     machine = machine_info(threads)
     load = machine["load_average"]
     busy = bool(load) and load[0] >= machine["cores_available"]
-    images = bench_images(get_spec(bundle.manifest["model"]), max(2 * batch, len(IMAGE_SIZES)))
+    images = bench_images(get_spec(bundle.manifest.model), max(2 * batch, len(IMAGE_SIZES)))
     record: dict[str, Any] = {
         "format": BENCH_FORMAT,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -240,11 +240,11 @@ def fp32_graph(bundle: Bundle, warn: Callable[[str], None] = stderr_warning):
     # As the build made it: the weights' own spec (fine-tuned weights bring their classes and size).
     spec = bundle_spec(bundle)
     task = get_task(spec.task)
-    letterboxed = bundle.input.get("letterbox")
+    letterboxed = bundle.input.letterbox is not None
     options = BuildOptions(
         model=spec.name, precision="fp32", max_batch=bundle.max_batch,
-        input_format="uint8" if bundle.input["dtype"] == "uint8" else "float",
-        frame_size=(int(bundle.input["width"]), int(bundle.input["height"])) if letterboxed else None,
+        input_format="uint8" if bundle.input.dtype == "uint8" else "float",
+        frame_size=(int(bundle.input.width), int(bundle.input.height)) if letterboxed else None,
         task_options=task.options_from_manifest(bundle.manifest),
     )
     model = spec.load_model(bundle.verify_file("weights"))
@@ -287,7 +287,7 @@ def _compare_with_fp32(bundle: Bundle, task, images: list[np.ndarray], batch: in
     ort = record["results"]["ort"]
     comparison = int8_vs_fp32(latency_stats(samples["inference"])["p50"], ort["latency_ms"]["inference"]["p50"], cpu)
     comparison["int8_graph"] = ort.get("graph")
-    comparison["fp32_graph"] = f"exported from {bundle.manifest['weights']['file']} at fp32 for this comparison"
+    comparison["fp32_graph"] = f"exported from {bundle.manifest.weights.file} at fp32 for this comparison"
     comparison["statement"] = int8_statement(comparison)
     return comparison
 

@@ -2,7 +2,8 @@
 
     model.onnx          the graph, weights inside, post-processing inside
     weights.safetensors the PyTorch weights it was exported from (for --backend torch)
-    manifest.json       contracts, thresholds, precision, hashes, versions
+    manifest.json       contracts, thresholds, precision, hashes, versions (read and written
+                        as the typed :class:`cvexport.manifest.Manifest`)
     parity.json         the build's parity report
 
 Loading checks the manifest against its schema and against the graphs it describes
@@ -16,10 +17,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cvexport.digest import sha256_file
 from cvexport.errors import CvexportError
+from cvexport.manifest import InputContract, Manifest, write_manifest  # noqa: F401 (write_manifest: for build)
 from cvexport.manifest_schema import check_graphs, check_manifest, rebuild_hint
 
 BUNDLE_FORMAT = "cvexport-bundle/1"
@@ -33,47 +34,51 @@ REQUIRED_KEYS = ("format", "model", "task", "onnx", "input", "outputs", "precisi
 @dataclass(frozen=True)
 class Bundle:
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def onnx_path(self) -> Path:
-        return self.path / self.manifest["onnx"]["file"]
+        return self.path / self.manifest.onnx.file
 
     @property
     def weights_path(self) -> Path:
-        if "weights" not in self.manifest:
-            raise CvexportError(f"bundle {self.path} records no weights file; {rebuild_hint(self.manifest)}")
-        return self.path / self.manifest["weights"]["file"]
+        if self.manifest.weights is None:
+            raise CvexportError(f"bundle {self.path} records no weights file; {self.rebuild_hint()}")
+        return self.path / self.manifest.weights.file
 
     @property
-    def input(self) -> dict[str, Any]:
-        return self.manifest["input"]
+    def input(self) -> InputContract:
+        return self.manifest.input
 
     @property
     def max_batch(self) -> int:
-        return int(self.manifest["input"]["max_batch"])
+        return int(self.manifest.input.max_batch)
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.manifest.get("class_names", []))
+        return list(self.manifest.class_names)
 
     @property
     def task(self) -> str:
-        return self.manifest["task"]
+        return self.manifest.task
 
     @property
     def precision(self) -> str:
-        return self.manifest["precision"]
+        return self.manifest.precision
+
+    def rebuild_hint(self) -> str:
+        """What to do about this bundle when it cannot serve: the build command that makes it again."""
+        return rebuild_hint(self.manifest.to_dict())
 
     def verify_file(self, key: str) -> Path:
         """Path of the file recorded under manifest[key], after checking it exists and its sha256."""
-        entry = self.manifest.get(key)
-        if not entry:
+        entry = self.manifest.file_entry(key)
+        if entry is None:
             raise CvexportError(f"bundle {self.path} records no {key} file; rebuild it with 'cvexport build'")
-        path = self.path / entry["file"]
+        path = self.path / entry.file
         if not path.is_file():
-            raise CvexportError(f"bundle {self.path} is missing {entry['file']}; rebuild it with 'cvexport build'")
-        if sha256_file(path) != entry["sha256"]:
+            raise CvexportError(f"bundle {self.path} is missing {entry.file}; rebuild it with 'cvexport build'")
+        if sha256_file(path) != entry.sha256:
             raise CvexportError(
                 f"{path} does not match the sha256 in {MANIFEST} (corrupt or replaced); rebuild the bundle"
             )
@@ -111,7 +116,7 @@ def load_bundle(path: str | Path) -> Bundle:
                             f"every one of {', '.join(REQUIRED_KEYS)}; {rebuild_hint(manifest)}")
     check_manifest(manifest, path)
     check_graphs(manifest, path)
-    return Bundle(path=path, manifest=manifest)
+    return Bundle(path=path, manifest=Manifest.from_dict(manifest))
 
 
 def library_versions() -> dict[str, str]:

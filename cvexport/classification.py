@@ -14,9 +14,10 @@ import numpy as np
 
 from cvexport.annotators import ClassBarAnnotator
 from cvexport.compare import Parity, shapes_differ
+from cvexport.manifest import Manifest
 from cvexport.metrics import Metric
 from cvexport.results import Classification
-from cvexport.task_base import EVERY_PRECISION_AND_UINT8, Task, register_task
+from cvexport.task_base import EVERY_PRECISION_AND_UINT8, ContractOutput, Task, register_task
 
 PARITY_IMAGES = 32  # 99.5 % agreement needs more than a handful of images to mean anything
 
@@ -79,6 +80,8 @@ class ClassificationTask(Task):
 
     name = "classification"
     core_outputs = ("logits",)
+    outputs = (ContractOutput("probabilities", "float32", ("B", "C")),
+               ContractOutput("logits", "float32", ("B", "C"), required=False))
     TOLERANCES = TOLERANCES
     METRICS = (Metric("top1", "top-1"),)
     build_variants = EVERY_PRECISION_AND_UINT8
@@ -98,13 +101,13 @@ class ClassificationTask(Task):
     def manifest_entries(self, spec, options) -> dict[str, Any]:
         return {"probabilities": "softmax over class_names, computed in FP32 after the network"}
 
-    def reference_outputs(self, model, array: np.ndarray, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
+    def reference_outputs(self, model, array: np.ndarray, manifest: Manifest) -> dict[str, np.ndarray]:
         import torch
 
         from cvexport.preprocess import to_float_nchw
 
         with torch.no_grad():
-            logits = model(to_float_nchw(array, manifest["input"])).float()
+            logits = model(to_float_nchw(array, manifest.input)).float()
         return {"logits": logits.numpy(), "probabilities": torch.softmax(logits, dim=-1).numpy()}
 
     # ---------------------------------------------------------------------------- data
@@ -124,7 +127,7 @@ class ClassificationTask(Task):
         return [s.image for s in samples], [s.label for s in samples]
 
     # -------------------------------------------------------------------------- parity
-    def new_parity(self, precision: str, manifest: Mapping[str, Any] | None = None) -> ClassificationParity:
+    def new_parity(self, precision: str, manifest: Manifest | None = None) -> ClassificationParity:
         return ClassificationParity(TOLERANCES[precision])
 
     # ------------------------------------------------------------------------- results

@@ -26,9 +26,10 @@ from cvexport.argtypes import positive_int
 from cvexport.compare import FAILURES_SHOWN, Parity
 from cvexport.errors import CvexportError
 from cvexport.metrics import Metric
+from cvexport.manifest import Manifest
 from cvexport.ops.box_filters import remove_small_boxes
 from cvexport.results import Detections
-from cvexport.task_base import Task, TaskOption, register_task
+from cvexport.task_base import ContractOutput, Task, TaskOption, register_task
 
 NMS_FLAVORS = ("onnx", "efficient")
 
@@ -273,12 +274,12 @@ def predictions_as_outputs(detections: Detections, slots: int = 100) -> dict[str
 
 
 # --------------------------------------------------------------- NMS settings and sections
-def nms_config(manifest: Mapping[str, Any]):
+def nms_config(manifest: Manifest):
     """The NmsConfig a bundle was built with (its manifest's ``postprocess``)."""
     from cvexport.ops.detection import NmsConfig
 
-    post = manifest["postprocess"]
-    return NmsConfig(post["score_threshold"], post["iou_threshold"], post["max_detections"])
+    post = manifest.postprocess
+    return NmsConfig(post.score_threshold, post.iou_threshold, post.max_detections)
 
 
 def build_nms_config(spec, options):
@@ -370,6 +371,16 @@ class DetectionTask(Task):
         TaskOption("max_detections", "K, detections kept per image (default 100)", positive_int),
     )
     core_outputs = ("class_logits", "box_offsets")
+    outputs = (
+        ContractOutput("num_detections", "int32", ("B", 1)),
+        ContractOutput("detection_boxes", "float32", ("B", "K", 4)),
+        ContractOutput("detection_scores", "float32", ("B", "K")),
+        ContractOutput("detection_classes", "int32", ("B", "K")),
+    )
+    postprocess_nms_flavors = NMS_FLAVORS
+    # The class probabilities before NMS, background dropped: Tensor[B, anchors, C]
+    # (cvexport.export.sections.class_probabilities' default name).
+    class_scores_tensor = "scores"
     TOLERANCES = TOLERANCES
     METRICS = (Metric("map50", "mAP@0.5"), Metric("map", "mAP@0.5:0.95"))
     # Both NMS flavors at every precision; uint8 input (in-graph normalization) once per flavor, at fp32.
@@ -410,10 +421,11 @@ class DetectionTask(Task):
     def out_suffix(self, options) -> str:
         return "" if nms_flavor(options) == "onnx" else f"-{nms_flavor(options)}"
 
-    def options_from_manifest(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        post = manifest.get("postprocess", {})
-        return {key: post[key] for key in ("nms", "score_threshold", "iou_threshold", "max_detections")
-                if post.get(key) is not None}
+    def options_from_manifest(self, manifest: Manifest) -> dict[str, Any]:
+        post = manifest.postprocess
+        values = {} if post is None else {"nms": post.nms, "score_threshold": post.score_threshold,
+                                          "iou_threshold": post.iou_threshold, "max_detections": post.max_detections}
+        return {key: value for key, value in values.items() if value is not None}
 
     # ------------------------------------------------------------------------- export
     def export_graphs(self, model, spec, options, int8=None, warn: Callable[[str], None] = print) -> dict[str, Any]:
@@ -436,7 +448,7 @@ class DetectionTask(Task):
                             "iou_threshold": config.iou_threshold, "max_detections": config.max_detections},
         }
 
-    def reference_outputs(self, model, array: np.ndarray, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
+    def reference_outputs(self, model, array: np.ndarray, manifest: Manifest) -> dict[str, np.ndarray]:
         """The PyTorch fp32 answer for a network input in the bundle's input contract."""
         import torch
 
@@ -444,7 +456,7 @@ class DetectionTask(Task):
         from cvexport.preprocess import to_float_nchw
 
         with torch.no_grad():
-            cls_logits, box_offsets = model(to_float_nchw(array, manifest["input"]))
+            cls_logits, box_offsets = model(to_float_nchw(array, manifest.input))
             out = postprocess(cls_logits, box_offsets, model.anchors, nms_config(manifest))
         return {k: v.numpy() for k, v in out.items()}
 
@@ -482,8 +494,9 @@ class DetectionTask(Task):
         return [s.image for s in samples], truths
 
     # -------------------------------------------------------------------------- parity
-    def new_parity(self, precision: str, manifest: Mapping[str, Any] | None = None) -> DetectionParity:
-        threshold = (manifest or {}).get("postprocess", {}).get("score_threshold")
+    def new_parity(self, precision: str, manifest: Manifest | None = None) -> DetectionParity:
+        post = manifest.postprocess if manifest is not None else None
+        threshold = post.score_threshold if post is not None else None
         return DetectionParity(TOLERANCES[precision], score_threshold=threshold)
 
     # ------------------------------------------------------------------------- results
@@ -505,9 +518,9 @@ class DetectionTask(Task):
             results.append(Detections(pixels[keep], scores[keep], classes[keep], tuple(class_names)).rounded())
         return results
 
-    def metric_note(self, manifest: dict[str, Any]) -> str | None:
+    def metric_note(self, manifest: Manifest) -> str | None:
         """What a reader of the verify report must know about the metric."""
-        return (f"mAP is measured at the bundle's score threshold {manifest['postprocess']['score_threshold']} "
+        return (f"mAP is measured at the bundle's score threshold {manifest.postprocess.score_threshold} "
                 "(what it outputs); it is lower than at the 0.01 threshold training evaluation uses, so compare it "
                 "only with the torch row here")
 

@@ -7,6 +7,7 @@ none of those three imports another for it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Container
 
 
 @dataclass(frozen=True)
@@ -31,11 +32,12 @@ INT8_CPU_GRAPHS = (
 )
 
 
-def cpu_graph_for(manifest: dict, isa_class: str) -> str:
-    """The manifest entry ONNX Runtime's CPU provider runs on a CPU of ``isa_class``: the INT8
-    CPU graph made for it, else the TensorRT-ready ``onnx`` graph. A bundle made before the
-    per-CPU graphs has only the VNNI one; on other CPUs its results are off, so ``onnx`` then."""
+def cpu_graph_for(carried: Container[str], isa_class: str) -> str:
+    """The manifest entry ONNX Runtime's CPU provider runs on a CPU of ``isa_class``, given the
+    entries a bundle carries (``Manifest.cpu_graphs``): the INT8 CPU graph made for it, else the
+    TensorRT-ready ``onnx`` graph. A bundle made before the per-CPU graphs has only the VNNI one;
+    on other CPUs its results are off, so ``onnx`` then."""
     for graph in INT8_CPU_GRAPHS:
-        if graph.isa_class == isa_class and graph.key in manifest:
+        if graph.isa_class == isa_class and graph.key in carried:
             return graph.key
     return "onnx"

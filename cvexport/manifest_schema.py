@@ -32,38 +32,15 @@ from cvexport.errors import CvexportError
 from cvexport.int8_graphs import INT8_CPU_GRAPHS
 from cvexport.precisions import PRECISIONS
 
-# The enums, as cvexport.build, cvexport.detection and cvexport.tasks define them (a test keeps
-# them in step; importing those modules here would import torch on every load).
-NMS_FLAVORS = ("onnx", "efficient")
+# The enums, as cvexport.build defines them (a test keeps them in step; importing build here
+# would import torch on every load). What depends on the task (its outputs, classes, NMS
+# flavors) the task says: cvexport.task_base.Task.output_contract and friends.
 # input dtype -> the layout that dtype comes in (cvexport.build.input_contract, cvexport.preprocess)
 INPUT_LAYOUTS = {"float32": "NCHW", "uint8": "NHWC"}
 LAYOUTS = ("NCHW", "NHWC")
 CHANNELS = ("RGB",)
 OUTPUT_DTYPES = ("float32", "float16", "int32", "int64", "uint8", "int8", "bool")
 
-# The outputs each task's runtime reads: name -> (dtype, dims). A dim is an int, or a symbol:
-# "B" the batch (any), "K" postprocess.max_detections, "C" len(class_names), "H" / "W" the
-# input height / width. Symbols are checked against the graph (see check_graphs).
-TASK_OUTPUTS: dict[str, dict[str, tuple[str, tuple]]] = {
-    "detection": {
-        "num_detections": ("int32", ("B", 1)),
-        "detection_boxes": ("float32", ("B", "K", 4)),
-        "detection_scores": ("float32", ("B", "K")),
-        "detection_classes": ("int32", ("B", "K")),
-    },
-    "classification": {"probabilities": ("float32", ("B", "C"))},
-    "segmentation": {"labels": ("int32", ("B", "H", "W"))},
-    "style": {"stylized": ("float32", ("B", 3, "H", "W"))},
-}
-# Outputs a task may add; checked where present.
-OPTIONAL_OUTPUTS: dict[str, dict[str, tuple[str, tuple]]] = {
-    "classification": {"logits": ("float32", ("B", "C"))},
-    "segmentation": {"logits": ("float32", ("B", "C", "H", "W"))},
-}
-TASKS_WITHOUT_CLASSES = ("style",)
-# The detection graph's class probabilities, background dropped: Tensor[B, anchors, C], the
-# input of NMS (cvexport.export.sections.class_probabilities' default name).
-DETECTION_SCORES = "scores"
 EFFICIENT_NMS_OP = "EfficientNMS_TRT"
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
@@ -178,12 +155,12 @@ class _Checker:
 # ------------------------------------------------------------------------- the schema
 def check_manifest(manifest: dict[str, Any], where: Path) -> None:
     """The manifest on its own (format and top-level required keys are checked by the caller)."""
-    from cvexport.tasks import task_names
+    from cvexport.tasks import get_task, task_names
 
     c = _Checker(where, manifest)
     c.string(manifest, "model", "model")
-    task = c.enum(manifest, "task", "task", tuple(task_names()))
-    _check_registered_task(c, manifest["model"], task)
+    task = get_task(c.enum(manifest, "task", "task", tuple(task_names())))
+    _check_registered_task(c, manifest["model"], task.name)
     precision = c.enum(manifest, "precision", "precision", PRECISIONS)
     _check_file_entry(c, manifest, "onnx", opset=True)
     if "weights" in manifest:
@@ -196,8 +173,8 @@ def check_manifest(manifest: dict[str, Any], where: Path) -> None:
                        "INT8 CPU graphs only in an int8 bundle")
     _check_input(c, manifest)
     _check_class_names(c, manifest, task)
-    if task == "detection":
-        _check_postprocess(c, manifest)
+    if task.postprocess_nms_flavors is not None:
+        _check_postprocess(c, manifest, task.postprocess_nms_flavors)
     _check_outputs(c, manifest, task)
 
 
@@ -249,8 +226,8 @@ def _check_input(c: _Checker, manifest: dict) -> None:
             c.bad(f"input.{key}", values, expected)
 
 
-def _check_class_names(c: _Checker, manifest: dict, task: str) -> None:
-    needed = task not in TASKS_WITHOUT_CLASSES
+def _check_class_names(c: _Checker, manifest: dict, task) -> None:
+    needed = task.has_classes
     expected = "a list of distinct non-empty strings" + (", one per class" if needed else "")
     names = c.get(manifest, "class_names", "class_names", expected, required=needed)
     if names is _MISSING:
@@ -266,19 +243,19 @@ def _check_class_names(c: _Checker, manifest: dict, task: str) -> None:
         seen.add(name)
 
 
-def _check_postprocess(c: _Checker, manifest: dict) -> None:
+def _check_postprocess(c: _Checker, manifest: dict, nms_flavors: tuple[str, ...]) -> None:
     post = c.mapping(manifest, "postprocess", "postprocess", "score_threshold, iou_threshold and max_detections")
     c.number(post, "score_threshold", "postprocess.score_threshold", 0.0, 1.0, low_open=False, high_open=True)
     c.number(post, "iou_threshold", "postprocess.iou_threshold", 0.0, 1.0, low_open=True, high_open=False)
     c.integer(post, "max_detections", "postprocess.max_detections", 1)
-    c.enum(post, "nms", "postprocess.nms", NMS_FLAVORS, required=False)
+    c.enum(post, "nms", "postprocess.nms", nms_flavors, required=False)
 
 
 def _output_field(name: str, key: str) -> str:
     return f"outputs[{name}].{key}"
 
 
-def _check_outputs(c: _Checker, manifest: dict, task: str) -> None:
+def _check_outputs(c: _Checker, manifest: dict, task) -> None:
     expected_list = "a list of {name, dtype, shape} objects, one per graph output"
     outputs = c.get(manifest, "outputs", "outputs", expected_list)
     if not isinstance(outputs, list) or not outputs:
@@ -297,22 +274,23 @@ def _check_outputs(c: _Checker, manifest: dict, task: str) -> None:
     if len(set(names)) != len(names):
         c.bad("outputs", names, "each output name once")
     by_name = {o["name"]: o for o in outputs}
-    required = TASK_OUTPUTS[task]
+    contract = task.output_contract()
+    required = [rule.name for rule in contract if rule.required]
     absent = [name for name in required if name not in by_name]
     if absent:
         c.fail("outputs", f"{_show(names)}, without {', '.join(absent)}",
-               f"the outputs of a {task} bundle: {', '.join(required)}")
-    for name, (dtype, dims) in {**required, **OPTIONAL_OUTPUTS.get(task, {})}.items():
-        if name not in by_name:
+               f"the outputs of a {task.name} bundle: {', '.join(required)}")
+    for rule in contract:
+        if rule.name not in by_name:
             continue
-        output = by_name[name]
-        if output["dtype"] != dtype:
-            c.bad(_output_field(name, "dtype"), output["dtype"], f"{_show(dtype)} for a {task} bundle")
+        output = by_name[rule.name]
+        if output["dtype"] != rule.dtype:
+            c.bad(_output_field(rule.name, "dtype"), output["dtype"], f"{_show(rule.dtype)} for a {task.name} bundle")
         shape = output["shape"]
-        literal_ok = all(not (_is_int(want) and _is_int(got) and got != want) for want, got in zip(dims, shape))
-        if len(shape) != len(dims) or not literal_ok:
-            c.bad(_output_field(name, "shape"), shape,
-                  f"{_dims(dims)} for a {task} bundle (B batch, K max detections, C classes, H x W input)")
+        literal_ok = all(not (_is_int(want) and _is_int(got) and got != want) for want, got in zip(rule.dims, shape))
+        if len(shape) != len(rule.dims) or not literal_ok:
+            c.bad(_output_field(rule.name, "shape"), shape,
+                  f"{_dims(rule.dims)} for a {task.name} bundle (B batch, K max detections, C classes, H x W input)")
 
 
 # ------------------------------------------------------------------------- the graphs
@@ -386,6 +364,8 @@ def _graph_precision(graph) -> str:
 
 
 def _check_graph(c: _Checker, manifest: dict, key: str, model) -> None:
+    from cvexport.tasks import get_task
+
     graph = model.graph
     file = manifest[key]["file"]
     contract = manifest["input"]
@@ -448,7 +428,7 @@ def _check_graph(c: _Checker, manifest: dict, key: str, model) -> None:
     if precision != wanted:
         mismatch("precision", wanted, precision, "by its nodes and weights")
 
-    if manifest["task"] == "detection":
+    if get_task(manifest["task"]).postprocess_nms_flavors is not None:
         efficient = any(node.op_type == EFFICIENT_NMS_OP for node in graph.node)
         nms = manifest["postprocess"].get("nms")
         if nms is not None and (nms == "efficient") != efficient:
@@ -461,15 +441,18 @@ def _check_graph(c: _Checker, manifest: dict, key: str, model) -> None:
 def _check_symbols(c: _Checker, manifest: dict, model) -> None:
     """The class count and detections per image the graph implies, against the manifest (the
     outputs already agree with the graph; the input size is checked against it above)."""
-    task = manifest["task"]
+    from cvexport.tasks import get_task
+
+    task = get_task(manifest["task"])
     by_name = {o["name"]: o for o in manifest["outputs"]}
     contract = manifest["input"]
     names = manifest.get("class_names", [])
-    for name, (_, dims) in {**TASK_OUTPUTS[task], **OPTIONAL_OUTPUTS.get(task, {})}.items():
+    for rule in task.output_contract():
+        name = rule.name
         if name not in by_name:
             continue
         shape = by_name[name]["shape"]
-        for want, got in zip(dims, shape):
+        for want, got in zip(rule.dims, shape):
             if not _is_int(got):
                 continue
             if want == "C" and got != len(names):
@@ -485,17 +468,17 @@ def _check_symbols(c: _Checker, manifest: dict, model) -> None:
                                 if "letterbox" in contract else (f"input.{field}", contract[field]))
                 if got != value:
                     c.bad(where, value, f"{got}, the {field} of output {_show(name)} {_dims(shape)}")
-    if task == "detection":
-        classes = _detection_classes(model)
+    if task.class_scores_tensor is not None:
+        classes = _scored_classes(model, task.class_scores_tensor)
         if classes is not None and classes != len(names):
             c.fail("class_names", f"{_show(names)} ({_count(names)})",
                    f"{classes}, the classes the graph scores "
-                   f"({_show(DETECTION_SCORES)} is [batch, anchors, {classes}])")
+                   f"({_show(task.class_scores_tensor)} is [batch, anchors, {classes}])")
 
 
-def _detection_classes(model) -> int | None:
-    """C of the detection graph's class probabilities [B, anchors, C], by shape inference; None
-    when the graph does not tell."""
+def _scored_classes(model, tensor: str) -> int | None:
+    """C of the graph's class probabilities ``tensor`` [B, anchors, C] (before NMS keeps the
+    best), by shape inference; None when the graph does not tell."""
     import onnx
 
     try:
@@ -503,7 +486,7 @@ def _detection_classes(model) -> int | None:
     except Exception:
         return None
     for info in (*inferred.graph.value_info, *inferred.graph.output):
-        if info.name == DETECTION_SCORES:
+        if info.name == tensor:
             dims = _dims_of(info)
             return dims[-1] if dims and _is_int(dims[-1]) and dims[-1] > 0 else None
     return None

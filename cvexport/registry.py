@@ -157,8 +157,8 @@ _REGISTRY: dict[str, ModelSpec] = {}
 
 def bundle_spec(bundle) -> ModelSpec:
     """The spec of the weights a bundle was built from (their class names and input size)."""
-    spec = get_spec(bundle.manifest["model"])
-    return spec.for_weights(bundle.weights_path) if "weights" in bundle.manifest else spec
+    spec = get_spec(bundle.manifest.model)
+    return spec.for_weights(bundle.weights_path) if bundle.manifest.weights is not None else spec
 
 
 def register_model(spec: ModelSpec) -> ModelSpec:

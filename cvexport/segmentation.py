@@ -14,9 +14,10 @@ import numpy as np
 
 from cvexport.annotators import ColorMaskAnnotator, MaskOverlayAnnotator
 from cvexport.compare import Parity, shapes_differ
+from cvexport.manifest import Manifest
 from cvexport.metrics import Metric
 from cvexport.results import LabelMap
-from cvexport.task_base import EVERY_PRECISION_AND_UINT8, Task, register_task
+from cvexport.task_base import EVERY_PRECISION_AND_UINT8, ContractOutput, Task, register_task
 
 
 
@@ -74,6 +75,8 @@ class SegmentationTask(Task):
 
     name = "segmentation"
     core_outputs = ("logits",)
+    outputs = (ContractOutput("labels", "int32", ("B", "H", "W")),
+               ContractOutput("logits", "float32", ("B", "C", "H", "W"), required=False))
     TOLERANCES = TOLERANCES
     METRICS = (Metric("miou", "mIoU"), Metric("pixel_acc", "pixel acc"))
     build_variants = EVERY_PRECISION_AND_UINT8
@@ -94,13 +97,13 @@ class SegmentationTask(Task):
     def manifest_entries(self, spec, options) -> dict[str, Any]:
         return {"labels": "labels [B, H, W] int32: index into class_names per pixel of the network input (0 = background)"}
 
-    def reference_outputs(self, model, array: np.ndarray, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
+    def reference_outputs(self, model, array: np.ndarray, manifest: Manifest) -> dict[str, np.ndarray]:
         import torch
 
         from cvexport.preprocess import to_float_nchw
 
         with torch.no_grad():
-            logits = model(to_float_nchw(array, manifest["input"])).float()
+            logits = model(to_float_nchw(array, manifest.input)).float()
         return {"labels": logits.argmax(1).to(torch.int32).numpy(), "logits": logits.numpy()}
 
     # ---------------------------------------------------------------------------- data
@@ -116,7 +119,7 @@ class SegmentationTask(Task):
         return [s.image for s in samples], [s.mask for s in samples]
 
     # -------------------------------------------------------------------------- parity
-    def new_parity(self, precision: str, manifest: Mapping[str, Any] | None = None) -> SegmentationParity:
+    def new_parity(self, precision: str, manifest: Manifest | None = None) -> SegmentationParity:
         return SegmentationParity(TOLERANCES[precision])
 
     # ------------------------------------------------------------------------- results
@@ -130,7 +133,7 @@ class SegmentationTask(Task):
         return [LabelMap(box_map.map_to_original(labels[i].astype(np.uint8), labels=True), tuple(class_names))
                 for i, box_map in enumerate(letterboxes)]
 
-    def metric_note(self, manifest: dict[str, Any]) -> str | None:
+    def metric_note(self, manifest: Manifest) -> str | None:
         return "mIoU is the macro mean over every class, background included (torchmetrics)"
 
     def metrics(self, predictions: list[LabelMap], truths: list[np.ndarray], bundle) -> dict[str, float]:

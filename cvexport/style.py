@@ -19,9 +19,10 @@ import numpy as np
 from cvexport.annotators import StylizedAnnotator
 from cvexport.compare import Parity, shapes_differ
 from cvexport.errors import CvexportError
+from cvexport.manifest import Manifest
 from cvexport.metrics import Metric
 from cvexport.results import StylizedImage
-from cvexport.task_base import EVERY_PRECISION_AND_UINT8, Task, TaskOption, register_task
+from cvexport.task_base import EVERY_PRECISION_AND_UINT8, ContractOutput, Task, TaskOption, register_task
 
 # ------------------------------------------------------------------------- parity
 @dataclass(frozen=True)
@@ -123,6 +124,8 @@ class StyleTask(Task):
     options = (TaskOption("style", "style model only: train (minutes) or reuse a network for this style image "
                           "instead of the shipped one", metavar="IMAGE"),)
     core_outputs = ("image",)
+    outputs = (ContractOutput("stylized", "float32", ("B", 3, "H", "W")),)
+    has_classes = False  # a style bundle paints; it names no classes
     TOLERANCES = TOLERANCES
     METRICS = (Metric("style_loss", "style loss", higher_is_better=False, fraction=False),
                Metric("content_loss", "content loss", higher_is_better=False, fraction=False))
@@ -191,13 +194,13 @@ class StyleTask(Task):
     def manifest_entries(self, spec, options) -> dict[str, Any]:
         return {"stylized": "stylized [B, 3, H, W] float32 RGB in [0, 1] over the network input"}
 
-    def reference_outputs(self, model, array: np.ndarray, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
+    def reference_outputs(self, model, array: np.ndarray, manifest: Manifest) -> dict[str, np.ndarray]:
         import torch
 
         from cvexport.preprocess import to_float_nchw
 
         with torch.no_grad():
-            image = model(to_float_nchw(array, manifest["input"])).float().clamp(0.0, 1.0)
+            image = model(to_float_nchw(array, manifest.input)).float().clamp(0.0, 1.0)
         return {"stylized": image.numpy()}
 
     # ---------------------------------------------------------------------------- data
@@ -210,7 +213,7 @@ class StyleTask(Task):
         return images, images
 
     # -------------------------------------------------------------------------- parity
-    def new_parity(self, precision: str, manifest: Mapping[str, Any] | None = None) -> ImageParity:
+    def new_parity(self, precision: str, manifest: Manifest | None = None) -> ImageParity:
         return ImageParity(TOLERANCES[precision])
 
     # ------------------------------------------------------------------------- results
@@ -223,7 +226,7 @@ class StyleTask(Task):
         images = (np.asarray(outputs["stylized"]).transpose(0, 2, 3, 1) * 255.0).round().clip(0, 255).astype(np.uint8)
         return [StylizedImage(box_map.map_to_original(images[i])) for i, box_map in enumerate(letterboxes)]
 
-    def metric_note(self, manifest: dict[str, Any]) -> str | None:
+    def metric_note(self, manifest: Manifest) -> str | None:
         return ("losses use the VGG-19 features training used (lower is better); a row fails when one is worse than "
                 "torch's by more than --max-drop percent")
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from cvexport.annotators import Annotator
     from cvexport.compare import Parity
     from cvexport.export.precision import Int8Options
+    from cvexport.manifest import Manifest
 
 
 # The build variants most tasks test (``Task.build_variants``): every precision with float input,
@@ -31,6 +32,20 @@ EVERY_PRECISION_AND_UINT8 = (
     {"precision": "int8", "input_format": "float"},
     {"precision": "fp32", "input_format": "uint8"},
 )
+
+
+@dataclass(frozen=True)
+class ContractOutput:
+    """An output the task's runtime reads, as a bundle's manifest and graph must give it: its
+    dtype and dims. A dim is an int, or a symbol the schema checks against the manifest and the
+    graph (cvexport.manifest_schema): "B" the batch (any), "K" postprocess.max_detections, "C"
+    len(class_names), "H" / "W" the network input's height / width. An optional output is
+    checked where a bundle has it."""
+
+    name: str
+    dtype: str
+    dims: tuple[int | str, ...]
+    required: bool = True
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,23 @@ class Task:
     build_verify_images: ClassVar[int | None] = None
     # INT8 bundles also carry ONNX Runtime's U8S8 CPU graphs (False: the TensorRT QDQ graph runs on CPU too).
     int8_cpu_graphs: ClassVar[bool] = True
+
+    # ------------------------------------------------------------ the bundle's contract
+    # The outputs a bundle of the task gives (``output_contract``).
+    outputs: ClassVar[tuple[ContractOutput, ...]]
+    # Whether a bundle names its classes (``class_names``, one per class).
+    has_classes: ClassVar[bool] = True
+    # The NMS flavors a bundle's ``postprocess`` section may name; a task that sets them has its
+    # bundles carry that section (thresholds, max detections). None: no such section.
+    postprocess_nms_flavors: ClassVar[tuple[str, ...] | None] = None
+    # The graph tensor [B, anchors, C] of class scores whose C must match ``class_names`` (a
+    # graph whose outputs keep only the best classes shows the count there); None: none.
+    class_scores_tensor: ClassVar[str | None] = None
+
+    def output_contract(self) -> tuple[ContractOutput, ...]:
+        """The outputs a bundle of the task must give (required) or may add (optional), with
+        their dtypes and symbolic dims: what the manifest schema checks, for every task alike."""
+        return self.outputs
 
     # ------------------------------------------------------------------ build options
     def option(self, options, name: str) -> Any:
@@ -97,7 +129,7 @@ class Task:
         """What the default bundle directory name adds for the task's options."""
         return ""
 
-    def options_from_manifest(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    def options_from_manifest(self, manifest: Manifest) -> dict[str, Any]:
         """The task options a bundle was built with (to export its network again)."""
         return {}
 
@@ -135,7 +167,7 @@ class Task:
     def manifest_entries(self, spec, options) -> dict[str, Any]:
         return {}
 
-    def reference_outputs(self, model, array: np.ndarray, manifest: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def reference_outputs(self, model, array: np.ndarray, manifest: Manifest) -> dict[str, np.ndarray]:
         """The PyTorch fp32 answer for a network input in the bundle's input contract."""
         raise NotImplementedError
 
@@ -153,7 +185,7 @@ class Task:
         raise NotImplementedError
 
     # -------------------------------------------------------------------------- parity
-    def new_parity(self, precision: str, manifest: Mapping[str, Any] | None = None) -> Parity:
+    def new_parity(self, precision: str, manifest: Manifest | None = None) -> Parity:
         """Empty parity statistics bound to the tolerance of ``precision`` and, where the task's
         comparison depends on them, to the settings in the bundle's ``manifest`` (detection: its
         score threshold, at which a detection may come or go by rounding alone)."""
@@ -170,7 +202,7 @@ class Task:
         """Raw outputs of a batch -> one result (cvexport.results) per image, in each original image's pixels."""
         raise NotImplementedError
 
-    def metric_note(self, manifest: Mapping[str, Any]) -> str | None:
+    def metric_note(self, manifest: Manifest) -> str | None:
         """What a reader of the verify report must know about the metric."""
         return None
 

@@ -8,11 +8,14 @@ the task. ``Task`` holds the defaults; a subclass overrides what its task does d
 
 - Build options: ``options`` (the flags it owns; the CLI makes them), ``check_options``,
   ``describe``, ``out_suffix``, ``options_from_manifest``, ``prepare_weights``.
+- The bundle's contract: ``output_contract`` (the outputs, with symbolic dims), ``has_classes``,
+  ``postprocess_nms_flavors`` (a ``postprocess`` section and its NMS flavors), ``class_scores_tensor``;
+  the manifest schema checks every task's bundles through them, without naming a task.
 - Export: ``export_graphs`` (the network at the build's precision + the task's output
   sections, through ``append_sections``), ``core_outputs``, ``int8_keep_float``,
   ``int8_cpu_graphs``, ``manifest_entries``, ``reference_outputs``.
 - Data of the model's own dataset: ``sample_images``, ``parity_frames``, ``val_samples``.
-- Parity: ``TOLERANCES`` per precision, ``new_parity(precision, manifest)`` (a ``cvexport.compare.Parity``).
+- Parity: ``TOLERANCES`` per precision, ``new_parity(precision, manifest)`` (the typed ``cvexport.manifest.Manifest`` in, a ``cvexport.compare.Parity``).
 - Results: ``to_predictions`` (raw outputs -> one ``cvexport.results`` object per image, in
   its original pixels), ``METRICS``, ``metric_note``, ``metrics`` (what ``verify`` reports),
   ``record`` (the result's ``to_record()``), ``describe_prediction``, and ``pictures`` (suffix ->
@@ -27,7 +30,8 @@ from __future__ import annotations
 
 from cvexport.errors import CvexportError
 # The base class and the decorator, re-exported: a task module or a test needs one import.
-from cvexport.task_base import _TASKS, EVERY_PRECISION_AND_UINT8, Task, TaskOption, register_task  # noqa: F401
+from cvexport.task_base import (  # noqa: F401
+    _TASKS, EVERY_PRECISION_AND_UINT8, ContractOutput, Task, TaskOption, register_task)
 
 
 def _builtin_tasks() -> None:

@@ -123,7 +123,7 @@ def export_triton(bundle: Bundle | str, options: TritonOptions, log=print) -> li
         log(f"note: {plugin}; exporting its TensorRT plan only")
     else:
         raise CvexportError(f"bundle {bundle.path}: {plugin}; rebuild it with --nms onnx, or build its TensorRT engine "
-                            f"('cvexport build {bundle.manifest['model']} --nms efficient --backend trt' on the GPU "
+                            f"('cvexport build {bundle.manifest.model} --nms efficient --backend trt' on the GPU "
                             "server) to export the plan alone")
     if options.kind == "cpu" and any(kind == "plan" for _, kind in models):
         if all(kind == "plan" for _, kind in models):
@@ -177,7 +177,7 @@ def _check_options(options: TritonOptions) -> None:
 def _default_name(bundle: Bundle) -> str:
     """The bundle's directory name (ssd-fp16-efficient), made a valid model name."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", bundle.path.resolve().name).lstrip("._-")
-    return name or bundle.manifest["model"]
+    return name or bundle.manifest.model
 
 
 def _plugin_reason(bundle: Bundle, onnx_path: Path) -> str | None:
@@ -186,7 +186,7 @@ def _plugin_reason(bundle: Bundle, onnx_path: Path) -> str | None:
     from cvexport.backends.trt.loader import graph_facts
 
     plugins = graph_facts(onnx_path).plugins
-    efficient = (bundle.manifest.get("postprocess") or {}).get("nms") == "efficient"
+    efficient = bundle.manifest.postprocess is not None and bundle.manifest.postprocess.nms == "efficient"
     if not plugins and not efficient:
         return None
     ops = ", ".join(plugins) or "EfficientNMS_TRT"
@@ -203,10 +203,10 @@ def bundle_plans(bundle: Bundle) -> list[Plan]:
     plans: dict[str, Plan] = {}
     for path, meta in list_engines(engines_dir(bundle)):  # newest first
         fields = meta.key_fields
-        same_graph = fields.get("onnx_sha256") == bundle.manifest["onnx"]["sha256"]
+        same_graph = fields.get("onnx_sha256") == bundle.manifest.onnx.sha256
         if not same_graph or fields.get("precision") != bundle.precision:
             continue
-        profile = (fields.get("profile") or {}).get(bundle.input["name"])
+        profile = (fields.get("profile") or {}).get(bundle.input.name)
         if not profile or profile["min"][0] > 1 or meta.compute_capability in plans:
             continue
         if find_cached_engine(path.parent, meta.key) != path:  # corrupt or replaced
@@ -257,8 +257,8 @@ def _plan_target(path: Path, kind: str, bundle: Bundle, options: TritonOptions, 
     version = str(options.version)
     max_batch = min([bundle.max_batch] + [plan.max_batch for plan in plans])
     labels = bundle.class_names
-    entry = {"bundle": str(bundle.path.resolve()), "model": bundle.manifest["model"], "precision": bundle.precision,
-             "onnx_sha256": bundle.manifest["onnx"]["sha256"], "max_batch": bundle.max_batch, "signature": signature,
+    entry = {"bundle": str(bundle.path.resolve()), "model": bundle.manifest.model, "precision": bundle.precision,
+             "onnx_sha256": bundle.manifest.onnx.sha256, "max_batch": bundle.max_batch, "signature": signature,
              "plans": _plans_record(plans)}
     versions = {version: entry}
     policy = DEFAULT_VERSION_POLICY
@@ -311,7 +311,7 @@ def _plan_target(path: Path, kind: str, bundle: Bundle, options: TritonOptions, 
         "format": METADATA_FORMAT,
         # The bundle of this export (the version just written) ...
         "bundle": entry["bundle"], "model": entry["model"], "task": bundle.task, "precision": bundle.precision,
-        "onnx_sha256": entry["onnx_sha256"], "input": bundle.input, "class_names": labels, "signature": signature,
+        "onnx_sha256": entry["onnx_sha256"], "input": bundle.input.to_dict(), "class_names": labels, "signature": signature,
         "plans": entry["plans"],
         # ... and each version's, which check_model_dir checks the one config against.
         "versions": dict(sorted(versions.items(), key=lambda item: int(item[0]))),
@@ -453,7 +453,7 @@ def render_config(name: str, bundle: Bundle, signature: dict, max_batch: int, pl
     """config.pbtxt text; ``plans`` None for the ONNX Runtime model."""
     contract = bundle.input
     labelled = LABELLED_OUTPUT.get(bundle.task) if labels else None
-    lines = [f"# Written by cvexport export-triton from {bundle.manifest['model']} ({bundle.precision}); "
+    lines = [f"# Written by cvexport export-triton from {bundle.manifest.model} ({bundle.precision}); "
              "see docs/triton.md", f'name: "{name}"']
     if plans is None:
         lines.append(f'backend: "{ORT_BACKEND}"')
@@ -466,8 +466,8 @@ def render_config(name: str, bundle: Bundle, signature: dict, max_batch: int, pl
     lines.append("input [")
     entries = []
     for tensor in signature["inputs"]:
-        fmt = {"NCHW": "FORMAT_NCHW", "NHWC": "FORMAT_NHWC"}.get(contract["layout"]) \
-            if tensor["name"] == contract["name"] else None
+        fmt = {"NCHW": "FORMAT_NCHW", "NHWC": "FORMAT_NHWC"}.get(contract.layout) \
+            if tensor["name"] == contract.name else None
         entries.append(_tensor_entry(tensor, bundle, fmt=fmt))
     lines.append(",\n".join(entries))
     lines.append("]")
@@ -508,9 +508,7 @@ def _tensor_entry(tensor: dict, bundle: Bundle, fmt: str | None = None, label: s
 
 
 def _rebuild(bundle: Bundle) -> str:
-    from cvexport.manifest_schema import rebuild_hint
-
-    return rebuild_hint(bundle.manifest)
+    return bundle.rebuild_hint()
 
 
 def _is_ours(path: Path) -> bool:

@@ -95,11 +95,11 @@ def bundle_dataset(bundle: Bundle, data_dir: str | None):
     from cvexport.models.user_datasets import check_classes, open_dataset
 
     if data_dir is not None:
-        data = open_dataset(bundle.task, data_dir, bundle.manifest["model"])
+        data = open_dataset(bundle.task, data_dir, bundle.manifest.model)
         check_classes(data, bundle.class_names, f"bundle {bundle.path} was built for")
         return data
-    if "dataset" in bundle.manifest:
-        return recorded_dataset(bundle.manifest["dataset"], bundle.task, bundle.class_names)
+    if bundle.manifest.dataset is not None:
+        return recorded_dataset(bundle.manifest.dataset, bundle.task, bundle.class_names)
     return None
 
 
@@ -148,7 +148,7 @@ def verify_rows(bundle: Bundle | str, backends: Sequence[str] = ("ort",), val_im
         if data is not None:
             images, truths = data.images_and_truths("val", val_images)
         else:
-            images, truths = task.val_samples(get_spec(bundle.manifest["model"]), val_images)
+            images, truths = task.val_samples(get_spec(bundle.manifest.model), val_images)
         predictions: dict[str, list] = {name: [] for name in runners}
         parity_precision = bundle.precision if tolerance_note is None else FALLBACK_PRECISION
         batches = (prepare_batch(bundle, images[start:start + bundle.max_batch])
@@ -205,13 +205,13 @@ def verify_bundle(bundle: Bundle | str, backends: Sequence[str] = ("ort",), val_
         notes.append(tolerance_note)
     return {
         "bundle": str(bundle.path),
-        "model": bundle.manifest["model"],
+        "model": bundle.manifest.model,
         "task": bundle.task,
         "precision": bundle.precision,
         "split": "val",
         "data": data.describe() if data is not None else "the model's own val split",
         "val_images": min(val_images, len(data.splits["val"])) if data is not None else val_images,
-        "score_threshold": bundle.manifest.get("postprocess", {}).get("score_threshold"),
+        "score_threshold": bundle.manifest.postprocess.score_threshold if bundle.manifest.postprocess else None,
         "metrics": [{"key": m.key, "label": m.label, "higher_is_better": m.higher_is_better, "unit": m.unit}
                     for m in task.METRICS],
         "max_drop": max_drop,

@@ -290,8 +290,8 @@ def test_fp32_graph_of_an_int8_bundle_is_float(int8_bundle):
     graph = bench.fp32_graph(int8_bundle, warn=lambda line: None)
     ops = {node.op_type for node in graph.graph.node}
     assert not ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger"}
-    assert [i.name for i in graph.graph.input] == [int8_bundle.input["name"]]
-    assert [o.name for o in graph.graph.output] == [o["name"] for o in int8_bundle.manifest["outputs"]]
+    assert [i.name for i in graph.graph.input] == [int8_bundle.input.name]
+    assert [o.name for o in graph.graph.output] == int8_bundle.manifest.output_names
     onnx.checker.check_model(graph)
 
 

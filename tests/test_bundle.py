@@ -46,15 +46,15 @@ def _write_manifest(path, manifest) -> None:
 def test_load_bundle_properties(bundle):
     again = load_bundle(bundle.path)
     assert again.manifest == bundle.manifest
-    assert again.manifest["format"] == BUNDLE_FORMAT
+    assert again.manifest.format == BUNDLE_FORMAT
     assert again.precision == "fp32"
     assert again.task == "detection"
     assert again.max_batch == 8
     assert again.class_names == ["ellipse", "rectangle", "triangle"]
     assert again.onnx_path == bundle.path / ONNX_FILE and again.onnx_path.is_file()
     assert again.weights_path == bundle.path / WEIGHTS_FILE and again.weights_path.is_file()
-    assert again.input["name"] == "input" and again.input["dtype"] == "float32"
-    assert [o["name"] for o in again.manifest["outputs"]] == [
+    assert again.input.name == "input" and again.input.dtype == "float32"
+    assert again.manifest.output_names == [
         "num_detections", "detection_boxes", "detection_scores", "detection_classes"
     ]
 
@@ -67,7 +67,7 @@ def test_load_bundle_accepts_manifest_path_and_str(bundle):
 def test_verify_file_passes_on_intact_bundle(bundle):
     assert bundle.verify_file("onnx") == bundle.path / ONNX_FILE
     assert bundle.verify_file("weights") == bundle.path / WEIGHTS_FILE
-    assert bundle.manifest["onnx"]["sha256"] == sha256_file(bundle.path / ONNX_FILE)
+    assert bundle.manifest.onnx.sha256 == sha256_file(bundle.path / ONNX_FILE)
 
 
 # -------------------------------------------------------------------------- load errors

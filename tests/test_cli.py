@@ -205,7 +205,7 @@ def test_run_grey_and_rgba_images(bundle, tmp_path, capsys, sample_images):
             x1, y1, x2, y2 = det["box"]
             assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height
             assert det["class_name"] == bundle.class_names[det["class_id"]]
-            assert det["score"] > bundle.manifest["postprocess"]["score_threshold"]
+            assert det["score"] > bundle.manifest.postprocess.score_threshold
     assert sum(len(r["detections"]) for r in records) > 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["predictions.json"] + [f"{i:04d}-{p.stem}.annotated.png" for i, p in enumerate(paths)]

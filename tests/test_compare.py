@@ -298,9 +298,13 @@ def test_flips_at_the_score_threshold_are_set_aside_and_counted(precision):
 
 
 def test_task_binds_the_bundles_score_threshold():
+    from types import SimpleNamespace
+
+    from cvexport.manifest import Postprocess
     from cvexport.tasks import get_task
 
-    parity = get_task("detection").new_parity("fp16", {"postprocess": {"score_threshold": 0.3}})
+    manifest = SimpleNamespace(postprocess=Postprocess(score_threshold=0.3, iou_threshold=0.5, max_detections=10))
+    parity = get_task("detection").new_parity("fp16", manifest)
     assert parity.score_threshold == 0.3 and parity.tolerance is FP16
     assert get_task("detection").new_parity("fp16").score_threshold is None
 

@@ -3,13 +3,14 @@ letterboxes them itself (Resize + Pad), results map back exactly as for the Pyth
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from cvexport.detection import predictions_as_outputs
 from cvexport.errors import CvexportError
 from cvexport.images import letterbox, letterbox_map
-from cvexport.preprocess import network_size
 from cvexport.runtime import create_runner
 from cvexport.runtime.predictor import Predictor, prepare_batch
 
@@ -40,11 +41,12 @@ def test_composed_letterbox_maps_boxes_as_the_two_fits_in_turn():
 def test_frame_bundle_takes_camera_frames_and_matches_pytorch(build_bundle, model):
     bundle = build_bundle(model=model, input_format="uint8", frame_size=FRAME)
     contract = bundle.input
-    assert (contract["width"], contract["height"], contract["dtype"]) == (*FRAME, "uint8")
+    assert (contract.width, contract.height, contract.dtype) == (*FRAME, "uint8")
     from cvexport.registry import get_spec
 
     height, width = get_spec(model).input_size
-    assert network_size(contract) == (width, height)
+    assert contract.network_size == (width, height)
+    assert bundle.manifest.to_dict() == json.loads((bundle.path / "manifest.json").read_text())  # letterbox kept
     sections = {p.value for n in __import__("onnx").load(str(bundle.onnx_path)).graph.node
                 for p in n.metadata_props if p.key == "cvexport.section"}
     assert {"letterbox", "normalize"} <= sections

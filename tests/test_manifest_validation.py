@@ -281,7 +281,7 @@ def test_real_bundles_load(built, model):
 def test_real_uint8_efficient_nms_bundle_loads(build_bundle):
     bundle = build_bundle(precision="fp32", nms="efficient", input_format="uint8")
     again = load_bundle(bundle.path)
-    assert again.input["layout"] == "NHWC" and again.manifest["postprocess"]["nms"] == "efficient"
+    assert again.input.layout == "NHWC" and again.manifest.postprocess.nms == "efficient"
 
 
 def test_unknown_extra_keys_are_tolerated(built, tmp_path):
@@ -293,7 +293,9 @@ def test_unknown_extra_keys_are_tolerated(built, tmp_path):
     manifest["outputs"][0]["doc"] = "count of valid rows"
     manifest["postprocess"]["soft_nms"] = False
     _write(path, manifest)
-    assert load_bundle(path).manifest["notes"]["who"] == "ci"
+    loaded = load_bundle(path).manifest
+    assert loaded.extra["notes"]["who"] == "ci" and loaded.input.extra["colorspace"] == "sRGB"
+    assert loaded.to_dict() == manifest and list(loaded.to_dict()) == list(manifest)  # written back as read
 
 
 def test_style_needs_no_class_names(built, tmp_path):
@@ -334,12 +336,12 @@ def test_missing_graph_is_left_to_the_file_check(built, tmp_path):
 def test_schema_enums_follow_the_code_they_describe():
     from cvexport import manifest_schema
     from cvexport.build import INPUT_FORMATS
-    from cvexport.detection import NMS_FLAVORS
     from cvexport.int8_graphs import INT8_CPU_GRAPHS
-    from cvexport.tasks import task_names
+    from cvexport.tasks import all_tasks
 
-    assert manifest_schema.NMS_FLAVORS == NMS_FLAVORS
-    assert set(manifest_schema.TASK_OUTPUTS) == set(task_names())
+    # Each task states the outputs its bundles give; the schema declares none of its own.
+    assert all(any(rule.required for rule in task.output_contract()) for task in all_tasks())
+    assert not hasattr(manifest_schema, "TASK_OUTPUTS") and not hasattr(manifest_schema, "NMS_FLAVORS")
     assert manifest_schema.cpu_graph_keys() == tuple(g.key for g in INT8_CPU_GRAPHS)
     assert {"float": "float32", "uint8": "uint8"}.keys() == set(INPUT_FORMATS)
 
@@ -352,7 +354,49 @@ def int8_bundle(build_bundle):
 
 def test_int8_bundle_with_cpu_graphs_loads(int8_bundle):
     bundle = load_bundle(int8_bundle.path)
-    assert {"onnx_cpu", "onnx_cpu_avx2"} <= set(bundle.manifest)
+    assert {"onnx_cpu", "onnx_cpu_avx2"} <= set(bundle.manifest.cpu_graphs)
+    assert bundle.manifest.cpu_graphs["onnx_cpu_avx2"].isa_class == "avx2"
+    assert bundle.manifest.int8["calibration_split"] == "train"
+    _assert_written_back_as_built(bundle)
+
+
+def _assert_written_back_as_built(bundle) -> None:
+    """The typed manifest writes the very bytes the build wrote (same keys, order and values)."""
+    from cvexport.manifest import write_manifest
+
+    written = bundle.path / MANIFEST
+    assert bundle.manifest.to_dict() == json.loads(written.read_text())
+    again = written.with_name("again.json")
+    try:
+        write_manifest(again, bundle.manifest.to_dict())
+        assert again.read_bytes() == written.read_bytes()
+    finally:
+        again.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("model", sorted(BUILDS))
+def test_typed_manifest_is_written_back_byte_identical(built, model):
+    bundle = load_bundle(built(model).path)
+    _assert_written_back_as_built(bundle)
+    assert bundle.manifest.input.mean and bundle.manifest.outputs and bundle.manifest.weights is not None
+    assert (bundle.manifest.postprocess is not None) == (bundle.task == "detection")
+    assert (bundle.class_names == []) == (bundle.task == "style")
+
+
+def test_a_changed_field_is_written_in_its_place(built, tmp_path):
+    import dataclasses
+
+    from cvexport.manifest import Manifest
+
+    manifest = load_bundle(built("ssd").path).manifest
+    post = dataclasses.replace(manifest.postprocess, score_threshold=0.5)
+    changed = dataclasses.replace(manifest, postprocess=post, precision="fp16").to_dict()
+    original = manifest.to_dict()
+    assert list(changed) == list(original) and list(changed["postprocess"]) == list(original["postprocess"])
+    assert changed["postprocess"]["score_threshold"] == 0.5 and changed["precision"] == "fp16"
+    assert Manifest.from_dict(changed).postprocess.score_threshold == 0.5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        manifest.model = "other"
 
 
 @pytest.mark.parametrize("key", ["onnx_cpu", "onnx_cpu_avx2"])

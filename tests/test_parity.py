@@ -36,12 +36,12 @@ def _options(case) -> dict:
 
 
 def _frames(bundle) -> list[np.ndarray]:
-    spec = get_spec(bundle.manifest["model"])
+    spec = get_spec(bundle.manifest.model)
     return get_task(spec.task).parity_frames(spec)
 
 
 def _feed(bundle, frames):
-    return {bundle.input["name"]: to_network_input(frames, bundle.input)}
+    return {bundle.input.name: to_network_input(frames, bundle.input)}
 
 
 @pytest.mark.parametrize("case", FLOAT_CASES, ids=[case.id for case in FLOAT_CASES])
@@ -123,7 +123,7 @@ def test_predictions_map_back_to_each_original_image(build_bundle, model):
     with Predictor(bundle) as predictor:
         results = predictor.predict(images)
     assert len(results) == 3
-    width, height = bundle.input["width"], bundle.input["height"]
+    width, height = bundle.input.width, bundle.input.height
     if bundle.task == "classification":
         for r in results:
             (class_id, name, score), *_ = r.top()

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from cvexport.errors import CvexportError
+from cvexport.manifest import InputContract, OutputSpec
 from cvexport.runtime.predictor import Predictor
 
 NET = 32
@@ -42,9 +43,11 @@ class _EchoTask:
 
 def _predictor(max_batch: int = 3) -> Predictor:
     predictor = Predictor.__new__(Predictor)
-    predictor.bundle = SimpleNamespace(input={"name": "input", "width": NET, "height": NET, "dtype": "uint8"},
-                                       max_batch=max_batch, class_names=["thing"], task="fake",
-                                       manifest={"outputs": [{"name": "scores", "shape": ["batch", 1]}]})
+    contract = InputContract(name="input", dtype="uint8", layout="NHWC", height=NET, width=NET, max_batch=max_batch,
+                             mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    predictor.bundle = SimpleNamespace(input=contract, max_batch=max_batch, class_names=["thing"], task="fake",
+                                       manifest=SimpleNamespace(outputs=(OutputSpec.from_dict(
+                                           {"name": "scores", "dtype": "float32", "shape": ["batch", 1]}),)))
     predictor.backend = "fake"
     predictor.runner = _RecordingRunner()
     predictor.task = _EchoTask()

@@ -261,8 +261,8 @@ def test_ffmpeg_preprocess_same_geometry_close_pixels(bundles, videos):
             raw = RawFrame(index, frame.width, frame.height, None, 0.0, 0.0, video=frame)
             a, b = exact._prepare_one(raw), fast._prepare_one(raw)
             assert a.prepared.letterbox == b.prepared.letterbox
-            std = np.asarray(predictor.bundle.input["std"], np.float32).reshape(1, 3, 1, 1)
-            name = predictor.bundle.input["name"]
+            std = np.asarray(predictor.bundle.input.std, np.float32).reshape(1, 3, 1, 1)
+            name = predictor.bundle.input.name
             levels = np.abs(a.prepared.feed[name] - b.prepared.feed[name]) * std * 255  # back to 0..255 pixel levels
             # Measured on these frames: mean 1.3 levels, from chroma at colour edges (FFmpeg scales
             # the 4:2:0 planes before converting to RGB; the exact path converts first).

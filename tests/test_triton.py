@@ -47,9 +47,9 @@ def _config(model_dir: Path):
 
 
 def _graph_dims(bundle, name: str) -> list:
-    for output in bundle.manifest["outputs"]:
-        if output["name"] == name:
-            return output["shape"]
+    for output in bundle.manifest.outputs:
+        if output.name == name:
+            return list(output.shape)
     raise KeyError(name)
 
 
@@ -65,10 +65,10 @@ def test_repository_for_every_model_passes_schema_and_semantic_checks(bundles, t
     assert config.name == model and config.backend == "onnxruntime" and config.platform == ""
     assert config.max_batch_size == bundle.max_batch
     (graph_input,) = config.input
-    assert graph_input.name == bundle.input["name"]
+    assert graph_input.name == bundle.input.name
     assert graph_input.data_type == model_config_pb2.TYPE_FP32
-    assert list(graph_input.dims) == [3, bundle.input["height"], bundle.input["width"]]  # no batch dim
-    assert [o.name for o in config.output] == [o["name"] for o in bundle.manifest["outputs"]]
+    assert list(graph_input.dims) == [3, bundle.input.height, bundle.input.width]  # no batch dim
+    assert [o.name for o in config.output] == bundle.manifest.output_names
     for output in config.output:
         assert list(output.dims) == _graph_dims(bundle, output.name)[1:]
     assert config.dynamic_batching.max_queue_delay_microseconds == 100
@@ -184,16 +184,16 @@ def _with_engines(bundle, tmp_path, engines: list[dict]) -> "object":
 
     copy = tmp_path / "bundle"
     shutil.copytree(bundle.path, copy)
-    name = bundle.input["name"]
-    shape = [3, bundle.input["height"], bundle.input["width"]]
+    name = bundle.input.name
+    shape = [3, bundle.input.height, bundle.input.width]
     for engine in engines:
         fields = key_fields(
-            onnx_sha256=engine.get("onnx_sha256", bundle.manifest["onnx"]["sha256"]), trt_version="10.8.0",
+            onnx_sha256=engine.get("onnx_sha256", bundle.manifest.onnx.sha256), trt_version="10.8.0",
             gpu_name=engine["gpu"], compute_capability=engine["cc"], precision=bundle.precision,
             profile={name: {"min": [1, *shape], "opt": [engine.get("max", 8), *shape],
                             "max": [engine.get("max", 8), *shape]}},
             builder_options={})
-        meta = EngineMetadata(key=key_from_fields(fields), key_fields=fields, model=bundle.manifest["model"])
+        meta = EngineMetadata(key=key_from_fields(fields), key_fields=fields, model=bundle.manifest.model)
         (copy / "engines").mkdir(exist_ok=True)
         write_engine(copy / "engines" / engine_filename(meta.key), engine["bytes"], meta)
     return load_bundle(copy)

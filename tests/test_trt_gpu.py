@@ -39,12 +39,12 @@ def _frames(bundle):
     from cvexport.registry import get_spec
     from cvexport.tasks import get_task
 
-    return get_task(bundle.task).parity_frames(get_spec(bundle.manifest["model"]))
+    return get_task(bundle.task).parity_frames(get_spec(bundle.manifest.model))
 
 
 def _feeds(bundle, frames, batch):
     for start in range(0, len(frames) - batch + 1, batch):
-        yield {bundle.input["name"]: to_network_input(frames[start:start + batch], bundle.input)}
+        yield {bundle.input.name: to_network_input(frames[start:start + batch], bundle.input)}
 
 
 @pytest.mark.parametrize("case", MATRIX, ids=[case.id for case in MATRIX])
@@ -71,10 +71,10 @@ def test_trt_matches_ort_and_torch(gpu, build_bundle, tmp_path, case):
             vs_torch, vs_ort = (task.new_parity(precision, bundle.manifest) for _ in range(2))
             for feed in feeds:
                 got = trt_runner.infer(feed)
-                assert set(got) == {o["name"] for o in bundle.manifest["outputs"]}
-                for spec in bundle.manifest["outputs"]:
-                    assert got[spec["name"]].dtype == np.dtype(spec["dtype"]), spec["name"]
-                    assert got[spec["name"]].shape[0] == batch
+                assert set(got) == set(bundle.manifest.output_names)
+                for spec in bundle.manifest.outputs:
+                    assert got[spec.name].dtype == np.dtype(spec.dtype), spec.name
+                    assert got[spec.name].shape[0] == batch
                 vs_torch.add(torch_runner.infer(feed), got)
                 vs_ort.add(ort_runner.infer(feed), got)
                 timings = trt_runner.last_timings

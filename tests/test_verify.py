@@ -3,6 +3,7 @@ JSON report and the one-line errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -120,7 +121,7 @@ def test_verify_sets_aside_a_flip_at_the_bundles_score_threshold(bundle, monkeyp
 
     monkeypatch.setattr(runtime, "create_runner", create)
     row = verify_rows(bundle, ["ort"], val_images=8)[1]
-    assert row["parity"]["score_threshold"] == bundle.manifest["postprocess"]["score_threshold"] == 0.25
+    assert row["parity"]["score_threshold"] == bundle.manifest.postprocess.score_threshold == 0.25
     assert row["parity"]["boundary_flips"] == (1 if passes else 0)
     assert row["parity_passed"] is passes, row["parity_summary"]
 
@@ -142,7 +143,7 @@ def test_precision_without_a_tolerance_borrows_fp16s(bundle):
     assert tolerance == TOLERANCES["fp16"] and "bf16" in note and "fp16" in note
     assert tolerance_for(detection, "fp32") == (TOLERANCES["fp32"], None)
     assert tolerance_for(detection, "int8") == (TOLERANCES["int8"], None)
-    other = Bundle(path=bundle.path, manifest={**bundle.manifest, "precision": "bf16"})
+    other = Bundle(path=bundle.path, manifest=dataclasses.replace(bundle.manifest, precision="bf16"))
     report = verify_bundle(other, ["ort"], val_images=4)
     assert report["tolerance"]["precision"] == "fp16"
     assert any("no parity tolerance is defined for bf16" in note for note in report["notes"])

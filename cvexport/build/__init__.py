@@ -26,7 +26,7 @@ from cvexport.build.int8 import measure_int8_gain
 from cvexport.build.manifest import build_manifest, input_contract, is_bundle_dir
 from cvexport.build.options import (CALIB_METHODS, ENGINE_CHOICES, INPUT_FORMATS, BuildOptions, check_engine_choice,
                                     check_options, frame_size_warning)
-from cvexport.bundle import MANIFEST, ONNX_FILE, PARITY_FILE, WEIGHTS_FILE, load_bundle
+from cvexport.bundle import MANIFEST, ONNX_FILE, PARITY_FILE, WEIGHTS_FILE, load_bundle, write_manifest
 from cvexport.int8_graphs import INT8_CPU_GRAPHS
 from cvexport.precisions import PRECISIONS
 from cvexport.registry import get_spec
@@ -65,7 +65,7 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
         tmp.mkdir()
         _write_files(tmp, exported, weights)
         manifest = build_manifest(tmp, spec, task, options, exported, weights)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        write_manifest(tmp / MANIFEST, manifest)
         bundle = load_bundle(tmp)
         # The model exported above is the checks' fp32 reference: the same weights, loaded once.
         with TorchRunner(bundle, model=model) as reference:

@@ -74,7 +74,7 @@ def run_parity(bundle: Bundle | Path, precision: str, log: Callable[[str], None]
     skipped: dict[str, str] = {}  # graph key -> why it is not checked here
     checked: dict[str, Any] = {}  # graph key -> its runner
     for graph in ("onnx", *(g.key for g in INT8_CPU_GRAPHS)):
-        if graph not in bundle.manifest:
+        if bundle.manifest.graph(graph) is None:
             continue
         made_for = next((g.isa_class for g in INT8_CPU_GRAPHS if g.key == graph), None)
         if made_for not in (None, cpu["isa_class"]):
@@ -100,9 +100,9 @@ def run_parity(bundle: Bundle | Path, precision: str, log: Callable[[str], None]
     failures: list[str] = []
     compared_nothing = []  # failing checks that compared nothing (the advice differs)
     for graph in ("onnx", *(g.key for g in INT8_CPU_GRAPHS)):
-        if graph not in bundle.manifest:
+        if bundle.manifest.graph(graph) is None:
             continue
-        file = bundle.manifest[graph]["file"]
+        file = bundle.manifest.graph(graph).file
         if graph in skipped:
             report["graphs"][file] = {"skipped": skipped[graph]}
             log(f"parity {file}: {skipped[graph]}")

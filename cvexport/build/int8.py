@@ -46,7 +46,7 @@ def measure_int8_gain(bundle, fp32_graph, frame: list, log: Callable[[str], None
             if round_ >= GAIN_WARMUP:
                 times[name].append((time.perf_counter() - start) * 1e3)
     gain = int8_vs_fp32(statistics.median(times["fp32"]), statistics.median(times["int8"]))
-    gain["int8_graph"] = bundle.manifest[int8.graph]["file"]
+    gain["int8_graph"] = bundle.manifest.graph(int8.graph).file
     gain["statement"] = int8_statement(gain)
     log(f"{gain['statement']} ({gain['int8_graph']}, batch 1)")
     return gain

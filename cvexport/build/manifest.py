@@ -82,11 +82,13 @@ def build_manifest(directory: Path, spec, task, options, exported, weights: Path
         "trt_compat": {"ok": exported.compat.ok, "checked_against": TRT_VERSION,
                        "warnings": [f.message for f in exported.compat.by_severity("warning")]},
         "versions": library_versions(),
+        **({"int8": _int8_entry(exported.int8)} if exported.int8 is not None else {}),
     }
-    if exported.int8 is not None:
-        int8 = exported.int8
-        manifest["int8"] = {"calibration_images": int8.calib_images, "calibration_split": "train",
-                            "method": int8.method or "entropy (onnx), minmax (CPU graphs)",
-                            "activations": "symmetric int8 (onnx)", "weights": "per-channel symmetric int8",
-                            "bias": "float"}
     return manifest
+
+
+def _int8_entry(int8) -> dict[str, Any]:
+    """How an INT8 bundle was calibrated and quantized (the manifest's last entry)."""
+    return {"calibration_images": int8.calib_images, "calibration_split": "train",
+            "method": int8.method or "entropy (onnx), minmax (CPU graphs)",
+            "activations": "symmetric int8 (onnx)", "weights": "per-channel symmetric int8", "bias": "float"}

@@ -85,7 +85,7 @@ def run(args) -> int:
                         **written, **task.record(prediction)})
         print(f"{path}: {task.describe_prediction(prediction)}")
     payload = {"format": PREDICTIONS_FORMAT, "bundle": str(args.bundle), "backend": args.backend,
-               "model": predictor.bundle.manifest["model"],
+               "model": predictor.bundle.manifest.model,
                "precision": predictor.bundle.precision,
                "class_names": predictor.bundle.class_names, "images": records}
     write_text_atomic(out / "predictions.json", json.dumps(payload, indent=2) + "\n")

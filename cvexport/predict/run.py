@@ -55,8 +55,8 @@ def batch_predict(options: PredictOptions, log: Callable[[str], None] = print) -
         predictor = Predictor(bundle, backend=backend, threads=options.threads)
     elif backend not in GPU_BACKENDS:
         Predictor(bundle, backend=backend, threads=1).runner.close()
-    identity = {"bundle": str(Path(options.bundle).resolve()), "model": bundle.manifest["model"],
-                "task": bundle.task, "precision": bundle.precision, "onnx_sha256": bundle.manifest["onnx"]["sha256"],
+    identity = {"bundle": str(Path(options.bundle).resolve()), "model": bundle.manifest.model,
+                "task": bundle.task, "precision": bundle.precision, "onnx_sha256": bundle.manifest.onnx.sha256,
                 "class_names": bundle.class_names, "stride": options.stride}
     try:
         store = ResultStore(options.out, identity, jsonl=options.jsonl)

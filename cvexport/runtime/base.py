@@ -20,9 +20,9 @@ NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
 def input_shape(bundle: Bundle, batch: int | str = "batch") -> list:
     """The network input shape for ``batch`` images, in the bundle's layout."""
     spec = bundle.input
-    if spec["layout"] == "NHWC":
-        return [batch, spec["height"], spec["width"], 3]
-    return [batch, 3, spec["height"], spec["width"]]
+    if spec.layout == "NHWC":
+        return [batch, spec.height, spec.width, 3]
+    return [batch, 3, spec.height, spec.width]
 
 
 class Runner:
@@ -32,7 +32,7 @@ class Runner:
 
     def __init__(self, bundle: Bundle):
         self.bundle = bundle
-        self.input_name = bundle.input["name"]
+        self.input_name = bundle.input.name
         self.last_inference_seconds: float | None = None
 
     # Context-manager form, as in Polygraphy; activation is cheap for CPU backends.
@@ -50,7 +50,7 @@ class Runner:
         if set(feed) != {self.input_name}:
             raise CvexportError(f"expected exactly one input named '{self.input_name}', got {sorted(feed)}")
         array = np.ascontiguousarray(feed[self.input_name])
-        expected_dtype = NUMPY_DTYPES[self.bundle.input["dtype"]]
+        expected_dtype = NUMPY_DTYPES[self.bundle.input.dtype]
         if array.dtype != expected_dtype:
             raise CvexportError(
                 f"input '{self.input_name}' must be {np.dtype(expected_dtype).name}, got {array.dtype.name}"

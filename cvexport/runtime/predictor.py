@@ -12,7 +12,7 @@ import numpy as np
 from cvexport.bundle import Bundle, load_bundle
 from cvexport.errors import CvexportError
 from cvexport.images import Letterbox, as_rgb_array, letterbox_map
-from cvexport.preprocess import network_size, to_network_input
+from cvexport.preprocess import to_network_input
 from cvexport.runtime import create_runner
 from cvexport.runtime.preparers import EXACT, Preparer
 from cvexport.tasks import get_task
@@ -49,12 +49,12 @@ def prepare_image(bundle: Bundle, image: Any, preparer: Preparer = EXACT) -> Pre
     (uint8 RGB arrays by default; see :mod:`cvexport.runtime.preparers`), then its input contract
     (float NCHW normalized, or uint8 NHWC). The one preprocessing of every caller."""
     contract = bundle.input
-    frame, fit = preparer.fit(image, contract["width"], contract["height"])
-    if contract.get("letterbox"):
+    frame, fit = preparer.fit(image, contract.width, contract.height)
+    if contract.letterbox is not None:
         # The graph letterboxes frames of its camera size to the network size itself (build
         # --frame-size): results come back in network pixels, undone by both fits in turn.
-        fit = fit.then(letterbox_map(contract["width"], contract["height"], *network_size(contract)))
-    return Prepared({contract["name"]: to_network_input([frame], contract)}, fit)
+        fit = fit.then(letterbox_map(contract.width, contract.height, *contract.network_size))
+    return Prepared({contract.name: to_network_input([frame], contract)}, fit)
 
 
 def stack_feeds(prepared: Sequence[Prepared]) -> dict[str, np.ndarray]:
@@ -65,14 +65,14 @@ def stack_feeds(prepared: Sequence[Prepared]) -> dict[str, np.ndarray]:
 def split_outputs(bundle: Bundle, outputs: dict[str, np.ndarray], n: int) -> list[dict[str, np.ndarray]]:
     """Raw outputs of a batch of ``n`` -> each image's, its row (a batch of one) of every output
     the manifest gives a batch dimension; an output without one is every image's."""
-    batched = {o["name"] for o in bundle.manifest.get("outputs", []) if o.get("shape") and o["shape"][0] == "batch"}
+    batched = {o.name for o in bundle.manifest.outputs if o.shape and o.shape[0] == "batch"}
     return [{name: (value[i : i + 1] if name in batched else value) for name, value in outputs.items()}
             for i in range(n)]
 
 
 def finish_image(task, bundle: Bundle, outputs: dict[str, np.ndarray], prepared: Prepared) -> Any:
     """One image's raw outputs (from :func:`split_outputs`) -> its result, in its original pixels."""
-    return task.to_predictions(outputs, [prepared.letterbox], bundle.class_names, *network_size(bundle.input))[0]
+    return task.to_predictions(outputs, [prepared.letterbox], bundle.class_names, *bundle.input.network_size)[0]
 
 
 def prepare_batch(bundle: Bundle, images: Sequence[np.ndarray]) -> PreparedBatch:

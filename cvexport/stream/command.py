@@ -240,7 +240,7 @@ def _summary_head(args, predictor) -> dict:
     bundle = predictor.bundle
     return {
         "format": SUMMARY_FORMAT,
-        "bundle": str(args.bundle), "model": bundle.manifest.get("model"), "task": bundle.task,
+        "bundle": str(args.bundle), "model": bundle.manifest.model, "task": bundle.task,
         # What the class ids in the JSONL records name (segmentation's class_pixel_fraction is
         # keyed by id), as 'cvexport run' writes them into predictions.json.
         "class_names": list(bundle.class_names),

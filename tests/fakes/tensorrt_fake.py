@@ -632,6 +632,7 @@ def make_bundle(root: Path, precision="fp16", with_plugin=False, layout="NCHW", 
 
     from cvexport.bundle import BUNDLE_FORMAT, MANIFEST, Bundle
     from cvexport.digest import sha256_file
+    from cvexport.manifest import Manifest
 
     root.mkdir(parents=True, exist_ok=True)
     shape = ["batch", 3, 8, 8] if layout == "NCHW" else ["batch", 8, 8, 3]
@@ -661,10 +662,10 @@ def make_bundle(root: Path, precision="fp16", with_plugin=False, layout="NCHW", 
         "format": BUNDLE_FORMAT, "model": "tiny", "task": "detection", "precision": precision,
         "onnx": {"file": "model.onnx", "sha256": sha256_file(root / "model.onnx"), "opset": 17},
         "input": {"name": "input", "layout": layout, "dtype": "float32", "height": 8, "width": 8,
-                  "max_batch": max_batch},
+                  "max_batch": max_batch, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
         "outputs": [{"name": "y", "dtype": "float32", "shape": shape}],
     }
     (root / MANIFEST).write_text(json.dumps(manifest))
     # Not load_bundle: this toy graph is no task's real contract, which load_bundle's schema
     # checks refuse; the TensorRT layer only reads the fields written here.
-    return Bundle(path=root, manifest=manifest)
+    return Bundle(path=root, manifest=Manifest.from_dict(manifest))

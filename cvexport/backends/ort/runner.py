@@ -53,7 +53,7 @@ class OrtRunner(Runner):
             # On the CPU provider an INT8 bundle's CPU graph for this CPU's instruction set is
             # the fast and accurate one (chosen when the session is made, so a bundle moves
             # between machines); GPUs take the TensorRT-ready graph.
-            graph = cpu_graph_for(bundle.manifest, isa_class()) if providers == PROVIDERS["ort"] else "onnx"
+            graph = cpu_graph_for(bundle.manifest.cpu_graphs, isa_class()) if providers == PROVIDERS["ort"] else "onnx"
         self.graph = graph
         path = bundle.verify_file(graph)
         self.session = create_session(path.read_bytes(), provider_settings(bundle, providers), threads)

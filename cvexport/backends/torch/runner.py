@@ -24,7 +24,7 @@ class TorchRunner(Runner):
         self._previous_threads = torch.get_num_threads() if threads else None
         if threads:
             torch.set_num_threads(threads)
-        spec = get_spec(bundle.manifest["model"])
+        spec = get_spec(bundle.manifest.model)
         self.model = model if model is not None else spec.load_model(bundle.verify_file("weights"))
         from cvexport.tasks import get_task
 

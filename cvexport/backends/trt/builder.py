@@ -77,7 +77,7 @@ def build_engine(bundle, options: EngineOptions | None = None, log: Log = print,
             config.plugins_to_serialize = libraries
     _attach_progress(trt, config, log)
 
-    log(f"building TensorRT engine for {bundle.manifest['model']} ({format_plan(plan)}) on {gpu[0]}; "
+    log(f"building TensorRT engine for {bundle.manifest.model} ({format_plan(plan)}) on {gpu[0]}; "
         "this can take minutes")
     started = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
@@ -91,7 +91,7 @@ def build_engine(bundle, options: EngineOptions | None = None, log: Log = print,
     if timing_cache is not None:
         _save_timing_cache(timing_cache, timing_path, log)
 
-    metadata = EngineMetadata(key=key, key_fields=fields, model=str(bundle.manifest["model"]),
+    metadata = EngineMetadata(key=key, key_fields=fields, model=str(bundle.manifest.model),
                               build_seconds=round(seconds, 2), warnings=plan.warnings)
     path = directory / engine_filename(key)
     metadata = write_engine(path, serialized, metadata)

@@ -62,7 +62,7 @@ def timing_cache_path(directory: Path, plan: BuilderPlan, gpu_name: str) -> Path
 
 def engine_key_fields(bundle, plan: BuilderPlan, options: EngineOptions, gpu: tuple[str, str]) -> dict[str, Any]:
     return key_fields(
-        onnx_sha256=bundle.manifest["onnx"]["sha256"],
+        onnx_sha256=bundle.manifest.onnx.sha256,
         trt_version=plan.trt_version,
         gpu_name=gpu[0],
         compute_capability=gpu[1],
@@ -124,12 +124,12 @@ def find_any_engine(bundle, *, cache_dir: str | Path | None = None) -> Path | No
     """
     trt = environment.import_tensorrt()
     gpu_name, capability = environment.gpu_identity()
-    wanted = {"onnx_sha256": bundle.manifest["onnx"]["sha256"], "trt_version": str(trt.__version__),
+    wanted = {"onnx_sha256": bundle.manifest.onnx.sha256, "trt_version": str(trt.__version__),
               "gpu_name": gpu_name, "compute_capability": capability, "precision": bundle.precision}
     for path, meta in list_engines(engines_dir(bundle, cache_dir)):
         if any(meta.key_fields.get(k) != v for k, v in wanted.items()):
             continue
-        profile = (meta.key_fields.get("profile") or {}).get(bundle.input["name"])
+        profile = (meta.key_fields.get("profile") or {}).get(bundle.input.name)
         if not profile or profile["min"][0] > 1 or profile["max"][0] < bundle.max_batch:
             continue
         if find_cached_engine(path.parent, meta.key) == path:  # also checks the engine's sha256

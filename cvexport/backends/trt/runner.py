@@ -121,7 +121,7 @@ class TrtRunner(Runner):
         self.engine_metadata = self._check_metadata(self.engine_path, gpu_name, capability)
         self._runtime, self._engine = self._load(self.engine_path)
         self._input_dtype, self._outputs = self._read_io()
-        self._contract = {o["name"]: np.dtype(o["dtype"]) for o in bundle.manifest["outputs"]}
+        self._contract = {o.name: np.dtype(o.dtype) for o in bundle.manifest.outputs}
         self._local = threading.local()
         self._states: list[_ThreadState] = []
         self._lock = threading.Lock()
@@ -136,7 +136,7 @@ class TrtRunner(Runner):
             path = Path(engine_path)
             if not path.is_file():
                 raise CvexportError(f"engine not found: {path}; build one with 'cvexport build "
-                                    f"{bundle.manifest['model']} --backend trt'")
+                                    f"{bundle.manifest.model} --backend trt'")
             return path
         with self._torch.cuda.device(self._device):  # the builder reads the current device's name
             if options is None:  # no preference: any engine built for this model, TensorRT and GPU
@@ -154,7 +154,7 @@ class TrtRunner(Runner):
             newest, _ = existing[0]
             self._check_metadata(newest, *self._gpu(), metadata=read_metadata(newest))
         raise CvexportError(f"no matching TensorRT engine for {bundle.path} ({reason}); build it with "
-                            f"'cvexport build {bundle.manifest['model']} --backend trt'")
+                            f"'cvexport build {bundle.manifest.model} --backend trt'")
 
     def _gpu(self) -> tuple[str, str]:
         from cvexport.backends.trt import environment
@@ -183,7 +183,7 @@ class TrtRunner(Runner):
             raise CvexportError(
                 f"TensorRT could not load {path} (see the TensorRT messages above; usual causes: built by another "
                 "TensorRT or GPU, a plugin library missing, or out of GPU memory); delete it and rebuild with "
-                f"'cvexport build {self.bundle.manifest['model']} --backend trt'"
+                f"'cvexport build {self.bundle.manifest.model} --backend trt'"
             )
         return runtime, engine
 
@@ -204,7 +204,7 @@ class TrtRunner(Runner):
         if [name for name, _ in inputs] != [self.input_name]:
             raise CvexportError(f"engine inputs {[n for n, _ in inputs]} do not match the bundle input "
                                 f"'{self.input_name}'; delete {self.engine_path} and rebuild it")
-        expected = [o["name"] for o in self.bundle.manifest["outputs"]]
+        expected = self.bundle.manifest.output_names
         if sorted(name for name, _ in outputs) != sorted(expected):
             raise CvexportError(f"engine outputs {[n for n, _ in outputs]} do not match the bundle outputs "
                                 f"{expected}; delete {self.engine_path} and rebuild it")

@@ -167,16 +167,16 @@ class EngineOptions:
         ``opt_batch`` (default: the bundle's max batch) is the batch TensorRT tunes for.
         Other keyword arguments override fields (workspace_mb=..., dla_core=...).
         """
-        spec = bundle.manifest["input"]
-        max_batch = int(spec["max_batch"])
-        if spec["layout"] == "NHWC":
-            shape = (int(spec["height"]), int(spec["width"]), 3)
+        spec = bundle.input
+        max_batch = int(spec.max_batch)
+        if spec.layout == "NHWC":
+            shape = (int(spec.height), int(spec.width), 3)
         else:
-            shape = (3, int(spec["height"]), int(spec["width"]))
+            shape = (3, int(spec.height), int(spec.width))
         profile = overrides.pop("profile", None) or BatchProfile(min_batch, opt_batch or max_batch, max_batch)
         if profile.max > max_batch:
             raise CvexportError(f"batch profile max {profile.max} exceeds the bundle's max batch {max_batch}")
-        return cls(precision=bundle.manifest["precision"], profile=profile, input_name=spec["name"],
+        return cls(precision=bundle.precision, profile=profile, input_name=spec.name,
                    input_shape=shape, **overrides)
 
 
