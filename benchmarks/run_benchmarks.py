@@ -65,8 +65,8 @@ def section_share(bundle, iters: int) -> dict[str, float]:
 
     model = onnx.load(str(bundle.onnx_path))
     sections = node_sections(model)
-    frames = [np.full((bundle.input["height"], bundle.input["width"], 3), 127, np.uint8)]
-    feed = {bundle.input["name"]: to_network_input(frames, bundle.input)}
+    frames = [np.full((bundle.input.height, bundle.input.width, 3), 127, np.uint8)]
+    feed = {bundle.input.name: to_network_input(frames, bundle.input)}
     profile_dir = tempfile.mkdtemp(prefix="cvexport-profile-")
     options = ort.SessionOptions()
     options.enable_profiling = True

@@ -5,6 +5,7 @@ gives, for every task and for frames of mixed sizes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -18,7 +19,7 @@ FRAME = (640, 480)  # the camera size of the --frame-size bundle (as tests/test_
 
 def _mixed_frames(bundle) -> list[np.ndarray]:
     """Four pictures the model reacts to, of four sizes (wide, tall, small, the parity size)."""
-    spec = get_spec(bundle.manifest["model"])
+    spec = get_spec(bundle.manifest.model)
     frames = get_task(spec.task).parity_frames(spec)
     a, b = frames[1 % len(frames)], frames[2 % len(frames)]
     return [np.ascontiguousarray(np.concatenate([a, b], axis=1)),
@@ -28,8 +29,14 @@ def _mixed_frames(bundle) -> list[np.ndarray]:
 
 
 def _as_json(results) -> str:
-    """Results compared exactly: numbers as JSON writes them, arrays by their bytes."""
-    return json.dumps(results, default=lambda array: [array.shape, array.dtype.str, array.tobytes().hex()])
+    """Results (cvexport.results objects) compared exactly: every field, numbers as JSON writes
+    them, arrays by their bytes."""
+    def exact(value):
+        if dataclasses.is_dataclass(value):
+            return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return [value.shape, value.dtype.str, value.tobytes().hex()]
+
+    return json.dumps(results, default=exact)
 
 
 def _whole_batch(predictor, images) -> list:
@@ -37,16 +44,16 @@ def _whole_batch(predictor, images) -> list:
     more by a --frame-size graph), normalized as one stacked batch, run once, and the task's
     ``to_predictions`` over the whole batch with every image's fit."""
     from cvexport.images import letterbox, letterbox_map
-    from cvexport.preprocess import network_size, to_network_input
+    from cvexport.preprocess import to_network_input
 
     contract = predictor.bundle.input
-    fitted = [letterbox(image, contract["width"], contract["height"]) for image in images]
+    fitted = [letterbox(image, contract.width, contract.height) for image in images]
     fits = [fit for _, fit in fitted]
-    if contract.get("letterbox"):
-        in_graph = letterbox_map(contract["width"], contract["height"], *network_size(contract))
+    if contract.letterbox is not None:
+        in_graph = letterbox_map(contract.width, contract.height, *contract.network_size)
         fits = [fit.then(in_graph) for fit in fits]
-    outputs = predictor.runner.infer({contract["name"]: to_network_input([frame for frame, _ in fitted], contract)})
-    return predictor.task.to_predictions(outputs, fits, predictor.bundle.class_names, *network_size(contract))
+    outputs = predictor.runner.infer({contract.name: to_network_input([frame for frame, _ in fitted], contract)})
+    return predictor.task.to_predictions(outputs, fits, predictor.bundle.class_names, *contract.network_size)
 
 
 def _seam(predictor, images) -> list:
@@ -104,7 +111,7 @@ def test_infer_batch_stacks_the_frames_as_prepare_does(bundles):
     with Predictor(bundle) as predictor:
         batch = predictor.prepare(images)
         prepared = [predictor.prepare_one(image) for image in images]
-    name = bundle.input["name"]
+    name = bundle.input.name
     stacked = np.concatenate([item.feed[name] for item in prepared])
     np.testing.assert_array_equal(batch.feed[name], stacked)
     np.testing.assert_array_equal(prepare_batch(bundle, images).feed[name], stacked)

@@ -45,7 +45,7 @@ def test_ffmpeg_preprocess_undoes_the_in_graph_letterbox(frame_bundle, clips):
                 frame = next(container.decode(video=0))
             raw = RawFrame(0, frame.width, frame.height, None, 0.0, 0.0, video=frame)
             a, b = exact._prepare_one(raw), fast._prepare_one(raw)
-            name_in = predictor.bundle.input["name"]
+            name_in = predictor.bundle.input.name
             assert a.prepared.feed[name_in].shape == b.prepared.feed[name_in].shape, name
             assert a.prepared.letterbox == b.prepared.letterbox, name
 
