@@ -43,18 +43,31 @@ def _restore_random_state():
 
 @pytest.fixture(scope="session")
 def build_bundle(tmp_path_factory):
-    """``build_bundle(**BuildOptions fields and task options) -> Bundle``, each distinct set of options built once."""
+    """``build_bundle(**BuildOptions fields and task options) -> Bundle``, each distinct build built once.
+
+    Builds are keyed by the options they resolve to, defaults filled in, so ``model="ssd"``,
+    ``precision="fp32"`` and ``model="ssd", precision="fp32", input_format="float"`` (the same
+    build, spelled as different modules spell it) share one bundle instead of building it three
+    times. Builds are deterministic (bundles built twice are byte-identical), so sharing changes
+    nothing a test sees but the time."""
+    from dataclasses import fields
+
     from cvexport.build import BuildOptions, build
     from cvexport.bundle import load_bundle
 
     cache: dict[tuple, object] = {}
     root = tmp_path_factory.mktemp("bundles")
 
+    def _key(kwargs) -> tuple:
+        options = BuildOptions.of(**kwargs)
+        own = tuple((f.name, getattr(options, f.name)) for f in fields(options) if f.name != "task_options")
+        return own + tuple(sorted(options.task_options.items()))
+
     def _build(**kwargs):
         kwargs.setdefault("model", "ssd")
         kwargs.setdefault("verify_images", 0)  # verify has its own tests; keep fixture builds fast
         kwargs.setdefault("engine", "ort")  # engines are built by the tests that check them
-        key = tuple(sorted(kwargs.items()))
+        key = _key(kwargs)
         if key not in cache:
             out = root / f"b{len(cache)}"
             build(BuildOptions.of(out=str(out), **kwargs), log=lambda line: None)
@@ -62,6 +75,13 @@ def build_bundle(tmp_path_factory):
         return cache[key]
 
     return _build
+
+
+@pytest.fixture(scope="session")
+def bundle(build_bundle):
+    """The session's fp32 bundle of the default model (the SSD), which most bundle-level tests
+    read; a module that needs another model's bundle defines its own ``bundle``."""
+    return build_bundle(precision="fp32")
 
 
 @pytest.fixture

@@ -27,11 +27,6 @@ ITERS = 3
 
 
 @pytest.fixture(scope="module")
-def bundle(build_bundle):
-    return build_bundle(precision="fp32")
-
-
-@pytest.fixture(scope="module")
 def cli_run(bundle, tmp_path_factory):
     """One CLI run on torch and ort: (exit code, record from --json, --plot path, torch threads before/after)."""
     import torch

@@ -15,11 +15,6 @@ from cvexport.digest import sha256_file
 from cvexport.errors import CvexportError
 
 
-@pytest.fixture(scope="module")
-def bundle(build_bundle) -> Bundle:
-    return build_bundle(precision="fp32")
-
-
 @pytest.fixture
 def bundle_copy(bundle, tmp_path):
     """A private copy of the session bundle that a test may damage."""

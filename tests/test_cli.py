@@ -17,11 +17,6 @@ from cli_helpers import one_line_stderr
 
 
 @pytest.fixture(scope="module")
-def bundle(build_bundle):
-    return build_bundle(precision="fp32")
-
-
-@pytest.fixture(scope="module")
 def small_bundle(build_bundle):
     return build_bundle(precision="fp32", max_batch=2)
 

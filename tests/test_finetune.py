@@ -320,8 +320,10 @@ def test_bad_flags_are_one_line(tmp_path, capsys, args, message):
 # from scratch (same recipe, same data order), sized to keep CI short: small batches, the SSD at
 # a 128 px input. Measured on the 2-core AMD EPYC, 1 thread, beside a training job: classifier
 # top-1 0.825 vs 0.175 from scratch (chance 0.20), FCN mIoU 0.821 vs 0.391 (all background 0.22),
-# SSD mAP@0.5 0.818 vs 0.067 (NMS IoU 0.35; 0.852 at 0.45 from the 8-phase SSD); 20-40 s per run. The
-# README's figures are the full recipe's.
+# SSD mAP@0.5 0.818 vs 0.067 at 150 steps (NMS IoU 0.35; 0.852 at 0.45 from the 8-phase SSD); 20-40 s
+# per run. The SSD learns these two classes early: 0.841 vs 0.067 at 90 steps, 0.717 vs 0.040 at the
+# 60 steps run here (measured on the same machine), still 0.3 above its 0.4 floor, in 40 % of the
+# time. The README's figures are the full recipe's.
 SLOW = {
     "classifier": {"write": lambda root: dataset_writers.write_imagefolder(root, train_per_class=40, val_per_class=16),
                    "steps": 100, "flags": ["--batch-size", "16"], "metric": "val_top1", "at_least": 0.6,
@@ -330,7 +332,7 @@ SLOW = {
             "steps": 100, "flags": ["--batch-size", "8"], "metric": "val_miou", "at_least": 0.65,
             "beats_scratch_by": 0.15},
     "ssd": {"write": lambda root: dataset_writers.write_coco(root, train=160, val=48),
-            "steps": 150, "flags": ["--batch-size", "8", "--input-size", "128"], "metric": "val_map50",
+            "steps": 60, "flags": ["--batch-size", "8", "--input-size", "128"], "metric": "val_map50",
             "at_least": 0.4, "beats_scratch_by": 0.2},
 }
 

@@ -22,6 +22,7 @@ from cvexport.cli import main
 
 @pytest.fixture(scope="module")
 def bundle(build_bundle):
+    """The classifier's fp32 bundle here, in place of conftest's SSD one."""
     return build_bundle(model="classifier", precision="fp32")
 
 

@@ -20,11 +20,6 @@ from cli_helpers import one_line_stderr
 
 
 @pytest.fixture(scope="module")
-def bundle(build_bundle):
-    return build_bundle(precision="fp32")
-
-
-@pytest.fixture(scope="module")
 def report(bundle):
     return verify_bundle(bundle, ["ort"], val_images=32, warn=lambda line: None)
 
