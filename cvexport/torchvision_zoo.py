@@ -26,8 +26,11 @@ from typing import Any, Mapping
 from cvexport.errors import CvexportError
 
 FAMILY = "torchvision"
-# The torchvision packages whose builders are cvexport models: task -> folder under torchvision/.
-TASK_FOLDERS = {"classification": "models", "segmentation": "models/segmentation"}
+# The torchvision packages whose builders are cvexport models: folder under torchvision/ -> task.
+# The segmentation package's builders share one API: a backbone to leave unloaded, an auxiliary
+# head to turn off, and a dict of outputs.
+SEGMENTATION_FOLDER = "models/segmentation"
+FOLDER_TASKS = {"models": "classification", SEGMENTATION_FOLDER: "segmentation"}
 # Default input side of a segmenter: torchvision's SemanticSegmentation transform resizes the
 # shorter side to 520; cvexport letterboxes to a square of that side.
 SEGMENTATION_SIDE = 520
@@ -60,19 +63,24 @@ def _torchvision_dir() -> Path | None:
     return Path(found.origin).parent if found is not None and found.origin else None
 
 
-@functools.lru_cache(maxsize=None)
 def builder_names() -> dict[str, str]:
     """Builder name -> task, for every registered torchvision classifier and segmenter, read
     from torchvision's source (no import). Empty when torchvision is not installed."""
+    return {name: FOLDER_TASKS[folder] for name, folder in _builder_folders().items()}
+
+
+@functools.lru_cache(maxsize=None)
+def _builder_folders() -> dict[str, str]:
+    """Builder name -> the torchvision folder that registers it."""
     root = _torchvision_dir()
     names: dict[str, str] = {}
     if root is None:
         return names
-    for task, folder in TASK_FOLDERS.items():
+    for folder in FOLDER_TASKS:
         for path in sorted((root / folder).glob("*.py")):
             for node in ast.parse(path.read_text(encoding="utf-8")).body:
                 if isinstance(node, ast.FunctionDef) and any(_is_register(d) for d in node.decorator_list):
-                    names[node.name] = task
+                    names[node.name] = folder
     return dict(sorted(names.items()))
 
 
@@ -125,9 +133,9 @@ def build_network(name: str, num_classes: int, side: int):
     offline. Segmenters return their ``out`` logits only (auxiliary head off)."""
     from torchvision import models
 
-    task = builder_names().get(name)
+    segmenter = _builder_folders().get(name) == SEGMENTATION_FOLDER
     kwargs: dict[str, Any] = {"weights": None, "num_classes": num_classes}
-    if task == "segmentation":
+    if segmenter:
         kwargs.update(weights_backbone=None, aux_loss=False)
     if name in ("googlenet", "inception_v3"):
         kwargs.update(aux_logits=False, init_weights=False)
@@ -136,7 +144,7 @@ def build_network(name: str, num_classes: int, side: int):
     if name.startswith("maxvit_"):
         kwargs["input_size"] = (side, side)
     model = models.get_model(name, **kwargs)
-    if task == "segmentation":
+    if segmenter:
         model.__class__ = _out_only(type(model))
     return model.eval()
 

@@ -249,3 +249,20 @@ def test_segmenter_build_answers_as_torchvision(tmp_path):
 def test_missing_torchvision_weights_through_the_api():
     with pytest.raises(CvexportError, match="downloads nothing"):
         get_spec("mobilenet_v3_small").for_weights(None)
+
+
+# ------------------------------------------------------------------------------ export
+def test_a_fixed_batch_after_export_is_one_line():
+    """The guard after every export: an input whose dim 0 came out a number is refused."""
+    from onnx import TensorProto, helper
+
+    from cvexport.export.torch_export import _require_symbolic_batch
+
+    def graph(batch):
+        x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, 8, 8])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3, 8, 8])
+        return helper.make_model(helper.make_graph([helper.make_node("Identity", ["input"], ["y"])], "g", [x], [y]))
+
+    _require_symbolic_batch(graph("batch"), "input")
+    with pytest.raises(CvexportError, match="fixed batch of 1, not a dynamic one"):
+        _require_symbolic_batch(graph(1), "input")
