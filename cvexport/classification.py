@@ -14,6 +14,7 @@ import numpy as np
 
 from cvexport.annotators import ClassBarAnnotator
 from cvexport.compare import Parity, shapes_differ
+from cvexport.errors import CvexportError
 from cvexport.manifest import Manifest
 from cvexport.metrics import Metric
 from cvexport.results import Classification
@@ -112,6 +113,11 @@ class ClassificationTask(Task):
 
     # ---------------------------------------------------------------------------- data
     def sample_images(self, spec, split: str, indices, seed: int = 0) -> list[np.ndarray]:
+        if spec.family == "torchvision":
+            # No data of its own here: real photographs (parity, INT8 calibration, benchmarks).
+            from cvexport.models.photos import photo_samples
+
+            return photo_samples(split, indices, spec.input_size[0], seed)
         from cvexport.models.classification_data import make_sample
 
         return [make_sample("target", split, int(i), seed=seed, size=spec.input_size[0]).image for i in indices]
@@ -121,6 +127,9 @@ class ClassificationTask(Task):
 
     def val_samples(self, spec, count: int) -> tuple[list[np.ndarray], list[int]]:
         """The first ``count`` images of the target val split and their labels."""
+        if spec.family == "torchvision":
+            raise CvexportError(f"{spec.name} has no labelled data of its own here: measure its metric on yours "
+                                "with --data DIR")
         from cvexport.models.classification_data import make_sample
 
         samples = [make_sample("target", "val", i, size=spec.input_size[0]) for i in range(count)]

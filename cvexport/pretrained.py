@@ -111,8 +111,9 @@ def read_state_dict(found: PretrainedFile) -> dict[str, Any]:
 
 
 def check_keys(state: Mapping[str, Any], reference: Mapping[str, tuple[int, ...]], free_prefixes: tuple[str, ...],
-               where: str, name: str) -> None:
-    """One line for the first way ``state`` does not fit ``reference`` (key -> shape)."""
+               where: str, name: str, builder: str | None = None) -> None:
+    """One line for the first way ``state`` does not fit ``reference`` (key -> shape);
+    ``builder``: the torchvision.models call the advice names (default: resnet18 or vgg19)."""
     def counted(keys: list[str]) -> str:
         return repr(keys[0]) + (f" (and {len(keys) - 1} more)" if len(keys) > 1 else "")
 
@@ -126,7 +127,7 @@ def check_keys(state: Mapping[str, Any], reference: Mapping[str, tuple[int, ...]
         found = (f"missing {counted(missing)}" if missing else "") + ("; " if missing and unexpected else "") + \
                 (f"unexpected {counted(unexpected)}" if unexpected else "")
         raise CvexportError(f"{where} does not fit a torchvision {name}: {found}; pass the state dict of "
-                            f"torchvision.models.{'resnet18' if name == 'ResNet-18' else 'vgg19'}")
+                            f"torchvision.models.{builder or ('resnet18' if name == 'ResNet-18' else 'vgg19')}")
     for key, shape in reference.items():
         if free(key):
             continue

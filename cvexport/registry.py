@@ -51,6 +51,9 @@ class ModelSpec:
     # Input sides the network takes (see input_side_rule): at least min_side, a multiple of side_multiple.
     min_side: int = 32
     side_multiple: int = 1
+    # "cvexport": a model of this project (its own data, shipped weights); "torchvision": a
+    # torchvision builder with weights only from the user's file (see cvexport.torchvision_zoo)
+    family: str = "cvexport"
 
     def input_side_rule(self, side: Any) -> str | None:
         """None when the network takes a ``side`` x ``side`` input, else the rule it breaks (one
@@ -83,6 +86,10 @@ class ModelSpec:
         from cvexport.checkpoint import read_metadata
 
         if weights is None:
+            if self.family == "torchvision":
+                raise CvexportError(f"'{self.name}' is a torchvision builder and cvexport downloads nothing: pass your "
+                                    f"weights, 'cvexport build {self.name} --weights FILE.pth' (a state dict of "
+                                    f"torchvision.models.get_model('{self.name}'), optionally --classes NAMES.txt)")
             return self
         path = Path(weights)
         meta = read_metadata(path)
@@ -111,6 +118,10 @@ class ModelSpec:
                       if dataset is not None else f"checkpoint {path.name}")
         description = (f"{meta.get('architecture', self.name)} fine-tuned on {trained_on}, {counted(len(names), 'class', 'classes')} "
                        f"({shown}), {side}x{side}")
+        if self.family == "torchvision":
+            state_dict = meta.get("state_dict") if isinstance(meta.get("state_dict"), dict) else {}
+            description = (f"torchvision {self.name} with the weights of {state_dict.get('file', path.name)}, "
+                           f"{counted(len(names), 'class', 'classes')} ({shown}), {side}x{side}")
         return self.with_classes(names, side, description, dataset)
 
     def load_model(self, weights: str | Path | None = None):
@@ -169,13 +180,47 @@ def register_model(spec: ModelSpec) -> ModelSpec:
 
 
 def list_models() -> list[str]:
+    """The project's own models (each with shipped weights); torchvision's builders are
+    models too (:func:`torchvision_models`), resolved by name in :func:`get_spec`."""
     return sorted(_REGISTRY)
 
 
+def torchvision_models() -> dict[str, str]:
+    """torchvision builder name -> task, for the builders cvexport builds with the user's weights."""
+    from cvexport.torchvision_zoo import builder_names
+
+    return {name: task for name, task in builder_names().items() if name not in _REGISTRY}
+
+
 def get_spec(name: str) -> ModelSpec:
-    if name not in _REGISTRY:
-        raise CvexportError(f"unknown model '{name}'; choose one of: {', '.join(list_models())}")
-    return _REGISTRY[name]
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name in torchvision_models():
+        return _torchvision_spec(name)
+    raise CvexportError(f"unknown model '{name}'; choose one of: {', '.join(list_models())}, or a torchvision "
+                        "classifier or segmenter builder name (see 'cvexport list')")
+
+
+@functools.lru_cache(maxsize=None)
+def _torchvision_spec(name: str) -> ModelSpec:
+    """The spec of a torchvision builder: its eval transform's mean/std and input side, no
+    classes and no weights until the user's file gives them (:meth:`ModelSpec.for_weights`)."""
+    from cvexport import torchvision_zoo as zoo
+
+    task = torchvision_models()[name]
+    pre = zoo.preprocessing(name)
+    side = pre["side"]
+    make = functools.partial(zoo.build_network, name)
+    return ModelSpec(
+        name=name, task=task, input_size=(side, side), class_names=(), weights="",
+        description=f"torchvision {name} {task}, weights from your file (--weights), {side}x{side}",
+        build=functools.partial(make, 1, side), trainer=_no_recipe, mean=pre["mean"], std=pre["std"],
+        make=make, family="torchvision")
+
+
+def _no_recipe():
+    raise CvexportError("cvexport has no training recipe for torchvision builders yet; train with torchvision's "
+                        "reference scripts and build with --weights")
 
 
 def _make_tinyssd(num_classes: int, input_side: int):

@@ -57,3 +57,14 @@ def random_background(rng: np.random.Generator, size: int) -> np.ndarray:
     if rng.random() < 0.5:
         out = out[:, ::-1]
     return np.ascontiguousarray(out)
+
+
+SPLIT_SEEDS = {"train": 0, "val": 1}
+
+
+def photo_samples(split: str, indices, size: int, seed: int = 0) -> list[np.ndarray]:
+    """Real-photograph pictures (random crops, ``size`` x ``size``) for a model that has no data
+    of its own here (a torchvision builder with the user's weights): image ``i`` of ``split`` is
+    the same crop on every call, and the splits draw different crops."""
+    return [random_background(np.random.default_rng((seed, SPLIT_SEEDS.get(split, 2), int(i))), size)
+            for i in indices]

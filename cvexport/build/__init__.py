@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -25,7 +26,7 @@ from cvexport.build.gates import PARITY_BATCHES, ParityError, run_gates, run_par
 from cvexport.build.int8 import measure_int8_gain
 from cvexport.build.manifest import build_manifest, input_contract, is_bundle_dir
 from cvexport.build.options import (CALIB_METHODS, ENGINE_CHOICES, INPUT_FORMATS, BuildOptions, check_engine_choice,
-                                    check_options, frame_size_warning)
+                                    check_options, frame_size_warning, with_user_weights)
 from cvexport.bundle import MANIFEST, ONNX_FILE, PARITY_FILE, WEIGHTS_FILE, load_bundle, write_manifest
 from cvexport.int8_graphs import INT8_CPU_GRAPHS
 from cvexport.precisions import PRECISIONS
@@ -43,6 +44,12 @@ __all__ = ["BuildOptions", "build", "ParityError", "run_parity", "input_contract
 def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
     """Export, check and write a bundle; returns its directory. Raises CvexportError on bad input
     and ParityError when ONNX Runtime disagrees with PyTorch (nothing is written then)."""
+    # A torchvision state dict is rewritten as a checkpoint first; the bundle keeps a copy.
+    with tempfile.TemporaryDirectory(prefix="cvexport-weights-") as scratch:
+        return _build(with_user_weights(options, Path(scratch)), log)
+
+
+def _build(options: BuildOptions, log: Callable[[str], None]) -> Path:
     from cvexport.backends.torch.runner import TorchRunner
 
     started = time.perf_counter()

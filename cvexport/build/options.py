@@ -35,6 +35,10 @@ class BuildOptions:
     engine: str = "auto"  # auto: also build (or reuse) a TensorRT engine where TensorRT works; trt: require it; ort: none
     # uint8 input only: (width, height) of the camera's frames, letterboxed to the network in the graph
     frame_size: tuple[int, int] | None = None
+    # a torchvision builder's weights given as a state dict: its class names (one per line) and
+    # the input side to build for (default: the builder's eval crop, 520 for a segmenter)
+    classes: str | None = None
+    input_size: int | None = None
     task_options: Mapping[str, Any] = field(default_factory=dict)  # only the options given
 
     @classmethod
@@ -78,6 +82,34 @@ def check_options(options: BuildOptions) -> None:
                  if value is not None]
         if given:
             raise CvexportError(f"{' and '.join(given)} apply only to --int8 builds; add --int8 or drop them")
+
+
+def with_user_weights(options: BuildOptions, directory: Path) -> BuildOptions:
+    """The options to build from: for a torchvision builder given a torch state dict, ``weights``
+    becomes that file checked and rewritten as a cvexport checkpoint in ``directory`` (with the
+    ``classes`` and ``input_size`` given); otherwise the options as they are. ``--classes`` and
+    ``--input-size`` go with a state dict only: a cvexport checkpoint records both."""
+    from dataclasses import replace
+
+    from cvexport.torchvision_zoo import convert_weights
+
+    spec = get_spec(options.model)
+    given = [flag for flag, value in (("--classes", options.classes), ("--input-size", options.input_size))
+             if value is not None]
+    state_dict = (spec.family == "torchvision" and options.weights is not None
+                  and Path(options.weights).suffix != ".safetensors")
+    if given and not state_dict:
+        raise CvexportError(f"{' and '.join(given)} apply to a torchvision builder's state dict (--weights FILE.pth); "
+                            f"'{options.model}' with {'these weights' if options.weights else 'its shipped weights'} "
+                            "records its classes and input size already")
+    if not state_dict:
+        return options
+    if options.input_size is not None and (rule := spec.input_side_rule(options.input_size)) is not None:
+        raise CvexportError(f"--input-size {options.input_size} must be {rule}")
+    converted = convert_weights(options.model, Path(options.weights),
+                                Path(options.classes) if options.classes is not None else None,
+                                options.input_size, directory)
+    return replace(options, weights=str(converted), classes=None, input_size=None)
 
 
 def check_engine_choice(options: BuildOptions) -> None:

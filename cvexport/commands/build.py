@@ -25,7 +25,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--frame-size", type=_frame_size, metavar="WxH",
                    help="with --input uint8: the graph takes a fixed camera's frames at this size (e.g. 1280x720) "
                    "and letterboxes them itself, so frames reach the engine untouched")
-    p.add_argument("--weights", help="safetensors checkpoint to export instead of the shipped one")
+    p.add_argument("--weights", help="safetensors checkpoint to export instead of the shipped one; for a torchvision "
+                   "builder (see 'cvexport list'), required: its state dict (.pth) or a checkpoint cvexport wrote")
+    p.add_argument("--classes", metavar="FILE", help="with a torchvision state dict: class names, one per line "
+                   "(default: class_1..N)")
+    p.add_argument("--input-size", type=_positive_int, metavar="SIDE", help="with a torchvision state dict: the "
+                   "square input side to build for (default: the builder's eval crop, 520 for a segmenter)")
     p.add_argument("--out", help="bundle directory (default bundles/MODEL-PRECISION[-FLAVOR])")
     p.add_argument("--force", action="store_true",
                    help="replace --out even when it is a directory of other files (they are deleted)")
@@ -56,7 +61,8 @@ def run(args) -> int:
     options = BuildOptions(
         model=args.model, precision=args.precision, max_batch=args.max_batch, input_format=args.input_format,
         weights=args.weights, out=args.out, calib_images=args.calib_images, calib_method=args.calib_method,
-        force=args.force, engine=args.backend, frame_size=args.frame_size,
+        force=args.force, engine=args.backend, frame_size=args.frame_size, classes=args.classes,
+        input_size=args.input_size,
         task_options={o.name: getattr(args, o.name) for o in _task_options() if getattr(args, o.name) is not None},
     )
     build(options, log=lambda line: print(line, flush=True))

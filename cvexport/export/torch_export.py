@@ -15,11 +15,16 @@ def export_module(module, example_shape: Sequence[int], max_batch: int, *, input
     """Export ``module`` (eval mode) with a dynamic batch dimension 1..``max_batch``.
 
     Weights are stored inside the model (no external-data file) and the result passes
-    ``onnx.checker`` full check.
+    ``onnx.checker`` full check. The example's batch is min(2, max_batch) whatever
+    ``example_shape[0]`` says: traced from a batch of 1, torch.export specializes some networks
+    to that batch (a ViT's graph came out with a fixed batch of 1, a ConvNeXt's failed a batch
+    guard), while a batch of 2 keeps the dimension symbolic. A graph whose batch still came out
+    fixed is a one-line error rather than a bundle that refuses every other batch.
     """
     import torch
 
-    example = torch.zeros(tuple(example_shape), dtype=torch.float32)
+    shape = (min(2, max_batch), *tuple(example_shape)[1:])
+    example = torch.zeros(shape, dtype=torch.float32)
     batch = torch.export.Dim("batch", min=1, max=max(2, max_batch))
     # The exporter is chatty (progress lines, deprecation notes); keep the CLI's output readable.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -29,9 +34,22 @@ def export_module(module, example_shape: Sequence[int], max_batch: int, *, input
             dynamic_shapes=({0: batch},), external_data=False, optimize=True, verify=False,
         )
     model = program.model_proto
+    if max_batch > 1:
+        _require_symbolic_batch(model, input_name)
     strip_exporter_metadata(model)
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def _require_symbolic_batch(model: onnx.ModelProto, input_name: str) -> None:
+    """A one-line CvexportError when the exported input's dim 0 is a number, not a symbol."""
+    from cvexport.errors import CvexportError
+
+    graph_input = next(i for i in model.graph.input if i.name == input_name)
+    batch = graph_input.type.tensor_type.shape.dim[0]
+    if not batch.dim_param:
+        raise CvexportError(f"the exported graph's input '{input_name}' has a fixed batch of {batch.dim_value}, not "
+                            "a dynamic one; this network cannot be exported for batches, build it with --max-batch 1")
 
 
 def strip_exporter_metadata(model: onnx.ModelProto) -> None:
