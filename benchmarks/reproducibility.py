@@ -3,8 +3,10 @@
 Builds every registered model at every precision (and the SSD's EfficientNMS flavour) in this
 checkout and in another one (a ``git worktree`` of another commit, in another directory), each
 with its own sources on ``sys.path``, then compares file by file: the sha256 of every graph
-in the bundle (``model.onnx`` and the INT8 CPU graphs), of the weights, and the section tags
-of the graph nodes. Any difference is listed. Writes ``benchmarks/results/reproducibility.{json,md}``.
+in the bundle (``model.onnx`` and the INT8 CPU graphs), of the weights and of ``manifest.json``,
+``parity.json`` with its measured times taken out (``build_seconds`` and the INT8 vs fp32
+timing record, which differ between two runs of the same code), and the section tags of the
+graph nodes. Any difference is listed. Writes ``benchmarks/results/reproducibility.{json,md}``.
 
     git worktree add /tmp/cvexport-before <commit>
     python benchmarks/reproducibility.py --other /tmp/cvexport-before
@@ -65,10 +67,22 @@ def _sections(path: Path) -> dict[str, int]:
     return dict(sorted(tags.items()))
 
 
+# parity.json fields that are measured times: two builds by the same code differ in them.
+TIMED_PARITY_FIELDS = ("build_seconds", "int8_vs_fp32")
+
+
+def _parity_without_times(path: Path) -> str:
+    report = json.loads(path.read_text())
+    for field in TIMED_PARITY_FIELDS:
+        report.pop(field, None)
+    return hashlib.sha256(json.dumps(report, sort_keys=True).encode()).hexdigest()
+
+
 def _bundle_facts(bundle: Path) -> dict:
     facts = {"files": {}, "sections": _sections(bundle / "model.onnx")}
-    for path in sorted(bundle.glob("*.onnx")) + [bundle / "weights.safetensors"]:
+    for path in sorted(bundle.glob("*.onnx")) + [bundle / "weights.safetensors", bundle / "manifest.json"]:
         facts["files"][path.name] = _sha256(path)
+    facts["files"]["parity.json (times out)"] = _parity_without_times(bundle / "parity.json")
     manifest = json.loads((bundle / "manifest.json").read_text())
     facts["weights_source"] = manifest["weights"].get("source")
     return facts
