@@ -88,14 +88,18 @@ def _bundle_facts(bundle: Path) -> dict:
     return facts
 
 
-def build_all(checkout: Path, out: Path, weights_dir: Path) -> dict[str, dict]:
+def build_all(checkout: Path, out: Path, weights_dir: Path, reuse: bool = False) -> dict[str, dict]:
     """Every variant built in ``checkout`` from the checkpoints in ``weights_dir`` (one set for
-    both checkouts: the comparison is of the code)."""
+    both checkouts: the comparison is of the code). ``reuse``: a bundle already in ``out`` from
+    an earlier run of the same checkout is read, not built again."""
     env = _prepare(checkout)
     results = {}
     for variant in VARIANTS:
         name = "-".join(str(v) for v in variant.values())
         target = out / name
+        if reuse and (target / "parity.json").is_file():
+            results[name] = _bundle_facts(target)
+            continue
         values = {**variant, "weights": str(weights_dir / f"{variant['model']}.safetensors")}
         subprocess.run([sys.executable, "-c", BUILD_SCRIPT, json.dumps(values), str(target), str(checkout)],
                        cwd=checkout, env=env, check=True)
@@ -108,6 +112,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--other", required=True, help="another checkout (e.g. a git worktree of an older commit)")
     parser.add_argument("--out", default="/tmp/cvexport-reproducibility")
+    parser.add_argument("--reuse-other", action="store_true",
+                        help="read the other checkout's bundles left in --out by an earlier run instead of building them again")
     args = parser.parse_args()
     other = Path(args.other).resolve()
     out = Path(args.out)
@@ -118,7 +124,7 @@ def main() -> int:
 
     weights_dir = other / "models" / "weights"
     this_results = build_all(HERE, out / "this", weights_dir)
-    other_results = build_all(other, out / "other", weights_dir)
+    other_results = build_all(other, out / "other", weights_dir, reuse=args.reuse_other)
     rows, identical = [], True
     for name, facts in this_results.items():
         theirs = other_results[name]
