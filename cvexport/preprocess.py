@@ -19,9 +19,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def _normalization(contract) -> tuple[str, Sequence[float], Sequence[float], GraphLetterbox | None]:
     """(dtype, mean, std, in-graph letterbox) of ``contract``: a bundle's
     :class:`~cvexport.manifest.InputContract`, or for training and calibration, which have no
-    bundle, a mapping with ``dtype``, ``mean`` and ``std`` (such a network letterboxes nothing)."""
+    bundle, a mapping with ``dtype``, and ``mean`` and ``std`` where the input is float (a uint8
+    input is normalized by the graph; such a network letterboxes nothing)."""
     if isinstance(contract, Mapping):
-        return contract["dtype"], contract["mean"], contract["std"], None
+        return contract["dtype"], contract.get("mean"), contract.get("std"), None
     return contract.dtype, contract.mean, contract.std, contract.letterbox
 
 
