@@ -78,6 +78,7 @@ class ClassificationParity(Parity):
 @register_task
 class ClassificationTask(Task):
     """The top classes of each image."""
+    labelled_output = "probabilities"
 
     name = "classification"
     core_outputs = ("logits",)

@@ -361,6 +361,7 @@ def parity_frames(spec, count: int = 8) -> list[np.ndarray]:
 @register_task
 class DetectionTask(Task):
     """Boxes, classes and scores per image; options: the NMS flavour and thresholds."""
+    labelled_output = "detection_classes"
 
     name = "detection"
     options = (

@@ -73,6 +73,7 @@ class SegmentationParity(Parity):
 @register_task
 class SegmentationTask(Task):
     """A class per pixel of each image."""
+    labelled_output = "labels"
 
     name = "segmentation"
     core_outputs = ("logits",)

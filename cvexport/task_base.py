@@ -83,6 +83,8 @@ class Task:
     outputs: ClassVar[tuple[ContractOutput, ...]]
     # Whether a bundle names its classes (``class_names``, one per class).
     has_classes: ClassVar[bool] = True
+    # The output whose values index ``class_names`` (where Triton's label_filename goes); None: none.
+    labelled_output: ClassVar[str | None] = None
     # The NMS flavors a bundle's ``postprocess`` section may name; a task that sets them has its
     # bundles carry that section (thresholds, max detections). None: no such section.
     postprocess_nms_flavors: ClassVar[tuple[str, ...] | None] = None

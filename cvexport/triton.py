@@ -65,8 +65,6 @@ TRT_BACKEND, TRT_PLATFORM = "tensorrt", "tensorrt_plan"
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64", "int32": "TYPE_INT32",
                 "int64": "TYPE_INT64", "int16": "TYPE_INT16", "int8": "TYPE_INT8", "uint8": "TYPE_UINT8",
                 "uint16": "TYPE_UINT16", "bool": "TYPE_BOOL"}
-# The output whose values index the class list, per task: where label_filename goes.
-LABELLED_OUTPUT = {"classification": "probabilities", "detection": "detection_classes", "segmentation": "labels"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -452,7 +450,9 @@ def render_config(name: str, bundle: Bundle, signature: dict, max_batch: int, pl
                   options: TritonOptions, labels: bool, version_policy: str = DEFAULT_VERSION_POLICY) -> str:
     """config.pbtxt text; ``plans`` None for the ONNX Runtime model."""
     contract = bundle.input
-    labelled = LABELLED_OUTPUT.get(bundle.task) if labels else None
+    from cvexport.tasks import get_task
+
+    labelled = get_task(bundle.task).labelled_output if labels else None
     lines = [f"# Written by cvexport export-triton from {bundle.manifest.model} ({bundle.precision}); "
              "see docs/triton.md", f'name: "{name}"']
     if plans is None:
