@@ -211,9 +211,9 @@ class Task:
     def metrics(self, predictions: list[Any], truths: list[Any], bundle) -> dict[str, float]:
         raise NotImplementedError
 
-    def record(self, prediction: Any, class_names: Sequence[str] = ()) -> dict[str, Any]:
+    def record(self, prediction: Any) -> dict[str, Any]:
         """The JSON entry of one image's result: its ``to_record()``, the one JSON form every
-        command writes. ``class_names`` is not read: a result carries the names it was made with."""
+        command writes (a result carries the class names it was made with)."""
         return prediction.to_record()
 
     def describe_prediction(self, prediction: Any) -> str:

@@ -115,7 +115,7 @@ def _expected(bundle, media: Path, stride: int = 1) -> dict[tuple[str, int], dic
     expected = {}
     for key, image, prediction in zip(keys, images, predictor.predict(images)):
         expected[key] = {"width": image.shape[1], "height": image.shape[0],
-                         "result": json.loads(json.dumps(predictor.task.record(prediction, bundle.class_names))),
+                         "result": json.loads(json.dumps(predictor.task.record(prediction))),
                          # Label maps and stylized pictures are stored as arrays too, exactly.
                          "array": np.asarray(prediction) if isinstance(prediction, (LabelMap, StylizedImage)) else None}
     return expected

@@ -57,7 +57,7 @@ def _expected_records(bundle, frames: list[np.ndarray]) -> tuple[list[dict], lis
 
     with Predictor(bundle) as predictor:
         predictions = predictor.predict(frames)
-        records = [predictor.task.record(p, bundle.class_names) for p in predictions]
+        records = [predictor.task.record(p) for p in predictions]
     return json.loads(json.dumps(records)), predictions  # as JSON reads them back
 
 

@@ -53,8 +53,7 @@ def predict_inputs(predictor, items: Iterable[InputFile], batch: int, stride: in
             prepared = predictor.prepare([entry[3] for entry in live])
             predictions = predictor.finish(predictor.infer(prepared.feed), prepared)
             for (state, frame, time_s, image), prediction in zip(live, predictions):
-                state.rows.append(prediction_row(task, state.item, frame, time_s, image, prediction,
-                                                 predictor.bundle.class_names))
+                state.rows.append(prediction_row(task, state.item, frame, time_s, image, prediction))
         for state in order:
             state.pending = 0
 

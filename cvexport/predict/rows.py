@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +27,7 @@ def arrow_schema():
 
 
 def prediction_row(task, item: InputFile, frame: int, time_s: float | None, image: np.ndarray,
-                   prediction: Any, class_names: Sequence[str] = ()) -> dict[str, Any]:
+                   prediction: Any) -> dict[str, Any]:
     """One stored row: the task's JSON record, and the prediction itself where it is an array
     (a segmentation label map, a stylized picture) as .npy bytes, exact."""
     array = None
@@ -38,7 +38,7 @@ def prediction_row(task, item: InputFile, frame: int, time_s: float | None, imag
         array = buffer.getvalue()
     return {"input": item.path, "frame": int(frame), "kind": item.kind, "time_s": time_s,
             "width": int(image.shape[1]), "height": int(image.shape[0]),
-            "result": json.dumps(task.record(prediction, class_names), sort_keys=True), "array": array}
+            "result": json.dumps(task.record(prediction), sort_keys=True), "array": array}
 
 
 def jsonl_record(row: dict[str, Any]) -> dict[str, Any]:

@@ -429,7 +429,7 @@ class Pipeline:
                 raw = item.raw
                 start = time.perf_counter()
                 prediction = self.predictor.finish_one(outputs, item.prepared)
-                record = task.record(prediction, self.predictor.bundle.class_names)
+                record = task.record(prediction)
                 post_done = time.perf_counter()
                 encode_s = None
                 if src.video is not None:
