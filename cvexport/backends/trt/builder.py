@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from cvexport.errors import CvexportError
+from cvexport.errors import CvexportError, first_line
 from cvexport.backends.trt.cache import EngineMetadata, describe_cache_miss, engine_filename, find_cached_engine, write_engine
 from cvexport.backends.trt.settings import BuilderPlan, EngineOptions, format_plan
 
-from cvexport.backends.trt.environment import first_line, init_plugins, trt_logger
+from cvexport.backends.trt.environment import init_plugins, trt_logger
 from cvexport.backends.trt.loader import plan_engine, timing_cache_path
 Log = Callable[[str], None]
 

@@ -10,7 +10,7 @@ import threading
 
 from typing import Any
 
-from cvexport.errors import CvexportError
+from cvexport.errors import CvexportError, first_line
 from cvexport.backends.trt.settings import INSTALL_HINT
 
 CUDA_HINT = ("CUDA is not available here (torch.cuda.is_available() is False): TensorRT needs an NVIDIA GPU, its "
@@ -106,6 +106,3 @@ def gpu_identity(device: int | None = None) -> tuple[str, str]:
     return torch.cuda.get_device_name(index), f"{major}.{minor}"
 
 
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else exc.__class__.__name__

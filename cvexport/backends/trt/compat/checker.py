@@ -8,6 +8,7 @@ from collections import Counter
 import onnx
 from onnx import shape_inference
 
+from cvexport.errors import first_line
 from cvexport.backends.trt.compat.graph_index import IndexedGraph, _io_summary, _short_list, _walk_graphs, walk_nodes
 from cvexport.backends.trt.compat.operators import _DEFAULT_DOMAINS
 from cvexport.backends.trt.compat.report import CompatReport, Finding, ModelLoadError, _SEVERITY_ORDER
@@ -69,7 +70,7 @@ def check_path(path: str | os.PathLike) -> CompatReport:
     try:
         model = onnx.load(path, load_external_data=False)
     except Exception as exc:
-        raise ModelLoadError(f"cannot read ONNX model {path}: {_one_line(exc)}") from None
+        raise ModelLoadError(f"cannot read ONNX model {path}: {first_line(exc)}") from None
     if not model.graph.node and not model.graph.input and not model.graph.output:
         # protobuf happily parses many non-ONNX byte strings as an empty message
         raise ModelLoadError(f"{path} is not an ONNX model (empty graph)")
@@ -92,9 +93,6 @@ def _missing_external_files(model: onnx.ModelProto, base_dir: str) -> list[str]:
     return sorted(f for f in files if not os.path.isfile(os.path.join(base_dir, f)))
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 # Past this the checker cannot serialize an in-memory model (protobuf's 2 GiB limit).
@@ -160,7 +158,7 @@ def _default_plugins() -> tuple[dict, Finding | None]:
         from trt_plugins import PLUGINS
     except ImportError as exc:
         return {}, Finding(
-            "plugin", "info", None, f"plugin registry unavailable ({_one_line(exc)}); plugin "
+            "plugin", "info", None, f"plugin registry unavailable ({first_line(exc)}); plugin "
             f"nodes will be reported as unsupported",
         )
     return dict(PLUGINS), None
@@ -186,7 +184,7 @@ def _infer_shapes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Finding | No
     except Exception as exc:
         problem = Finding(
             "shape-inference", "warning", None,
-            f"ONNX shape inference failed ({_one_line(exc)}); type-based checks may miss issues",
+            f"ONNX shape inference failed ({first_line(exc)}); type-based checks may miss issues",
         )
     try:
         return shape_inference.infer_shapes(model, strict_mode=False), problem
