@@ -54,6 +54,9 @@ class ModelSpec:
     # "cvexport": a model of this project (its own data, shipped weights); "torchvision": a
     # torchvision builder with weights only from the user's file (see cvexport.torchvision_zoo)
     family: str = "cvexport"
+    # detection: what the network outputs and how they become detections (None: TinySSD's head,
+    # cvexport.detection_heads.TINYSSD_HEAD)
+    detection_head: Any = None
 
     def input_side_rule(self, side: Any) -> str | None:
         """None when the network takes a ``side`` x ``side`` input, else the rule it breaks (one
