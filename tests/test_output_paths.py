@@ -286,12 +286,11 @@ def test_efficient_nms_candidate_check_warns_for_jetson_tx_and_is_quiet_by_defau
 
     spec = get_spec("ssd")
     model = spec.load_model(spec.weights_path()).eval()
-    anchors = model.anchors.numpy()
     quiet, warned = [], []
-    assert check_candidate_limit(model, spec, anchors, NmsConfig(**spec.defaults), quiet.append) < 2000
+    assert check_candidate_limit(model, spec, NmsConfig(**spec.defaults), quiet.append) < 2000
     assert quiet == []
     # The settings with NMS IoU 0.45: fine on current GPUs, not on Jetson TX1/TX2 (at the
     # default 0.35 they need more than any EfficientNMS_TRT keeps, and the build refuses them).
-    needed = check_candidate_limit(model, spec, anchors, NmsConfig(0.01, 0.45, 200), warned.append)
+    needed = check_candidate_limit(model, spec, NmsConfig(0.01, 0.45, 200), warned.append)
     assert 2000 < needed <= 5000
     assert len(warned) == 1 and "Jetson TX1/TX2" in warned[0]

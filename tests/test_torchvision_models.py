@@ -48,11 +48,15 @@ def test_builder_names_are_torchvisions_own_lists():
     """The names read from torchvision's source without importing it are its registered builders."""
     classifiers = set(torchvision.models.list_models(module=torchvision.models))
     segmenters = set(torchvision.models.list_models(module=torchvision.models.segmentation))
+    detectors = set(torchvision.models.list_models(module=torchvision.models.detection))
     names = builder_names()
     assert {n for n, t in names.items() if t == "classification"} == classifiers
     assert {n for n, t in names.items() if t == "segmentation"} == segmenters
+    # The one-stage detectors; the two-stage R-CNN family is refused by name (its own test).
+    one_stage = {n for n, t in names.items() if t == "detection"}
+    assert one_stage < detectors and {n for n in detectors - one_stage if "rcnn" not in n} == set()
     # They are models by name, beside (not among) the project's own.
-    assert set(torchvision_models()) == classifiers | segmenters
+    assert set(torchvision_models()) == classifiers | segmenters | one_stage
     assert not set(list_models()) & set(torchvision_models())
     assert get_spec("resnet18").task == "classification" and get_spec("resnet18").family == "torchvision"
     assert get_spec("lraspp_mobilenet_v3_large").task == "segmentation"
