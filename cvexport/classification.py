@@ -14,7 +14,6 @@ import numpy as np
 
 from cvexport.annotators import ClassBarAnnotator
 from cvexport.compare import Parity, shapes_differ
-from cvexport.errors import CvexportError
 from cvexport.manifest import Manifest
 from cvexport.metrics import Metric
 from cvexport.results import Classification
@@ -113,24 +112,15 @@ class ClassificationTask(Task):
         return {"logits": logits.numpy(), "probabilities": torch.softmax(logits, dim=-1).numpy()}
 
     # ---------------------------------------------------------------------------- data
-    def sample_images(self, spec, split: str, indices, seed: int = 0) -> list[np.ndarray]:
-        if spec.family == "torchvision":
-            # No data of its own here: real photographs (parity, INT8 calibration, benchmarks).
-            from cvexport.models.photos import photo_samples
+    parity_image_count = PARITY_IMAGES
 
-            return photo_samples(split, indices, spec.input_size[0], seed)
+    def own_images(self, spec, split: str, indices, seed: int = 0) -> list[np.ndarray]:
         from cvexport.models.classification_data import make_sample
 
         return [make_sample("target", split, int(i), seed=seed, size=spec.input_size[0]).image for i in indices]
 
-    def parity_frames(self, spec) -> list[np.ndarray]:
-        return self.sample_images(spec, "val", range(PARITY_IMAGES))
-
-    def val_samples(self, spec, count: int) -> tuple[list[np.ndarray], list[int]]:
+    def own_val_samples(self, spec, count: int) -> tuple[list[np.ndarray], list[int]]:
         """The first ``count`` images of the target val split and their labels."""
-        if spec.family == "torchvision":
-            raise CvexportError(f"{spec.name} has no labelled data of its own here: measure its metric on yours "
-                                "with --data DIR")
         from cvexport.models.classification_data import make_sample
 
         samples = [make_sample("target", "val", i, size=spec.input_size[0]) for i in range(count)]

@@ -294,7 +294,24 @@ def nms_flavor(options) -> str:
     return options.task_options.get("nms") or "onnx"
 
 
-def check_candidate_limit(model, spec, anchors: np.ndarray, config, warn: Callable[[str], None]) -> int:
+def head_of(spec):
+    """The spec's :class:`cvexport.detection_heads.DetectionHead` (TinySSD's unless it names another)."""
+    from cvexport.detection_heads import TINYSSD_HEAD
+
+    return spec.detection_head or TINYSSD_HEAD
+
+
+def box_count(model, spec) -> int:
+    """N, the boxes the network scores per image: its anchors, or a decoded head's box rows."""
+    if head_of(spec).anchored:
+        return int(model.anchors.shape[0])
+    import torch
+
+    with torch.no_grad():
+        return int(model(torch.zeros((1, 3, *spec.input_size)))[0].shape[1])
+
+
+def check_candidate_limit(model, spec, config, warn: Callable[[str], None]) -> int:
     """EfficientNMS_TRT lets only its top CANDIDATE_LIMIT scores (2000 on Jetson TX1/TX2) into
     NMS: with more candidates than that above the threshold and enough of them suppressed, it
     returns fewer detections than PyTorch. Refuse settings that already need more on the
@@ -306,13 +323,23 @@ def check_candidate_limit(model, spec, anchors: np.ndarray, config, warn: Callab
     from cvexport.preprocess import to_network_input
     from trt_plugins.efficient_nms import CANDIDATE_LIMIT, JETSON_TX_CANDIDATE_LIMIT, candidates_needed
 
+    from cvexport.ops.detection import head_candidates
+
     contract = {"dtype": "float32", "mean": spec.mean, "std": spec.std}
+    head = head_of(spec)
     with torch.no_grad():
-        logits, offsets = model(torch.from_numpy(to_network_input(parity_frames(spec), contract)))
-    variances, anchors_cs = efficient_nms_constants(anchors)
-    needed = int(candidates_needed(offsets.numpy() * variances, class_scores(logits).numpy(), anchors_cs,
-                                   score_threshold=config.score_threshold, iou_threshold=config.iou_threshold,
-                                   max_output_boxes=config.max_detections, box_coding=1).max())
+        outputs = tuple(model(torch.from_numpy(to_network_input(DetectionTask().parity_frames(spec), contract))))
+    if head.is_tinyssd:
+        variances, anchors_cs = efficient_nms_constants(model.anchors.detach().cpu().numpy())
+        boxes, scores, anchors_in, coding = outputs[1].numpy() * variances, class_scores(outputs[0]).numpy(), anchors_cs, 1
+    else:
+        anchors = model.anchors if head.anchored else None
+        boxes, scores = (t.numpy() for t in head_candidates(outputs, anchors, getattr(model, "anchor_levels", ()), head,
+                                                             spec.input_size))
+        anchors_in, coding = None, 0
+    needed = int(candidates_needed(boxes, scores, anchors_in, score_threshold=config.score_threshold,
+                                   iou_threshold=config.iou_threshold, max_output_boxes=config.max_detections,
+                                   box_coding=coding).max())
     if needed > CANDIDATE_LIMIT:
         raise CvexportError(
             f"--score-threshold {config.score_threshold} with --max-detections {config.max_detections} needs {needed} "
@@ -397,7 +424,7 @@ class DetectionTask(Task):
         from trt_plugins.efficient_nms import DENSE_PATH_THRESHOLD
 
         config, nms = build_nms_config(spec, options), nms_flavor(options)
-        num_anchors, num_classes = spec.build().anchors.shape[0], len(spec.class_names)
+        num_anchors, num_classes = box_count(spec.build(), spec), len(spec.class_names)
         if nms not in NMS_FLAVORS:
             raise CvexportError(f"unknown --nms '{nms}'; choose one of: {', '.join(NMS_FLAVORS)}")
         if not 1 <= config.max_detections <= min(TRT_MAX_TOPK, num_anchors * num_classes):
@@ -429,36 +456,69 @@ class DetectionTask(Task):
         return {key: value for key, value in values.items() if value is not None}
 
     # ------------------------------------------------------------------------- export
+    def core_output_names(self, spec) -> tuple[str, ...]:
+        return head_of(spec).core_outputs
+
     def export_graphs(self, model, spec, options, int8=None, warn: Callable[[str], None] = print) -> dict[str, Any]:
         if nms_flavor(options) == "efficient":
-            anchors = model.anchors.detach().cpu().numpy()
-            check_candidate_limit(model, spec, anchors, build_nms_config(spec, options), warn)
+            check_candidate_limit(model, spec, build_nms_config(spec, options), warn)
         return super().export_graphs(model, spec, options, int8, warn)
 
     def append_sections(self, core, model, spec, options):
         # The exported core is the network alone (class logits, box offsets): precision changes
         # apply to it, while these sections (class probabilities, decode, NMS) stay FP32.
-        anchors = model.anchors.detach().cpu().numpy()
-        return _append_sections(core, spec, anchors, build_nms_config(spec, options), nms_flavor(options))
+        head, config, nms = head_of(spec), build_nms_config(spec, options), nms_flavor(options)
+        if head.is_tinyssd:
+            anchors = model.anchors.detach().cpu().numpy()
+            return _append_sections(core, spec, anchors, config, nms)
+        from cvexport.export import sections
+        from cvexport.export.graph import GraphEditor
+        from cvexport.export.head_sections import append_head_sections
+
+        editor = GraphEditor(core)
+        anchors = model.anchors.detach().cpu().numpy() if head.anchored else None
+        append_head_sections(editor, head, anchors, getattr(model, "anchor_levels", ()), box_count(model, spec),
+                             len(spec.class_names), spec.input_size, config, nms)
+        sections.detection_outputs(editor, config.max_detections)
+        return editor.model
 
     def manifest_entries(self, spec, options) -> dict[str, Any]:
-        config = build_nms_config(spec, options)
+        config, head = build_nms_config(spec, options), head_of(spec)
+        post = {"nms": nms_flavor(options), "per_class": True, "score_threshold": config.score_threshold,
+                "iou_threshold": config.iou_threshold, "max_detections": config.max_detections}
+        if not head.is_tinyssd:
+            post["head"] = head.to_record()
         return {
             "boxes": "detection_boxes in (x1, y1, x2, y2) normalized to the network input; rows past num_detections are padding",
-            "postprocess": {"nms": nms_flavor(options), "per_class": True, "score_threshold": config.score_threshold,
-                            "iou_threshold": config.iou_threshold, "max_detections": config.max_detections},
+            "postprocess": post,
         }
 
     def reference_outputs(self, model, array: np.ndarray, manifest: Manifest) -> dict[str, np.ndarray]:
-        """The PyTorch fp32 answer for a network input in the bundle's input contract."""
+        """The PyTorch fp32 answer for a network input in the bundle's input contract: for a
+        torchvision detector, torchvision's own inference on the same pixels."""
         import torch
 
-        from cvexport.ops.detection import postprocess
+        from cvexport.ops.detection import postprocess, postprocess_head
         from cvexport.preprocess import to_float_nchw
 
+        head, config = manifest.postprocess.detection_head(), nms_config(manifest)
+        network_input = to_float_nchw(array, manifest.input)
+        input_size = tuple(network_input.shape[-2:])
         with torch.no_grad():
-            cls_logits, box_offsets = model(to_float_nchw(array, manifest.input))
-            out = postprocess(cls_logits, box_offsets, model.anchors, nms_config(manifest))
+            if head.is_tinyssd:
+                cls_logits, box_offsets = model(network_input)
+                out = postprocess(cls_logits, box_offsets, model.anchors, config)
+            elif hasattr(model, "torchvision_inference"):
+                from cvexport.torchvision_detectors import torchvision_detections
+
+                # torchvision normalizes itself: hand it the 0..1 pixels the network input came from.
+                mean = torch.tensor(manifest.input.mean, dtype=torch.float32).reshape(1, 3, 1, 1)
+                std = torch.tensor(manifest.input.std, dtype=torch.float32).reshape(1, 3, 1, 1)
+                out = torchvision_detections(model, network_input * std + mean, head, config, input_size)
+            else:
+                anchors = model.anchors if head.anchored else None
+                out = postprocess_head(tuple(model(network_input)), anchors, getattr(model, "anchor_levels", ()),
+                                       head, input_size, config)
         return {k: v.numpy() for k, v in out.items()}
 
     # ---------------------------------------------------------------------------- data
@@ -472,16 +532,16 @@ class DetectionTask(Task):
             return []
         return [next(n.name for n in core.graph.node if n.op_type == "Conv")]
 
-    def sample_images(self, spec, split: str, indices, seed: int = 0) -> list[np.ndarray]:
+    def own_images(self, spec, split: str, indices, seed: int = 0) -> list[np.ndarray]:
         """uint8 RGB images of the model's own dataset (calibration, benchmarks)."""
         from cvexport.models.detection_data import make_sample
 
         return [make_sample(split, int(i), seed=seed, size=spec.input_size[0]).image for i in indices]
 
-    def parity_frames(self, spec) -> list[np.ndarray]:
+    def own_parity_frames(self, spec) -> list[np.ndarray]:
         return parity_frames(spec)
 
-    def val_samples(self, spec, count: int) -> tuple[list[np.ndarray], list[Any]]:
+    def own_val_samples(self, spec, count: int) -> tuple[list[np.ndarray], list[Any]]:
         """The first ``count`` val images and their ground truth (boxes in pixels, classes)."""
         from cvexport.metrics import ImageDetections
         from cvexport.models.detection_data import make_sample

@@ -103,5 +103,13 @@ class DetectionHead:
             record["box_units"] = self.box_units
         return record
 
+    @classmethod
+    def from_record(cls, record) -> "DetectionHead":
+        """The head a manifest's ``postprocess.head`` records (see :meth:`to_record`)."""
+        values = dict(record)
+        if "variances" in values:
+            values["variances"] = tuple(values["variances"])
+        return cls(**values)
+
 
 TINYSSD_HEAD = DetectionHead()

@@ -163,14 +163,16 @@ class OutputSpec(_Part):
 @dataclass(frozen=True)
 class Postprocess(_Part):
     """The detection settings built into the graph: NMS thresholds, the detections it keeps and
-    its NMS flavor (None in bundles that predate the field)."""
+    its NMS flavor (None in bundles that predate the field), and the head it decodes."""
 
     score_threshold: float
     iou_threshold: float
     max_detections: int
     nms: str | None = None
+    # The detector's head (cvexport.detection_heads.DetectionHead.to_record); None: TinySSD's
+    head: Mapping[str, Any] | None = None
 
-    FIELDS = ("score_threshold", "iou_threshold", "max_detections", "nms")
+    FIELDS = ("score_threshold", "iou_threshold", "max_detections", "nms", "head")
 
     @classmethod
     def from_dict(cls, source: Mapping[str, Any]) -> Postprocess:
@@ -178,7 +180,13 @@ class Postprocess(_Part):
                    keys=tuple(source), extra=_unmodelled(source, cls.FIELDS))
 
     def to_dict(self) -> dict[str, Any]:
-        return self._write({name: getattr(self, name) for name in self.FIELDS})
+        return self._write({name: copy.deepcopy(getattr(self, name)) for name in self.FIELDS})
+
+    def detection_head(self):
+        """The :class:`cvexport.detection_heads.DetectionHead` the graph decodes."""
+        from cvexport.detection_heads import TINYSSD_HEAD, DetectionHead
+
+        return TINYSSD_HEAD if self.head is None else DetectionHead.from_record(self.head)
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ class ModelSpec:
     # Input sides the network takes (see input_side_rule): at least min_side, a multiple of side_multiple.
     min_side: int = 32
     side_multiple: int = 1
+    max_side: int = MAX_SIDE
     # "cvexport": a model of this project (its own data, shipped weights); "torchvision": a
     # torchvision builder with weights only from the user's file (see cvexport.torchvision_zoo)
     family: str = "cvexport"
@@ -59,15 +60,23 @@ class ModelSpec:
     # cvexport.detection_heads.TINYSSD_HEAD)
     detection_head: Any = None
 
+    @property
+    def has_own_data(self) -> bool:
+        """The model comes with generated data of its own (parity, calibration, metrics); else
+        photographs stand in and its metric needs the user's data."""
+        return self.family == "cvexport"
+
     def input_side_rule(self, side: Any) -> str | None:
         """None when the network takes a ``side`` x ``side`` input, else the rule it breaks (one
         rule for ``train --input-size`` and for checkpoints)."""
         strided = self.side_multiple > 1
-        if (isinstance(side, int) and not isinstance(side, bool) and self.min_side <= side <= MAX_SIDE
+        if (isinstance(side, int) and not isinstance(side, bool) and self.min_side <= side <= self.max_side
                 and not side % self.side_multiple):
             return None
-        return (f"a multiple of {self.side_multiple} in {self.min_side}..{MAX_SIDE}" if strided
-                else f"in {self.min_side}..{MAX_SIDE}")
+        if self.min_side == self.max_side:
+            return f"of exactly {self.min_side} (the network's fixed size)"
+        return (f"a multiple of {self.side_multiple} in {self.min_side}..{self.max_side}" if strided
+                else f"in {self.min_side}..{self.max_side}")
 
     def weights_path(self) -> Path:
         return Path(str(resources.files("cvexport.models") / "weights" / self.weights))
@@ -125,6 +134,10 @@ class ModelSpec:
         description = (f"{meta.get('architecture', self.name)} fine-tuned on {trained_on}, {counted(len(names), 'class', 'classes')} "
                        f"({shown}), {side}x{side}")
         if self.family == "torchvision":
+            # builder arguments the weights' shapes decided (SSDlite's tail)
+            options = meta.get("builder_options")
+            if isinstance(options, dict) and options:
+                self = replace(self, make=functools.partial(self.make, **options))
             state_dict = meta.get("state_dict") if isinstance(meta.get("state_dict"), dict) else {}
             description = (f"torchvision {self.name} with the weights of {state_dict.get('file', path.name)}, "
                            f"{counted(len(names), 'class', 'classes')} ({shown}), {side}x{side}")
@@ -205,8 +218,14 @@ def get_spec(name: str) -> ModelSpec:
         return _module_name_spec(name)
     if name in torchvision_models():
         return _torchvision_spec(name)
+    from cvexport.torchvision_zoo import unsupported_detectors
+
+    if name in unsupported_detectors():
+        raise CvexportError(f"'{name}' is a two-stage torchvision detector, which cvexport does not build: its box head "
+                            "runs after the first NMS, so the network cannot end before the post-processing; use a "
+                            "one-stage detector (ssdlite320_mobilenet_v3_large, retinanet_resnet50_fpn, fcos_resnet50_fpn)")
     raise CvexportError(f"unknown model '{name}'; choose one of: {', '.join(list_models())}, or a torchvision "
-                        "classifier or segmenter builder name (see 'cvexport list')")
+                        "classifier, segmenter or one-stage detector builder name (see 'cvexport list')")
 
 
 @functools.lru_cache(maxsize=None)
@@ -219,11 +238,27 @@ def _torchvision_spec(name: str) -> ModelSpec:
     pre = zoo.preprocessing(name)
     side = pre["side"]
     make = functools.partial(zoo.build_network, name)
+    detector: dict[str, Any] = {}
+    if task == "detection":
+        from cvexport.torchvision_detectors import PRESETS, defaults
+
+        found, preset = defaults(name), PRESETS[name]
+        # The class names are labels 1..N; torchvision counts the background too.
+        make = functools.partial(_with_background, make)
+        detector = {"detection_head": preset.head, "defaults": {key: found[key] for key in
+                                                                ("score_threshold", "iou_threshold", "max_detections")},
+                    # FPN strides: torchvision pads its input to a multiple of 32
+                    "min_side": side if preset.fixed_side else 128, "max_side": side if preset.fixed_side else MAX_SIDE,
+                    "side_multiple": 1 if preset.fixed_side else 32}
     return ModelSpec(
         name=name, task=task, input_size=(side, side), class_names=(), weights="",
         description=f"torchvision {name} {task}, weights from your file (--weights), {side}x{side}",
         build=functools.partial(make, 1, side), trainer=_no_recipe, mean=pre["mean"], std=pre["std"],
-        make=make, family="torchvision")
+        make=make, family="torchvision", **detector)
+
+
+def _with_background(make: Callable, num_classes: int, side: int, **options):
+    return make(num_classes + 1, side, **options)
 
 
 def _module_name_spec(name: str) -> ModelSpec:

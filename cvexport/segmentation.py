@@ -14,7 +14,6 @@ import numpy as np
 
 from cvexport.annotators import ColorMaskAnnotator, MaskOverlayAnnotator
 from cvexport.compare import Parity, shapes_differ
-from cvexport.errors import CvexportError
 from cvexport.manifest import Manifest
 from cvexport.metrics import Metric
 from cvexport.results import LabelMap
@@ -109,20 +108,12 @@ class SegmentationTask(Task):
         return {"labels": logits.argmax(1).to(torch.int32).numpy(), "logits": logits.numpy()}
 
     # ---------------------------------------------------------------------------- data
-    def sample_images(self, spec, split: str, indices, seed: int = 0) -> list[np.ndarray]:
-        if spec.family == "torchvision":
-            # No data of its own here: real photographs (parity, INT8 calibration, benchmarks).
-            from cvexport.models.photos import photo_samples
-
-            return photo_samples(split, indices, spec.input_size[0], seed)
+    def own_images(self, spec, split: str, indices, seed: int = 0) -> list[np.ndarray]:
         from cvexport.models.segmentation_data import make_sample
 
         return [make_sample(split, int(i), seed=seed, size=spec.input_size[0]).image for i in indices]
 
-    def val_samples(self, spec, count: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        if spec.family == "torchvision":
-            raise CvexportError(f"{spec.name} has no labelled data of its own here: measure its metric on yours "
-                                "with --data DIR")
+    def own_val_samples(self, spec, count: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         from cvexport.models.segmentation_data import make_sample
 
         samples = [make_sample("val", i, size=spec.input_size[0]) for i in range(count)]

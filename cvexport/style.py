@@ -204,10 +204,10 @@ class StyleTask(Task):
         return {"stylized": image.numpy()}
 
     # ---------------------------------------------------------------------------- data
-    def sample_images(self, spec, split: str, indices, seed: int = 0) -> list[np.ndarray]:
+    def own_images(self, spec, split: str, indices, seed: int = 0) -> list[np.ndarray]:
         return sample_images(spec, split, indices, seed)
 
-    def val_samples(self, spec, count: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def own_val_samples(self, spec, count: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Content photographs; each one's own truth is itself (content loss is measured against it)."""
         images = sample_images(spec, "val", range(count))
         return images, images

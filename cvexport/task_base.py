@@ -155,7 +155,11 @@ class Task:
                             calibration=list(calibration_batches(self.sample_images, spec, int8.calib_images)),
                             keep_float=self.int8_keep_float, cpu_graphs=self.int8_cpu_graphs)
         finish = lambda core: self.append_sections(core, model, spec, options)  # noqa: E731
-        return export_task_graphs(model, spec, options, list(self.core_outputs), finish, plan, warn)
+        return export_task_graphs(model, spec, options, list(self.core_output_names(spec)), finish, plan, warn)
+
+    def core_output_names(self, spec) -> tuple[str, ...]:
+        """The exported network's outputs for this model (``core_outputs`` unless its head says otherwise)."""
+        return self.core_outputs
 
     def append_sections(self, core: onnx.ModelProto, model, spec, options) -> onnx.ModelProto:
         """The task's FP32 sections after the network, ending in the output contract."""
@@ -174,16 +178,41 @@ class Task:
         raise NotImplementedError
 
     # ---------------------------------------------------------------------------- data
+    # A model of this project has its own generated data (``own_*``); a model that has none here
+    # (a torchvision builder, a user's module) is calibrated and parity-checked on real
+    # photographs, and its metric needs the user's labelled data (``--data``).
+    parity_image_count: ClassVar[int] = 8
+
     def sample_images(self, spec, split: str, indices, seed: int = 0) -> list[np.ndarray]:
-        """uint8 RGB images of the model's own dataset (calibration, benchmarks)."""
-        raise NotImplementedError
+        """uint8 RGB images (calibration, benchmarks): the model's own dataset, or photographs."""
+        if not spec.has_own_data:
+            from cvexport.models.photos import photo_samples
+
+            return photo_samples(split, indices, spec.input_size[0], seed)
+        return self.own_images(spec, split, indices, seed)
 
     def parity_frames(self, spec) -> list[np.ndarray]:
         """uint8 frames the build's parity check runs."""
-        return self.sample_images(spec, "val", range(8))
+        if not spec.has_own_data:
+            return self.sample_images(spec, "val", range(self.parity_image_count))
+        return self.own_parity_frames(spec)
 
     def val_samples(self, spec, count: int) -> tuple[list[np.ndarray], list[Any]]:
         """The first ``count`` val images and their truth, as ``metrics`` takes it."""
+        if not spec.has_own_data:
+            raise CvexportError(f"{spec.name} has no labelled data of its own here: measure its metric on yours "
+                                "with --data DIR")
+        return self.own_val_samples(spec, count)
+
+    def own_images(self, spec, split: str, indices, seed: int = 0) -> list[np.ndarray]:
+        """uint8 RGB images of the model's own dataset."""
+        raise NotImplementedError
+
+    def own_parity_frames(self, spec) -> list[np.ndarray]:
+        return self.own_images(spec, "val", range(self.parity_image_count))
+
+    def own_val_samples(self, spec, count: int) -> tuple[list[np.ndarray], list[Any]]:
+        """The first ``count`` val images of the model's own dataset and their truth."""
         raise NotImplementedError
 
     # -------------------------------------------------------------------------- parity

@@ -30,7 +30,8 @@ FAMILY = "torchvision"
 # The segmentation package's builders share one API: a backbone to leave unloaded, an auxiliary
 # head to turn off, and a dict of outputs.
 SEGMENTATION_FOLDER = "models/segmentation"
-FOLDER_TASKS = {"models": "classification", SEGMENTATION_FOLDER: "segmentation"}
+DETECTION_FOLDER = "models/detection"
+FOLDER_TASKS = {"models": "classification", SEGMENTATION_FOLDER: "segmentation", DETECTION_FOLDER: "detection"}
 # Default input side of a segmenter: torchvision's SemanticSegmentation transform resizes the
 # shorter side to 520; cvexport letterboxes to a square of that side.
 SEGMENTATION_SIDE = 520
@@ -64,9 +65,20 @@ def _torchvision_dir() -> Path | None:
 
 
 def builder_names() -> dict[str, str]:
-    """Builder name -> task, for every registered torchvision classifier and segmenter, read
-    from torchvision's source (no import). Empty when torchvision is not installed."""
-    return {name: FOLDER_TASKS[folder] for name, folder in _builder_folders().items()}
+    """Builder name -> task, for every registered torchvision classifier and segmenter and the
+    one-stage detectors (:data:`cvexport.torchvision_detectors.PRESETS`), read from
+    torchvision's source (no import). Empty when torchvision is not installed."""
+    from cvexport.torchvision_detectors import PRESETS
+
+    return {name: FOLDER_TASKS[folder] for name, folder in _builder_folders().items()
+            if folder != DETECTION_FOLDER or name in PRESETS}
+
+
+def unsupported_detectors() -> list[str]:
+    """torchvision's detection builders cvexport does not build (the two-stage R-CNN family)."""
+    from cvexport.torchvision_detectors import PRESETS
+
+    return [name for name, folder in _builder_folders().items() if folder == DETECTION_FOLDER and name not in PRESETS]
 
 
 @functools.lru_cache(maxsize=None)
@@ -109,6 +121,11 @@ def preprocessing(name: str) -> dict[str, Any]:
     by default (the classifier's crop size, 520 for a segmenter)."""
     from torchvision import models
 
+    if _builder_folders().get(name) == DETECTION_FOLDER:
+        from cvexport.torchvision_detectors import PRESETS, defaults
+
+        found = defaults(name)
+        return {"mean": found["mean"], "std": found["std"], "side": PRESETS[name].side}
     transform = models.get_model_weights(name).DEFAULT.transforms()
     crop = getattr(transform, "crop_size", None)
     return {"mean": tuple(float(v) for v in transform.mean), "std": tuple(float(v) for v in transform.std),
@@ -128,10 +145,17 @@ def _out_only(cls: type) -> type:
     return type(f"{cls.__name__}Out", (cls,), {"forward": forward, "__module__": __name__})
 
 
-def build_network(name: str, num_classes: int, side: int):
+def build_network(name: str, num_classes: int, side: int, **options):
     """The untrained network (eval mode) for ``num_classes`` at ``side`` x ``side``, built
-    offline. Segmenters return their ``out`` logits only (auxiliary head off)."""
+    offline. Segmenters return their ``out`` logits only (auxiliary head off); detectors their
+    raw head tensors (:mod:`cvexport.torchvision_detectors`, ``num_classes`` with the background
+    as torchvision counts it; ``options`` from :func:`builder_options`)."""
     from torchvision import models
+
+    if _builder_folders().get(name) == DETECTION_FOLDER:
+        from cvexport.torchvision_detectors import build_detector
+
+        return build_detector(name, num_classes, side, **options)
 
     segmenter = _builder_folders().get(name) == SEGMENTATION_FOLDER
     kwargs: dict[str, Any] = {"weights": None, "num_classes": num_classes}
@@ -149,21 +173,34 @@ def build_network(name: str, num_classes: int, side: int):
     return model.eval()
 
 
-def _reference_shapes(name: str, num_classes: int, side: int) -> dict[str, tuple[int, ...]]:
+def _reference_shapes(name: str, num_classes: int, side: int, **options) -> dict[str, tuple[int, ...]]:
     """Key -> shape of the network's state dict, built on the meta device (no memory, no init);
     on the CPU for builders whose init cannot run on meta (regnet copies a meta tensor)."""
     import torch
 
     try:
         with torch.device("meta"):
-            model = build_network(name, num_classes, side)
+            model = build_network(name, num_classes, side, **options)
     except (NotImplementedError, RuntimeError):
-        model = build_network(name, num_classes, side)
+        model = build_network(name, num_classes, side, **options)
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
 def head_classes(name: str, state: Mapping[str, Any], where: str) -> int:
-    """The class count the state dict's head was trained for (dim 0 of its head tensors)."""
+    """The class count the state dict's head was trained for (dim 0 of its head tensors; a
+    detector's counts its background, as torchvision does)."""
+    if _builder_folders().get(name) == DETECTION_FOLDER:
+        from cvexport.torchvision_detectors import PRESETS
+
+        key, per_location = PRESETS[name].class_key, PRESETS[name].anchors_per_location
+        if key not in state:
+            raise CvexportError(f"{where} has no {key!r}, the class head of a torchvision {name}; pass the state dict of "
+                                f"torchvision.models.get_model('{name}') saved with torch.save(model.state_dict(), path)")
+        rows = int(state[key].shape[0])
+        if rows % per_location or rows // per_location < 2:
+            raise CvexportError(f"{where}: {key!r} has {rows} rows, not {per_location} anchors x (classes + background) "
+                                f"of a torchvision {name}")
+        return rows // per_location
     keys = next(keys for prefix, keys in HEAD_KEYS if name.startswith(prefix))
     counts = []
     for key in keys:
@@ -176,8 +213,9 @@ def head_classes(name: str, state: Mapping[str, Any], where: str) -> int:
     return counts[0]
 
 
-def read_weights(name: str, path: Path, side: int) -> tuple[dict[str, Any], int]:
-    """The file's checked float tensors (auxiliary head dropped) and the class count of its head."""
+def read_weights(name: str, path: Path, side: int) -> tuple[dict[str, Any], int, dict[str, Any]]:
+    """The file's checked float tensors (auxiliary head dropped), the class count of its head
+    and the builder options its shapes decide (SSDlite's tail)."""
     from cvexport.pretrained import check_keys, load_state_dict_file
 
     where = f"--weights {path}"
@@ -186,8 +224,12 @@ def read_weights(name: str, path: Path, side: int) -> tuple[dict[str, Any], int]
     state = load_state_dict_file(path, where, "save it with torch.save(model.state_dict(), path)")
     state = {k: v for k, v in state.items() if not k.startswith(AUX_PREFIX)}
     num_classes = head_classes(name, state, where)
-    check_keys(state, _reference_shapes(name, num_classes, side), (), where, name, builder=f"get_model('{name}')")
-    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, num_classes
+    from cvexport.torchvision_detectors import builder_options
+
+    options = builder_options(name, state)
+    check_keys(state, _reference_shapes(name, num_classes, side, **options), (), where, name,
+               builder=f"get_model('{name}')")
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, num_classes, options
 
 
 def read_class_names(path: Path, count: int | None) -> tuple[str, ...]:
@@ -215,11 +257,13 @@ def convert_weights(name: str, weights: Path, classes: Path | None, side: int | 
     from cvexport.digest import sha256_file
 
     side = side or preprocessing(name)["side"]
-    state, num_classes = read_weights(name, weights, side)
+    state, num_classes, options = read_weights(name, weights, side)
+    if _builder_folders().get(name) == DETECTION_FOLDER:
+        num_classes -= 1  # label 0 is the background: the names are labels 1..N
     names = read_class_names(classes, num_classes) if classes is not None else \
         tuple(f"class_{i}" for i in range(1, num_classes + 1))
     target = out / f"{weights.stem}.safetensors"
     save_checkpoint(target, state, {"model": name, "class_names": list(names), "input_size": side,
-                                    "architecture": f"torchvision {name}",
+                                    "architecture": f"torchvision {name}", **({"builder_options": options} if options else {}),
                                     "state_dict": {"file": weights.name, "sha256": sha256_file(weights)}})
     return target

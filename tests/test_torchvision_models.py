@@ -87,14 +87,14 @@ def test_class_count_from_the_head(name, classes):
 def test_regnet_key_check_without_the_meta_device(tmp_path):
     """regnet's init cannot run on the meta device: the check falls back to the CPU."""
     path = _save(tmp_path, "regnet_x_400mf", _state_dict("regnet_x_400mf", 7))
-    state, classes = read_weights("regnet_x_400mf", path, SIDE)
+    state, classes, _ = read_weights("regnet_x_400mf", path, SIDE)
     assert classes == 7 and state["fc.weight"].shape == (7, 400)
 
 
 def test_segmenter_aux_head_dropped(tmp_path):
     state = _state_dict("fcn_resnet50", 2, aux_loss=True)
     assert any(k.startswith("aux_classifier.") for k in state)
-    checked, classes = read_weights("fcn_resnet50", _save(tmp_path, "fcn_resnet50", state), SIDE)
+    checked, classes, _ = read_weights("fcn_resnet50", _save(tmp_path, "fcn_resnet50", state), SIDE)
     assert classes == 2 and not any(k.startswith("aux_classifier.") for k in checked)
 
 
