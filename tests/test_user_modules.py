@@ -351,7 +351,7 @@ def test_decoded_detector_answers_as_the_module(modules, tmp_path):
     from cvexport.runtime.predictor import Predictor, prepare_batch
 
     bundle = _build(modules, "detectors.py:make_decoded", "detection", tmp_path / "bundle")
-    assert bundle.manifest.class_names == ["class_1", "class_2", "class_3"]
+    assert tuple(bundle.manifest.class_names) == ("class_1", "class_2", "class_3")
     pictures = _pictures(2, seed=11)
     feed = prepare_batch(bundle, pictures).feed
     with torch.no_grad():
