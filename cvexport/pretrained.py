@@ -92,12 +92,11 @@ def read_state_dict(found: PretrainedFile) -> dict[str, Any]:
     """The file's tensors (float32), checked key by key against the torchvision architecture:
     every key present with its shape, none unknown; the ImageNet classifier layers
     (``fc.*`` / ``classifier.*``) are kept whatever their shape (the tasks replace them)."""
-    import torch
-
     name, free_prefixes = ARCHITECTURES[found.architecture]
     where = (f"{found.origin} {found.path}" if found.origin.startswith("--")
              else f"{found.path} (from the {found.origin})")
-    state = load_state_dict_file(found.path, where, f"save torch.save(model.state_dict(), path) of a torchvision {name}")
+    state = load_state_dict_file(found.path, where,
+                                 f"save torch.save(model.state_dict(), path) of a torchvision {name}")
     check_keys(state, _reference_shapes(found.architecture), free_prefixes, where, name)
     return {key: value.float() if value.is_floating_point() else value for key, value in state.items()}
 

@@ -18,7 +18,6 @@ same file; a module file that changed or is gone is one line, never another netw
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -129,10 +128,16 @@ def load_factory(reference: str) -> Factory:
     return Factory(function, recorded, path, digest)
 
 
-@functools.lru_cache(maxsize=None)
+# (resolved path, sha256) -> the module executed from it: a build and the checks after it
+# (the torch reference rebuilt from the checkpoint) share one execution of the user's file.
+_FILE_MODULES: dict[tuple[Path, str], Any] = {}
+
+
 def _import_file(path: Path, digest: str, where: str):
     """The module of a .py file, executed once per content (sha256): its folder is on the path
     while it runs, so it imports its neighbours as it does when run as a script."""
+    if (path, digest) in _FILE_MODULES:
+        return _FILE_MODULES[path, digest]
     module_name = f"cvexport_user_module_{digest[:16]}"
     found = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(found)
@@ -145,6 +150,7 @@ def _import_file(path: Path, digest: str, where: str):
         raise CvexportError(f"{where}: importing {path.name} raised {type(exc).__name__}: {first_line(exc)}") from None
     finally:
         sys.path.remove(str(path.parent))
+    _FILE_MODULES[path, digest] = module
     return module
 
 
@@ -300,12 +306,12 @@ def _check_detector(model, outputs, head: DetectionHead, batch: int, wrong, wher
         anchors = getattr(model, "anchors", None)
         if not torch.is_tensor(anchors) or anchors.dim() != 2 or anchors.shape[1] != 4:
             got = _shape(anchors) if torch.is_tensor(anchors) else type(anchors).__name__
-            raise CvexportError(f"{where}: model.anchors is {got}, expected a tensor [N, 4] (normalized x1, y1, x2, y2: "
-                                "the anchors the box offsets are relative to)")
+            raise CvexportError(f"{where}: model.anchors is {got}, expected a tensor [N, 4] (normalized x1, y1, "
+                                "x2, y2: the anchors the box offsets are relative to)")
         rows, why = int(anchors.shape[0]), "N = the rows of model.anchors"
     else:
         rows, why = (int(boxes.shape[1]) if boxes.dim() == 3 else None), "N boxes"
-    if boxes.dim() != 3 or boxes.shape[0] != batch or boxes.shape[2] != 4 or (rows is not None and boxes.shape[1] != rows):
+    if boxes.dim() != 3 or boxes.shape[0] != batch or boxes.shape[2] != 4 or boxes.shape[1] != rows:
         raise wrong(boxes_index, f"[{batch}, {rows if rows is not None else 'N'}, 4]", why)
     if scores.dim() != 3 or scores.shape[0] != batch or scores.shape[1] != rows or scores.shape[2] < 1 + extra:
         classes = f"{columns} class columns" + (", column 0 the background" if head.background else "")

@@ -494,7 +494,15 @@ def test_flag_errors_are_one_line(modules, capsys):
 
 
 def test_module_specs_come_from_their_checkpoint():
+    from pathlib import Path
+
     from cvexport.registry import get_spec
+    from cvexport.user_module import ModuleRequest
+
+    request = ModuleRequest(reference="nets/my_net.py:make_model", task="detection", input_size=(64, 64))
+    assert request.name == "module:my_net.py:make_model"
+    options = BuildOptions(model=request.name, module=request, precision="fp16", task_options={"nms": "efficient"})
+    assert options.resolved_out() == Path("bundles/my_net-make_model-fp16-efficient")
 
     spec = get_spec("module:net.py:make")
     assert spec.family == "module"
