@@ -159,7 +159,7 @@ def run_benchmark(bundle: Bundle | str, backends: Sequence[str] = ("ort",), batc
     """
     import torch
 
-    from cvexport.registry import get_spec
+    from cvexport.registry import bundle_spec
     from cvexport.tasks import get_task
 
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
@@ -175,7 +175,8 @@ def run_benchmark(bundle: Bundle | str, backends: Sequence[str] = ("ort",), batc
     machine = machine_info(threads)
     load = machine["load_average"]
     busy = bool(load) and load[0] >= machine["cores_available"]
-    images = bench_images(get_spec(bundle.manifest.model), max(2 * batch, len(IMAGE_SIZES)))
+    # The weights' own spec: a --module bundle's task and size are recorded in its weights only.
+    images = bench_images(bundle_spec(bundle), max(2 * batch, len(IMAGE_SIZES)))
     record: dict[str, Any] = {
         "format": BENCH_FORMAT,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from cvexport.errors import CvexportError
+from cvexport.errors import CvexportError, first_line
 
 # Architectures a file may hold: name -> (torchvision builder, key prefixes kept as they come
 # with any shape, i.e. the ImageNet classifier layers the tasks here replace or do not use).
@@ -92,28 +92,41 @@ def read_state_dict(found: PretrainedFile) -> dict[str, Any]:
     """The file's tensors (float32), checked key by key against the torchvision architecture:
     every key present with its shape, none unknown; the ImageNet classifier layers
     (``fc.*`` / ``classifier.*``) are kept whatever their shape (the tasks replace them)."""
-    import torch
-
     name, free_prefixes = ARCHITECTURES[found.architecture]
     where = (f"{found.origin} {found.path}" if found.origin.startswith("--")
              else f"{found.path} (from the {found.origin})")
-    try:
-        state = torch.load(found.path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and torch errors differ by file and version
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
-        raise CvexportError(f"{where} cannot be read as a torch state dict ({reason}); pass a torchvision "
-                            f"{name} state dict saved with torch.save(model.state_dict(), path)") from None
-    if not isinstance(state, Mapping) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
-        raise CvexportError(f"{where} holds a {type(state).__name__}, not a state dict of tensors; save "
-                            f"torch.save(model.state_dict(), path) of a torchvision {name}")
+    state = load_state_dict_file(found.path, where,
+                                 f"save torch.save(model.state_dict(), path) of a torchvision {name}")
     check_keys(state, _reference_shapes(found.architecture), free_prefixes, where, name)
     return {key: value.float() if value.is_floating_point() else value for key, value in state.items()}
 
 
+def load_state_dict_file(path: Path, where: str, advice: str) -> dict[str, Any]:
+    """The tensors of a ``torch.save``d state dict, read with ``weights_only=True`` (no code in a
+    pickle runs); a file that is not one is one line saying ``where`` and ``advice`` (how to save it)."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and torch errors differ by file and version
+        raise CvexportError(f"{where} cannot be read as a torch state dict ({first_line(exc)[:160]}); "
+                            f"{advice}") from None
+    if not isinstance(state, Mapping) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise CvexportError(f"{where} holds a {type(state).__name__}, not a state dict of tensors; {advice}")
+    return dict(state)
+
+
 def check_keys(state: Mapping[str, Any], reference: Mapping[str, tuple[int, ...]], free_prefixes: tuple[str, ...],
-               where: str, name: str, builder: str | None = None) -> None:
+               where: str, name: str, builder: str | None = None, network: str | None = None,
+               advice: str | None = None) -> None:
     """One line for the first way ``state`` does not fit ``reference`` (key -> shape);
-    ``builder``: the torchvision.models call the advice names (default: resnet18 or vgg19)."""
+    ``builder``: the torchvision.models call the advice names (default: resnet18 or vgg19).
+    ``network`` and ``advice`` replace "a torchvision NAME" and "pass the state dict of ..." for
+    a network that is not torchvision's (a user's module)."""
+    network = network or f"a torchvision {name}"
+    advice = advice or ("pass the state dict of torchvision.models."
+                        f"{builder or ('resnet18' if name == 'ResNet-18' else 'vgg19')}")
+
     def counted(keys: list[str]) -> str:
         return repr(keys[0]) + (f" (and {len(keys) - 1} more)" if len(keys) > 1 else "")
 
@@ -126,14 +139,13 @@ def check_keys(state: Mapping[str, Any], reference: Mapping[str, tuple[int, ...]
     if missing or unexpected:
         found = (f"missing {counted(missing)}" if missing else "") + ("; " if missing and unexpected else "") + \
                 (f"unexpected {counted(unexpected)}" if unexpected else "")
-        raise CvexportError(f"{where} does not fit a torchvision {name}: {found}; pass the state dict of "
-                            f"torchvision.models.{builder or ('resnet18' if name == 'ResNet-18' else 'vgg19')}")
+        raise CvexportError(f"{where} does not fit {network}: {found}; {advice}")
     for key, shape in reference.items():
         if free(key):
             continue
         got = tuple(state[key].shape)
         if got != shape:
-            raise CvexportError(f"{where} does not fit a torchvision {name}: {key!r} has shape {list(got)}, "
+            raise CvexportError(f"{where} does not fit {network}: {key!r} has shape {list(got)}, "
                                 f"expected {list(shape)}")
 
 

@@ -22,6 +22,7 @@ from cvexport.errors import CvexportError, counted
 from cvexport.models.detection_data import CLASS_NAMES as DETECTION_CLASSES
 from cvexport.models.tinyssd_defaults import BUNDLE_DEFAULTS as SSD_DEFAULTS
 from cvexport.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from cvexport.user_module import PREFIX as MODULE_PREFIX
 
 MAX_SIDE = 1024  # the largest input side a network is built for (``train --input-size``, checkpoints)
 
@@ -97,6 +98,8 @@ class ModelSpec:
         dataset), else this spec. A checkpoint of another model is a one-line error."""
         from cvexport.checkpoint import read_metadata
 
+        if self.family == "module":
+            return _module_spec(self.name, weights)
         if weights is None:
             if self.family == "torchvision":
                 raise CvexportError(f"'{self.name}' is a torchvision builder and cvexport downloads nothing: pass your "
@@ -211,6 +214,8 @@ def torchvision_models() -> dict[str, str]:
 def get_spec(name: str) -> ModelSpec:
     if name in _REGISTRY:
         return _REGISTRY[name]
+    if name.startswith(MODULE_PREFIX):
+        return _module_name_spec(name)
     if name in torchvision_models():
         return _torchvision_spec(name)
     from cvexport.torchvision_zoo import unsupported_detectors
@@ -254,6 +259,37 @@ def _torchvision_spec(name: str) -> ModelSpec:
 
 def _with_background(make: Callable, num_classes: int, side: int, **options):
     return make(num_classes + 1, side, **options)
+
+
+def _module_name_spec(name: str) -> ModelSpec:
+    """The spec of a ``build --module`` model's name alone: a user's module is described by its
+    checkpoint (cvexport.user_module), so this spec's :meth:`ModelSpec.for_weights` is the real one
+    (a bundle's weights, :func:`bundle_spec`); it says so rather than guess a task or a size."""
+    from cvexport import user_module
+
+    return ModelSpec(name=name, task="(recorded in the weights)", input_size=(0, 0), class_names=(), weights="",
+                     description=f"your module {name[len(MODULE_PREFIX):]}; its task, size and classes are in its "
+                                 "checkpoint", build=_module_needs_weights, trainer=user_module.no_recipe,
+                     family=user_module.FAMILY)
+
+
+def _module_needs_weights():
+    raise CvexportError("a module build's network is made from its checkpoint: pass the weights (a bundle's "
+                        "weights.safetensors)")
+
+
+def _module_spec(name: str, weights: str | Path | None) -> ModelSpec:
+    """The spec a module checkpoint records (cvexport.user_module.spec_fields)."""
+    from cvexport import user_module
+    from cvexport.checkpoint import read_metadata
+
+    if weights is None:
+        _module_needs_weights()
+    path = Path(weights)
+    meta = read_metadata(path)
+    if meta.get("model") != name:
+        raise CvexportError(f"checkpoint {path} holds weights of model '{meta.get('model')}', not '{name}'")
+    return ModelSpec(**user_module.spec_fields(path, meta))
 
 
 def _no_recipe():

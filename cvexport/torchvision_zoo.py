@@ -216,22 +216,12 @@ def head_classes(name: str, state: Mapping[str, Any], where: str) -> int:
 def read_weights(name: str, path: Path, side: int) -> tuple[dict[str, Any], int, dict[str, Any]]:
     """The file's checked float tensors (auxiliary head dropped), the class count of its head
     and the builder options its shapes decide (SSDlite's tail)."""
-    import torch
-
-    from cvexport.pretrained import check_keys
+    from cvexport.pretrained import check_keys, load_state_dict_file
 
     where = f"--weights {path}"
     if not path.is_file():
         raise CvexportError(f"{where}: file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and torch errors differ by file and version
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
-        raise CvexportError(f"{where} cannot be read as a torch state dict ({reason}); save it with "
-                            "torch.save(model.state_dict(), path)") from None
-    if not isinstance(state, Mapping) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
-        raise CvexportError(f"{where} holds a {type(state).__name__}, not a state dict of tensors; save it with "
-                            "torch.save(model.state_dict(), path)")
+    state = load_state_dict_file(path, where, "save it with torch.save(model.state_dict(), path)")
     state = {k: v for k, v in state.items() if not k.startswith(AUX_PREFIX)}
     num_classes = head_classes(name, state, where)
     from cvexport.torchvision_detectors import builder_options
@@ -242,14 +232,15 @@ def read_weights(name: str, path: Path, side: int) -> tuple[dict[str, Any], int,
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, num_classes, options
 
 
-def read_class_names(path: Path, count: int) -> tuple[str, ...]:
-    """One name per line (blank lines and surrounding spaces ignored), exactly ``count`` distinct."""
+def read_class_names(path: Path, count: int | None) -> tuple[str, ...]:
+    """One name per line (blank lines and surrounding spaces ignored), exactly ``count`` distinct
+    (None: any number; a module's factory is built for as many classes as the file lists)."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise CvexportError(f"--classes {path}: cannot be read ({exc.__class__.__name__})") from None
     names = tuple(line.strip() for line in lines if line.strip())
-    if len(names) != count:
+    if count is not None and len(names) != count:
         raise CvexportError(f"--classes {path} lists {len(names)} names, but the weights' head has {count} classes; "
                             "give one name per line, one per class")
     if len(set(names)) != len(names):

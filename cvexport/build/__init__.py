@@ -44,9 +44,10 @@ __all__ = ["BuildOptions", "build", "ParityError", "run_parity", "input_contract
 def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
     """Export, check and write a bundle; returns its directory. Raises CvexportError on bad input
     and ParityError when ONNX Runtime disagrees with PyTorch (nothing is written then)."""
-    # A torchvision state dict is rewritten as a checkpoint first; the bundle keeps a copy.
+    # A torchvision state dict, or a --module's weights, is rewritten as a checkpoint first; the
+    # bundle keeps a copy.
     with tempfile.TemporaryDirectory(prefix="cvexport-weights-") as scratch:
-        return _build(with_user_weights(options, Path(scratch)), log)
+        return _build(with_user_weights(options, Path(scratch), log), log)
 
 
 def _build(options: BuildOptions, log: Callable[[str], None]) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from cvexport.errors import CvexportError
 from cvexport.precisions import PRECISIONS
@@ -39,6 +39,8 @@ class BuildOptions:
     # the input side to build for (default: the builder's eval crop, 520 for a segmenter)
     classes: str | None = None
     input_size: int | None = None
+    # ``build --module``: the user's factory, task, input size and head (cvexport.user_module.ModuleRequest)
+    module: Any = None
     task_options: Mapping[str, Any] = field(default_factory=dict)  # only the options given
 
     @classmethod
@@ -52,10 +54,16 @@ class BuildOptions:
     def resolved_out(self) -> Path:
         if self.out:
             return Path(self.out)
-        suffix = get_task(get_spec(self.model).task).out_suffix(self)
+        if self.module is not None:
+            from cvexport.user_module import bundle_stem
+
+            name, task = bundle_stem(self.module.name), self.module.task
+        else:
+            name, task = self.model, get_spec(self.model).task
+        suffix = get_task(task).out_suffix(self)
         suffix += "" if self.input_format == "float" else f"-{self.input_format}"
         suffix += "" if self.frame_size is None else f"-{self.frame_size[0]}x{self.frame_size[1]}"
-        return Path("bundles") / f"{self.model}-{self.precision}{suffix}"
+        return Path("bundles") / f"{name}-{self.precision}{suffix}"
 
 
 def check_options(options: BuildOptions) -> None:
@@ -84,7 +92,7 @@ def check_options(options: BuildOptions) -> None:
             raise CvexportError(f"{' and '.join(given)} apply only to --int8 builds; add --int8 or drop them")
 
 
-def with_user_weights(options: BuildOptions, directory: Path) -> BuildOptions:
+def with_user_weights(options: BuildOptions, directory: Path, log: Callable[[str], None] = print) -> BuildOptions:
     """The options to build from: for a torchvision builder given a torch state dict, ``weights``
     becomes that file checked and rewritten as a cvexport checkpoint in ``directory`` (with the
     ``classes`` and ``input_size`` given); otherwise the options as they are. ``--classes`` and
@@ -93,6 +101,8 @@ def with_user_weights(options: BuildOptions, directory: Path) -> BuildOptions:
 
     from cvexport.torchvision_zoo import convert_weights
 
+    if options.module is not None:
+        return _with_module_checkpoint(options, directory, log)
     spec = get_spec(options.model)
     given = [flag for flag, value in (("--classes", options.classes), ("--input-size", options.input_size))
              if value is not None]
@@ -110,6 +120,19 @@ def with_user_weights(options: BuildOptions, directory: Path) -> BuildOptions:
                                 Path(options.classes) if options.classes is not None else None,
                                 options.input_size, directory)
     return replace(options, weights=str(converted), classes=None, input_size=None)
+
+
+def _with_module_checkpoint(options: BuildOptions, directory: Path, log: Callable[[str], None]) -> BuildOptions:
+    """``build --module``: the module's weights (or its factory's initialization) checked and
+    written as a checkpoint that records the module (cvexport.user_module); the build goes on
+    from that checkpoint under the module's model name."""
+    from dataclasses import replace
+
+    from cvexport.user_module import prepare_checkpoint
+
+    checkpoint = prepare_checkpoint(options.module, Path(options.weights) if options.weights else None,
+                                    Path(options.classes) if options.classes is not None else None, directory, log)
+    return replace(options, model=options.module.name, weights=str(checkpoint), classes=None, input_size=None)
 
 
 def check_engine_choice(options: BuildOptions) -> None:
