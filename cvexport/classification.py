@@ -113,6 +113,14 @@ class ClassificationTask(Task):
 
     # ---------------------------------------------------------------------------- data
     parity_image_count = PARITY_IMAGES
+    takes_modules = True
+
+    def check_module_outputs(self, model, outputs, shape, head, wrong, where) -> int:
+        batch = shape[0]
+        logits = outputs[0]
+        if logits.dim() != 2 or logits.shape[0] != batch or logits.shape[1] < 1:
+            raise wrong(0, f"[{batch}, C]", "batch, classes")
+        return int(logits.shape[1])
 
     def own_images(self, spec, split: str, indices, seed: int = 0) -> list[np.ndarray]:
         from cvexport.models.classification_data import make_sample

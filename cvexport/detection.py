@@ -459,8 +459,40 @@ class DetectionTask(Task):
         return {key: value for key, value in values.items() if value is not None}
 
     # ------------------------------------------------------------------------- export
-    def core_output_names(self, spec) -> tuple[str, ...]:
-        return head_of(spec).core_outputs
+    def core_output_names(self, head=None) -> tuple[str, ...]:
+        from cvexport.detection_heads import TINYSSD_HEAD
+
+        return (head or TINYSSD_HEAD).core_outputs
+
+    # A module's detections start from these NMS settings (the CLI's options override them).
+    takes_modules = True
+    module_defaults = {"score_threshold": 0.25, "iou_threshold": 0.45, "max_detections": 100}
+
+    def check_module_outputs(self, model, outputs, shape, head, wrong, where) -> int:
+        """A declared head's outputs: boxes [B, N, 4] and scores [B, N, C(+1)], N the anchors'
+        rows for an anchored head."""
+        import torch
+
+        batch = shape[0]
+        columns = "C+1" if head.background else "C"
+        extra = 1 if head.background else 0
+        scores_index, boxes_index = (0, 1) if head.anchored else (1, 0)
+        scores, boxes = outputs[scores_index], outputs[boxes_index]
+        if head.anchored:
+            anchors = getattr(model, "anchors", None)
+            if not torch.is_tensor(anchors) or anchors.dim() != 2 or anchors.shape[1] != 4:
+                got = list(anchors.shape) if torch.is_tensor(anchors) else type(anchors).__name__
+                raise CvexportError(f"{where}: model.anchors is {got}, expected a tensor [N, 4] (normalized x1, y1, "
+                                    "x2, y2: the anchors the box offsets are relative to)")
+            rows, why = int(anchors.shape[0]), "N = the rows of model.anchors"
+        else:
+            rows, why = (int(boxes.shape[1]) if boxes.dim() == 3 else None), "N boxes"
+        if boxes.dim() != 3 or boxes.shape[0] != batch or boxes.shape[2] != 4 or boxes.shape[1] != rows:
+            raise wrong(boxes_index, f"[{batch}, {rows if rows is not None else 'N'}, 4]", why)
+        if scores.dim() != 3 or scores.shape[0] != batch or scores.shape[1] != rows or scores.shape[2] < 1 + extra:
+            classes = f"{columns} class columns" + (", column 0 the background" if head.background else "")
+            raise wrong(scores_index, f"[{batch}, {rows}, {columns}]", f"{why}, {classes}")
+        return int(scores.shape[2]) - extra
 
     def export_graphs(self, model, spec, options, int8=None, warn: Callable[[str], None] = print) -> dict[str, Any]:
         if nms_flavor(options) == "efficient":

@@ -108,6 +108,16 @@ class SegmentationTask(Task):
         return {"labels": logits.argmax(1).to(torch.int32).numpy(), "logits": logits.numpy()}
 
     # ---------------------------------------------------------------------------- data
+    takes_modules = True
+
+    def check_module_outputs(self, model, outputs, shape, head, wrong, where) -> int:
+        batch, height, width = shape
+        logits = outputs[0]
+        if logits.dim() != 4 or logits.shape[0] != batch or tuple(logits.shape[2:]) != (height, width) \
+                or logits.shape[1] < 1:
+            raise wrong(0, f"[{batch}, C, {height}, {width}]", "batch, classes, the input's height and width")
+        return int(logits.shape[1])
+
     def own_images(self, spec, split: str, indices, seed: int = 0) -> list[np.ndarray]:
         from cvexport.models.segmentation_data import make_sample
 

@@ -155,11 +155,24 @@ class Task:
                             calibration=list(calibration_batches(self.sample_images, spec, int8.calib_images)),
                             keep_float=self.int8_keep_float, cpu_graphs=self.int8_cpu_graphs)
         finish = lambda core: self.append_sections(core, model, spec, options)  # noqa: E731
-        return export_task_graphs(model, spec, options, list(self.core_output_names(spec)), finish, plan, warn)
+        return export_task_graphs(model, spec, options, list(self.core_output_names(spec.detection_head)), finish,
+                                  plan, warn)
 
-    def core_output_names(self, spec) -> tuple[str, ...]:
-        """The exported network's outputs for this model (``core_outputs`` unless its head says otherwise)."""
+    def core_output_names(self, head=None) -> tuple[str, ...]:
+        """The exported network's outputs (``core_outputs``; a detector's head may name others)."""
         return self.core_outputs
+
+    # A user's module (cvexport.user_module) may declare this task: its outputs are checked by
+    # check_module_outputs, and its bundles start from module_defaults (the task's build options).
+    takes_modules: ClassVar[bool] = False
+    module_defaults: ClassVar[Mapping[str, Any]] = {}
+
+    def check_module_outputs(self, model, outputs: tuple, shape: tuple[int, int, int], head,
+                             wrong: Callable[[int, str, str], Exception], where: str) -> int:
+        """The class count of a module's outputs (one forward on a (batch, height, width)
+        ``shape`` input), or ``wrong(index, expected shape, why)`` raised for the first output
+        that is not what the task (and ``head``) needs."""
+        raise NotImplementedError
 
     def append_sections(self, core: onnx.ModelProto, model, spec, options) -> onnx.ModelProto:
         """The task's FP32 sections after the network, ending in the output contract."""

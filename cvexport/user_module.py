@@ -32,14 +32,18 @@ from cvexport.errors import CvexportError, first_line
 
 FAMILY = "module"
 PREFIX = "module:"  # model names of module builds: "module:my_net.py:make_model"
-TASKS = ("detection", "classification", "segmentation")
+
+def module_tasks() -> tuple[str, ...]:
+    """The tasks a module may declare: those whose outputs a task can check (Task.check_module_outputs)."""
+    from cvexport.tasks import get_task, task_names
+
+    return tuple(name for name in task_names() if get_task(name).takes_modules)
 # The head flags a detector declares (CLI flag -> DetectionHead field), also accepted as the
 # keys of a class attribute ``cvexport_head`` on the module.
 HEADS = ("anchors", "xyxy", "cxcywh")
 HEAD_KEYS = ("head", "scores", "box_units", "background", "variances")
 # A detector's NMS defaults when the build gives none: the usual score threshold and the IoU of
 # torchvision's SSD and YOLO's detect step.
-DETECTION_DEFAULTS = {"score_threshold": 0.25, "iou_threshold": 0.45, "max_detections": 100}
 MIN_SIDE, MAX_SIDE = 16, 4096  # the input sides a module may be built for
 VALIDATION_BATCH = 2  # the one forward pass before export: zeros(2, 3, H, W) (a batch > 1 shows a fixed batch)
 
@@ -266,7 +270,10 @@ def check_outputs(model, task: str, input_size: tuple[int, int], head: Detection
     except Exception as exc:  # whatever the user's forward raises
         raise CvexportError(f"{where}: a forward pass on zeros({batch}, 3, {height}, {width}) raised "
                             f"{type(exc).__name__}: {first_line(exc)}") from None
-    names = head.core_outputs if task == "detection" else ("logits",)
+    from cvexport.tasks import get_task
+
+    checker = get_task(task)
+    names = checker.core_output_names(head)
     outputs = tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
     if len(outputs) != len(names):
         raise CvexportError(f"{where} returns {len(outputs)} outputs, expected {len(names)} ({', '.join(names)}) "
@@ -281,42 +288,7 @@ def check_outputs(model, task: str, input_size: tuple[int, int], head: Detection
         return CvexportError(f"{where}: output {index} ({names[index]}) has shape {_shape(outputs[index])}, expected "
                              f"{expected} ({why})")
 
-    if task == "classification":
-        logits = outputs[0]
-        if logits.dim() != 2 or logits.shape[0] != batch or logits.shape[1] < 1:
-            raise wrong(0, f"[{batch}, C]", "batch, classes")
-        return int(logits.shape[1])
-    if task == "segmentation":
-        logits = outputs[0]
-        if logits.dim() != 4 or logits.shape[0] != batch or tuple(logits.shape[2:]) != (height, width) \
-                or logits.shape[1] < 1:
-            raise wrong(0, f"[{batch}, C, {height}, {width}]", "batch, classes, the input's height and width")
-        return int(logits.shape[1])
-    return _check_detector(model, outputs, head, batch, wrong, where)
-
-
-def _check_detector(model, outputs, head: DetectionHead, batch: int, wrong, where: str) -> int:
-    import torch
-
-    columns = "C+1" if head.background else "C"
-    extra = 1 if head.background else 0
-    scores_index, boxes_index = (0, 1) if head.anchored else (1, 0)
-    scores, boxes = outputs[scores_index], outputs[boxes_index]
-    if head.anchored:
-        anchors = getattr(model, "anchors", None)
-        if not torch.is_tensor(anchors) or anchors.dim() != 2 or anchors.shape[1] != 4:
-            got = _shape(anchors) if torch.is_tensor(anchors) else type(anchors).__name__
-            raise CvexportError(f"{where}: model.anchors is {got}, expected a tensor [N, 4] (normalized x1, y1, "
-                                "x2, y2: the anchors the box offsets are relative to)")
-        rows, why = int(anchors.shape[0]), "N = the rows of model.anchors"
-    else:
-        rows, why = (int(boxes.shape[1]) if boxes.dim() == 3 else None), "N boxes"
-    if boxes.dim() != 3 or boxes.shape[0] != batch or boxes.shape[2] != 4 or boxes.shape[1] != rows:
-        raise wrong(boxes_index, f"[{batch}, {rows if rows is not None else 'N'}, 4]", why)
-    if scores.dim() != 3 or scores.shape[0] != batch or scores.shape[1] != rows or scores.shape[2] < 1 + extra:
-        classes = f"{columns} class columns" + (", column 0 the background" if head.background else "")
-        raise wrong(scores_index, f"[{batch}, {rows}, {columns}]", f"{why}, {classes}")
-    return int(scores.shape[2]) - extra
+    return checker.check_module_outputs(model, outputs, (batch, height, width), head, wrong, where)
 
 
 # ------------------------------------------------------------------------ the weights
@@ -347,9 +319,12 @@ def prepare_checkpoint(request: ModuleRequest, weights: Path | None, classes: Pa
     from cvexport.torchvision_zoo import read_class_names
 
     where = f"--module {request.reference}"
-    if request.task not in TASKS:
-        raise CvexportError(f"--task {request.task!r} is not one of {', '.join(TASKS)}")
-    if request.head and request.task != "detection":
+    if request.task not in module_tasks():
+        raise CvexportError(f"--task {request.task!r} is not one of {', '.join(module_tasks())}")
+    from cvexport.tasks import get_task
+
+    declares_head = get_task(request.task).postprocess_nms_flavors is not None
+    if request.head and not declares_head:
         raise CvexportError(f"--head, --scores, --box-units, --background and --variances declare a detector's "
                             f"outputs; --task {request.task} has none")
     if not all(MIN_SIDE <= side <= MAX_SIDE for side in request.input_size):
@@ -362,7 +337,7 @@ def prepare_checkpoint(request: ModuleRequest, weights: Path | None, classes: Pa
         recorded = read_metadata(weights).get("class_names")
         names = tuple(recorded) if isinstance(recorded, list) and all(isinstance(n, str) for n in recorded) else None
     model, argument = make_network(factory, len(names) if names else None, where)
-    head = declared_head(model, request.head, where) if request.task == "detection" else None
+    head = declared_head(model, request.head, where) if declares_head else None
     if weights is not None:
         state, _ = _read_weights(weights, model, f"--weights {weights}")
         model.load_state_dict(state)
@@ -399,12 +374,15 @@ def spec_fields(path: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
     from cvexport.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
     module = meta.get("module")
-    if not isinstance(module, Mapping) or meta.get("task") not in TASKS:
+    if not isinstance(module, Mapping) or meta.get("task") not in module_tasks():
         raise CvexportError(f"checkpoint {path} records no module build (its 'module' and 'task'); rebuild it with "
                             "'cvexport build --module FILE.py:FACTORY ...'")
     names = tuple(meta["class_names"])
     height, width = (int(v) for v in meta["input_size"])
-    head = head_from_record(meta["head"]) if meta["task"] == "detection" else None
+    from cvexport.tasks import get_task
+
+    task = get_task(meta["task"])
+    head = head_from_record(meta["head"]) if meta.get("head") is not None else None
     weights = (meta.get("state_dict") or {}).get("file")
     shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
     description = (f"{meta.get('architecture', meta['model'])} ({meta['task']}), {len(names)} classes ({shown}), "
@@ -414,7 +392,7 @@ def spec_fields(path: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
         "class_names": names, "weights": "", "build": functools.partial(build_recorded, dict(module), path),
         "trainer": no_recipe, "mean": tuple(meta.get("mean") or IMAGENET_MEAN),
         "std": tuple(meta.get("std") or IMAGENET_STD),
-        "defaults": dict(DETECTION_DEFAULTS) if meta["task"] == "detection" else {},
+        "defaults": dict(task.module_defaults),
         "family": FAMILY, "detection_head": head,
     }
 
