@@ -308,14 +308,14 @@ def top_left_ssd(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("top_left")
     spec = registry._REGISTRY["ssd"]
-    with pytest.MonkeyPatch.context() as patch:
+    bundles = {}
+    with pytest.MonkeyPatch.context() as patch:  # the builds only: the bundles' manifests carry the fit
         patch.setitem(registry._REGISTRY, "ssd", replace(spec, fit="top_left"))
-        bundles = {}
         for name, frame_size in (("host", None), ("graph", (640, 480))):
             out = build(BuildOptions(model="ssd", input_format="uint8", frame_size=frame_size, max_batch=2,
                                      verify_images=0, engine="ort", out=str(root / name)), log=lambda line: None)
             bundles[name] = load_bundle(out)
-        yield bundles
+    return bundles
 
 
 def test_a_top_left_detector_runs_its_fit_on_the_host_and_in_the_graph(top_left_ssd):
