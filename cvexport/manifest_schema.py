@@ -265,6 +265,15 @@ def _check_postprocess(c: _Checker, manifest: dict, nms_flavors: tuple[str, ...]
     c.number(post, "iou_threshold", "postprocess.iou_threshold", 0.0, 1.0, low_open=True, high_open=False)
     c.integer(post, "max_detections", "postprocess.max_detections", 1)
     c.enum(post, "nms", "postprocess.nms", nms_flavors, required=False)
+    head = c.mapping(post, "head", "postprocess.head", "the detector's head (scoring, coder, candidates, ...)",
+                     required=False)
+    if isinstance(head, dict):
+        from cvexport.detection_heads import DetectionHead
+
+        try:
+            DetectionHead.from_record(head)
+        except (TypeError, ValueError) as exc:
+            c.bad("postprocess.head", head, f"a detector head record ({exc})")
 
 
 def _output_field(name: str, key: str) -> str:
