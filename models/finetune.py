@@ -10,6 +10,10 @@ ResNet-18 (``--pretrained FILE`` or the torch hub cache; classifier and FCN), el
 weights. The run says which it used and the checkpoint records it. What differs by task (the
 network and its head, batches, loss, val metric, contact-sheet cells, default recipe) are the
 task's hooks (:mod:`cvexport.models.training_tasks`); this module is the run around them.
+torchvision's builders (``resnet18``, ``ssdlite320_mobilenet_v3_large``, ...) have hooks of their
+own (:mod:`cvexport.models.training_tasks.torchvision_builders`: torchvision's losses and input
+fit) and other starts: torchvision's random init, ``--pretrained`` backbone weights, or
+``--weights`` of the whole network ("weights").
 
 Samples are fitted to the network input by the runtime's letterbox, so the model learns on what
 it will be given; training pictures are flipped left-right at random (``augment``). The loop is
@@ -368,8 +372,9 @@ def finetune(spec, dataset: UserDataset, run_dir: str | Path, out: str | Path, *
         files = {name: digest[:16] for name, digest in dataset.file_digests.items()}
         _prepare_run_dir(run_dir, _run_identity(spec, dataset, side, begin, config, augment), resume, files, log)
         log(f"fine-tuning {spec.name} on {dataset.describe()}")
+        head_rate = f" (head x{HEAD_LR_SCALE:g})" if groups[1]["params"] else ""  # from scratch all is new
         log(f"start: {begin.text}; input {side}x{side}, batch {batch}, {epochs} epochs of {steps_per_epoch} steps"
-            f"{f' (stopping after step {max_steps})' if max_steps else ''}, lr {config.lr}{f' (head x{HEAD_LR_SCALE:g})' if groups[1]['params'] else ''}, "
+            f"{f' (stopping after step {max_steps})' if max_steps else ''}, lr {config.lr}{head_rate}, "
             f"{threads} thread{'s' if threads > 1 else ''}")
         samples = FittedSamples(dataset, "train", side)
         log(f"contact sheet of the training data as the network gets it: {write_contact_sheet(run_dir, samples)}")

@@ -21,8 +21,8 @@ from cvexport.checkpoint import read_metadata
 from cvexport.cli import main
 from cvexport.models import dataset_writers
 from cvexport.models.finetune import HEAD_LR_SCALE, build_start
-from cvexport.models.training_tasks.torchvision_builders import BackboneFile
-from cvexport.registry import get_spec
+from cvexport.models.training_tasks.torchvision_builders import BACKBONES, BackboneFile, backbone_file
+from cvexport.registry import get_spec, torchvision_models
 from cvexport.torchvision_zoo import build_network
 from detector_weights import detector_test_weights
 
@@ -71,7 +71,8 @@ def test_ssdlite_trains_with_torchvisions_losses_resumes_and_builds(data, tmp_pa
     assert meta["architecture"] == f"torchvision {SSDLITE}"
 
     bundle = tmp_path / "bundle"
-    assert main(["build", SSDLITE, "--weights", str(out), "--out", str(bundle)]) == 0  # its parity gate passes
+    # its parity gate (against torchvision's own inference) passes
+    assert main(["build", SSDLITE, "--weights", str(out), "--out", str(bundle), "--max-batch", "1"]) == 0
     parity = json.loads((bundle / "parity.json").read_text())
     assert parity and json.loads((bundle / "manifest.json").read_text())["class_names"] == list(classes)
 
@@ -86,7 +87,7 @@ def test_classifier_and_segmenter_train_and_build(name, fmt, loss, data, tmp_pat
     assert loss in json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     meta = read_metadata(out)
     assert meta["input_size"] == 64 and meta["class_names"] == list(data_classes(fmt))
-    assert main(["build", name, "--weights", str(out), "--out", str(tmp_path / "bundle")]) == 0
+    assert main(["build", name, "--weights", str(out), "--out", str(tmp_path / "bundle"), "--max-batch", "1"]) == 0
 
 
 def data_classes(fmt: str) -> tuple[str, ...]:
@@ -111,6 +112,21 @@ def test_pretrained_backbone_is_loaded_into_the_detector(tmp_path):
     assert start.record["kind"] == "imagenet" and groups[1]["lr_scale"] == HEAD_LR_SCALE
     head = {id(p) for p in groups[1]["params"]}
     assert head == {id(p) for n, p in model.named_parameters() if n.startswith("head.classification_head.")}
+
+
+def test_every_detector_and_segmenter_names_its_backbone_and_a_classifier_starts_from_itself(tmp_path):
+    assert {name for name, task in torchvision_models().items() if task != "classification"} == set(BACKBONES)
+    from torchvision.models import resnet18
+
+    torch.manual_seed(2)
+    path = tmp_path / "resnet18.pth"
+    state = resnet18(weights=None).state_dict()
+    torch.save(state, path)
+    spec = get_spec("resnet18")
+    model, groups, _ = build_start(spec, 5, 64, "imagenet", backbone_file(spec, path))
+    assert torch.equal(model.state_dict()["layer3.0.conv1.weight"], state["layer3.0.conv1.weight"])
+    assert model.fc.weight.shape[0] == 5 and {id(p) for p in groups[1]["params"]} == {id(model.fc.weight),
+                                                                                      id(model.fc.bias)}
 
 
 def test_retinanet_from_a_backbone_freezes_its_batch_norms_as_torchvision_does(tmp_path):

@@ -18,7 +18,7 @@ def add_parser(subparsers) -> None:
                    help="fine-tune on your dataset: COCO for ssd (DIR/annotations/{train,val}.json, DIR/images/), "
                    "ImageFolder for classifier (DIR/{train,val}/<class>/), VOC for fcn (DIR/JPEGImages/, "
                    "DIR/SegmentationClass/, DIR/ImageSets/Segmentation/{train,val}.txt, DIR/labelmap.txt or "
-                   "DIR/class_names.txt)")
+                   "DIR/class_names.txt); a torchvision builder reads its task's format")
     p.add_argument("--run-dir", help="checkpoints and metrics.jsonl (default runs/MODEL); an existing run resumes")
     p.add_argument("--out", help="final weights file (default RUN_DIR/MODEL.safetensors)")
     p.add_argument("--epochs", type=_positive_int, help="override the recipe's epoch count")

@@ -69,6 +69,9 @@ class BackboneFile:
 
     path: Path
     architecture: str
+    # keys kept whatever their shape: the ImageNet head (a backbone's builder drops it; a
+    # classifier gets a new one for the dataset's classes)
+    free: tuple[str, ...] = IMAGENET_HEADS
 
     def describe(self) -> str:
         return f"torchvision {self.architecture} ImageNet weights {self.path} (--pretrained)"
@@ -100,11 +103,12 @@ class WeightsFile:
 
 
 # ------------------------------------------------------------------------------ the files
-def backbone_of(name: str) -> str:
-    """The torchvision builder whose ImageNet weights ``name`` starts from (``--pretrained``)."""
-    from cvexport.torchvision_zoo import FOLDER_TASKS, _builder_folders
-
-    return name if FOLDER_TASKS[_builder_folders()[name]] == "classification" else BACKBONES[name]
+def backbone_file(spec, path: Path) -> BackboneFile:
+    """What ``--pretrained path`` is for the builder ``spec``: the ImageNet weights of its
+    backbone (BACKBONES), or of the classifier itself, whose head is then replaced."""
+    if spec.task == "classification":
+        return BackboneFile(path, spec.name, _head_prefix(spec))
+    return BackboneFile(path, BACKBONES[spec.name])
 
 
 def read_backbone(found: BackboneFile) -> dict:
@@ -121,7 +125,7 @@ def read_backbone(found: BackboneFile) -> dict:
     with torch.device("meta"):
         reference = models.get_model(found.architecture, weights=None)
     shapes = {key: tuple(value.shape) for key, value in reference.state_dict().items()}
-    check_keys(state, shapes, IMAGENET_HEADS, where, found.architecture, builder=f"{found.architecture}()")
+    check_keys(state, shapes, found.free, where, found.architecture, builder=f"{found.architecture}()")
     return {key: value.float() if value.is_floating_point() else value for key, value in state.items()}
 
 
@@ -231,7 +235,7 @@ class TorchvisionTraining:
         torchvision builder without one starts from its own random init)."""
         if given is None:
             return None
-        found = BackboneFile(Path(given), backbone_of(spec.name))
+        found = backbone_file(spec, Path(given))
         if not found.path.is_file():
             raise CvexportError(f"--pretrained {found.path}: file not found; pass a torchvision "
                                 f"{found.architecture} state dict (.pth)")
@@ -255,10 +259,11 @@ class TorchvisionTraining:
         if start == "imagenet":
             state = read_backbone(pretrained)
             if spec.name in BACKBONES:
-                kept = {k: v for k, v in state.items() if not k.startswith(IMAGENET_HEADS)}
+                kept = {k: v for k, v in state.items() if not k.startswith(pretrained.free)}
                 missing, unexpected = captured[0].load_state_dict(kept, strict=False)
-                if unexpected or any(not k.startswith(IMAGENET_HEADS) for k in missing):
-                    raise RuntimeError(f"{pretrained.path} does not fit the captured backbone: {missing[:3]} {unexpected[:3]}")
+                if unexpected or any(not k.startswith(pretrained.free) for k in missing):
+                    raise RuntimeError(f"{pretrained.path} does not fit the captured backbone: "
+                                       f"{missing[:3]} {unexpected[:3]}")
                 if spec.name in FROZEN_STEMS:
                     _freeze_stem(model, spec.name)
             else:
