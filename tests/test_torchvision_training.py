@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from cli_helpers import one_line_stderr
-from cvexport.checkpoint import read_metadata
+from cvexport.checkpoint import load_checkpoint, read_metadata
 from cvexport.cli import main
 from cvexport.models import dataset_writers
 from cvexport.models.finetune import HEAD_LR_SCALE, build_start
@@ -69,6 +69,9 @@ def test_ssdlite_trains_with_torchvisions_losses_resumes_and_builds(data, tmp_pa
     assert meta["builder_options"] == {"reduced_tail": True} and meta["start"]["kind"] == "weights"
     assert meta["train"]["steps_done"] == 2 and meta["dataset"]["format"] == "coco"
     assert meta["architecture"] == f"torchvision {SSDLITE}"
+    trained, started = load_checkpoint(out)[0], torch.load(start, weights_only=True)
+    key = "head.classification_head.module_list.0.1.weight"  # the kept head, trained
+    assert trained[key].shape == started[key].shape and not torch.equal(trained[key], started[key])
 
     bundle = tmp_path / "bundle"
     # its parity gate (against torchvision's own inference) passes
