@@ -300,8 +300,8 @@ def _module_spec(name: str, weights: str | Path | None) -> ModelSpec:
 
 
 def _no_recipe():
-    raise CvexportError("cvexport has no training recipe for torchvision builders yet; train with torchvision's "
-                        "reference scripts and build with --weights")
+    raise CvexportError("a torchvision builder has no data of its own to train on: fine-tune it on yours, "
+                        "'cvexport train NAME --data DIR' (optionally --pretrained BACKBONE.pth or --weights FILE)")
 
 
 def _make_tinyssd(num_classes: int, input_side: int):
