@@ -88,6 +88,15 @@ def builder_options(name: str, state) -> dict[str, Any]:
     return {}
 
 
+def start_options(name: str, from_imagenet: bool) -> dict[str, Any]:
+    """Builder arguments of a network trained from scratch or from ImageNet backbone weights:
+    SSDlite's tail is full from ImageNet weights (as torchvision's reference training builds
+    it), reduced otherwise (as torchvision's builder does without backbone weights)."""
+    if name == "ssdlite320_mobilenet_v3_large":
+        return {"reduced_tail": not from_imagenet}
+    return {}
+
+
 def build_detector(name: str, num_classes: int, side: int, reduced_tail: bool = True):
     """The torchvision detector ``name`` for ``num_classes`` (background included, torchvision's
     count) at ``side`` x ``side``, built offline, as a :func:`core_class` instance in eval mode."""

@@ -105,9 +105,10 @@ class WeightsFile:
 # ------------------------------------------------------------------------------ the files
 def backbone_file(spec, path: Path) -> BackboneFile:
     """What ``--pretrained path`` is for the builder ``spec``: the ImageNet weights of its
-    backbone (BACKBONES), or of the classifier itself, whose head is then replaced."""
-    if spec.task == "classification":
-        return BackboneFile(path, spec.name, _head_prefix(spec))
+    backbone (BACKBONES), or, for a builder that has none listed (a classifier is its own
+    ImageNet network), of the builder itself, whose head is then replaced."""
+    if spec.name not in BACKBONES:
+        return BackboneFile(path, spec.name, head_prefix(spec))
     return BackboneFile(path, BACKBONES[spec.name])
 
 
@@ -180,14 +181,14 @@ def _capturing_backbone(name: str, captured: list):
         setattr(module, attribute, original)
 
 
-def _head_prefix(spec) -> tuple[str, ...]:
+def head_prefix(spec) -> tuple[str, ...]:
     """The key prefixes of the class head: what is new when the start's classes are others."""
-    if spec.task == "detection":
-        from cvexport.torchvision_detectors import PRESETS
+    from cvexport.torchvision_detectors import PRESETS
+    from cvexport.torchvision_zoo import HEAD_KEYS
 
+    if spec.name in PRESETS:
         key = PRESETS[spec.name].class_key  # every level of an SSD head, the last conv of RetinaNet/FCOS
         return (key.split("module_list.")[0] + "module_list.",) if "module_list." in key else (key[: -len("weight")],)
-    from cvexport.torchvision_zoo import HEAD_KEYS
 
     keys = next(keys for prefix, keys in HEAD_KEYS if spec.name.startswith(prefix))
     return tuple(key[: -len("weight")] for key in keys)
@@ -225,6 +226,7 @@ class TorchvisionTraining:
     imagenet_start = True
     weights_start = True  # the whole network may start from a file (--weights)
     default_start = "scratch"  # nothing is downloaded: without a file, torchvision's own random init
+    background_columns = 0  # a detector's head counts torchvision's background too
 
     def __init__(self, spec):
         self.spec = spec
@@ -255,7 +257,7 @@ class TorchvisionTraining:
             else contextlib.nullcontext()
         with context:
             model = spec.make(num_classes, input_side, **options)
-        head = _head_prefix(spec)
+        head = head_prefix(spec)
         if start == "imagenet":
             state = read_backbone(pretrained)
             if spec.name in BACKBONES:
@@ -269,7 +271,7 @@ class TorchvisionTraining:
             else:
                 load_kept(model, state, head, str(pretrained.path))
         elif start == "weights":
-            total = num_classes + (1 if spec.task == "detection" else 0)
+            total = num_classes + self.background_columns
             same_head = pretrained.head_classes == total
             load_kept(model, pretrained.state, () if same_head else head, str(pretrained.path))
         if start == "scratch":
@@ -281,9 +283,9 @@ class TorchvisionTraining:
         weights, as torchvision's reference training builds it; the start file's otherwise)."""
         if start == "weights":
             return dict(pretrained.options)
-        if self.spec.name == "ssdlite320_mobilenet_v3_large":
-            return {"reduced_tail": start != "imagenet"}
-        return {}
+        from cvexport.torchvision_detectors import start_options
+
+        return start_options(self.spec.name, from_imagenet=start == "imagenet")
 
     def checkpoint_metadata(self, model) -> dict[str, Any]:
         """What ``cvexport build NAME --weights CKPT`` needs beside class names and size."""
@@ -337,30 +339,19 @@ class TorchvisionSegmentation(TorchvisionTraining, SegmentationTraining):
 
 
 class TorchvisionDetection(TorchvisionTraining, DetectionTraining):
+    background_columns = 1
     # SGD at batch 8: torchvision's SSDlite recipe (0.15 at batch 192) scaled up for short runs.
     recipe = Recipe(batch_size=8, lr=0.02, weight_decay=4e-5, warmup_steps=50, epochs=10)
 
     def fit_to_input(self, sample, size):
-        """The picture fitted as the model's transform fits it: ``stretch`` (SSD's fixed size)
-        or ``top_left`` (keep aspect, pad bottom/right with the mean colour: torchvision pads the
-        normalized batch with zeros); boxes normalized to the input."""
-        from cvexport.images import Letterbox
+        """The picture fitted as the model's transform fits it (the spec's fit, the one the
+        bundle applies: ``stretch`` for SSD's fixed size, ``top_left`` keeping the aspect and
+        padding bottom/right with the mean colour); boxes normalized to the input."""
+        from cvexport.images import InputFit
         from cvexport.models.camera_frames import fit_boxes
         from cvexport.models.detection_data import DetectionSample
-        from cvexport.torchvision_detectors import PRESETS
-        from PIL import Image
 
-        height, width = sample.image.shape[:2]
-        if PRESETS[self.spec.name].fit == "stretch":
-            new_w = new_h = size
-        else:
-            scale = min(size / width, size / height)
-            new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-        resized = np.asarray(Image.fromarray(sample.image).resize((new_w, new_h), Image.BILINEAR))
-        canvas = np.empty((size, size, 3), dtype=np.uint8)
-        canvas[:] = np.round(np.asarray(self.spec.mean) * 255).astype(np.uint8)
-        canvas[:new_h, :new_w] = resized
-        box_map = Letterbox(new_w / width, new_h / height, 0.0, 0.0, width, height)
+        canvas, box_map = InputFit.of(self.spec).apply(sample.image, size, size)
         return DetectionSample(canvas, fit_boxes(sample.boxes, box_map, size), sample.labels), box_map
 
     def batch(self, chosen, images, model):
