@@ -204,7 +204,9 @@ def parity_rows(task: str, report: dict[str, Any]) -> list[dict[str, Any]]:
 def parity_numbers(task: str, entry: dict[str, Any]) -> dict[str, Any]:
     if task == "detection":
         return {"matched": entry["matched"], "total": entry["compared"], "images": entry["images"],
-                "min_iou": entry["min_iou"], "max_score_delta": entry["max_score_delta"]}
+                "min_iou": entry["min_iou"], "max_score_delta": entry["max_score_delta"],
+                "missing": entry.get("missing", 0), "extra": entry.get("extra", 0),
+                "boundary_flips": entry.get("boundary_flips", 0)}
     if task == "classification":
         return {"agree": entry["agree"], "images": entry["images"], "agreement": entry["agreement"],
                 "max_prob_delta": entry["max_prob_delta"]}
@@ -215,8 +217,9 @@ def parity_text(task: str, entry: dict[str, Any]) -> str:
     n = parity_numbers(task, entry)
     if task == "detection":
         text = f"{n['matched']}/{n['total']}, min IoU {n['min_iou']:.4f}, max \\|dscore\\| {n['max_score_delta']:.2e}"
-        extra = [f"{entry[k]} {k}" for k in ("missing", "extra") if entry.get(k)]
-        return text + (f" ({', '.join(extra)})" if extra else "")
+        extra = [f"{n[k]} {k}" for k in ("missing", "extra") if n[k]]
+        flips = f"; {n['boundary_flips']} boundary flips set aside" if n["boundary_flips"] else ""
+        return text + (f" ({', '.join(extra)})" if extra else "") + flips
     if task == "classification":
         return f"top-1 {n['agree']}/{n['images']} ({n['agreement']:.2%}), max \\|dprob\\| {n['max_prob_delta']:.2e}"
     return f"{n['agreement']:.4%} of {n['pixels']} pixels"
@@ -453,6 +456,7 @@ def main() -> int:
             if "parity" in build:
                 build["parity_rows"] = parity_rows(zoo.task, build["parity"])
                 build["parity_passed"] = build["parity"]["passed"]
+                build["parity_tolerance"] = build["parity"]["tolerance"]
                 build["parity_cpu"] = build["parity"]["cpu"]
                 del build["parity"]
             entry["builds"][precision] = build
@@ -532,6 +536,12 @@ def markdown(record: dict[str, Any]) -> str:
                     cells = [by_batch[b]["text"] if b in by_batch else "-" for b in (1, 4)]
                 lines.append(f"| {name} | {entry['input']} | {precision} | {graph} | {cells[0]} | {cells[1]} | "
                              f"{'PASS' if build['parity_passed'] else 'FAIL'} | {build['seconds']:.0f} |")
+    tolerances = {(entry["task"], precision): build["parity_tolerance"] for entry in record["models"].values()
+                  for precision, build in entry["builds"].items() if "parity_tolerance" in build}
+    if tolerances:
+        lines += ["", "The gates' tolerances (cvexport's, per task and precision): " + "; ".join(
+            f"{task} {precision}: " + ", ".join(f"{k} {v}" for k, v in tolerance.items() if v is not None)
+            for (task, precision), tolerance in tolerances.items()) + "."]
     lines += [
         "",
         "## Latency at batch 1 (p50 ms, one run, interleaved)",

@@ -29,7 +29,8 @@ def _detection_entry(matched: int, total: int, min_iou: float, dscore: float, **
     # The fields a DetectionParity writes (cvexport/compare.py to_dict), as in a real parity.json.
     return {"score_threshold": 0.001, "reference_detections": total, "test_detections": total, "matched": matched,
             "min_iou": min_iou, "max_score_delta": dscore, "images": 8, "missing": extra.get("missing", 0),
-            "extra": extra.get("extra", 0), "compared": total, "passed": True}
+            "extra": extra.get("extra", 0), "boundary_flips": extra.get("boundary_flips", 0), "compared": total,
+            "passed": True}
 
 
 def test_parity_rows_are_the_log_lines_numbers(zoo):
@@ -42,6 +43,10 @@ def test_parity_rows_are_the_log_lines_numbers(zoo):
     assert [(r["graph"], r["batch"]) for r in rows] == [("model.onnx", 1), ("model.onnx", 4), ("model.cpu.onnx", None)]
     assert rows[0]["text"] == "2400/2400, min IoU 1.0000, max \\|dscore\\| 1.49e-06"
     assert rows[1]["text"] == "2064/2400, min IoU 0.5001, max \\|dscore\\| 2.79e-01 (336 missing, 336 extra)"
+    flips = {"graphs": {"model.onnx": {"1": _detection_entry(2397, 2398, 0.9995, 1.75e-3, missing=1, extra=1,
+                                                             boundary_flips=4)}}}
+    assert zoo.parity_rows("detection", flips)[0]["text"] == (
+        "2397/2398, min IoU 0.9995, max \\|dscore\\| 1.75e-03 (1 missing, 1 extra); 4 boundary flips set aside")
     assert (rows[1]["matched"], rows[1]["total"]) == (2064, 2400)
     assert rows[2]["text"] == "skipped: not checked on this CPU" and rows[2]["passed"] is None
 
@@ -110,7 +115,8 @@ def test_table_says_refused_builds_and_missing_exports(zoo):
         "models": {"m": {
             "task": "classification", "input": "64x64", "classes": 10,
             "builds": {
-                "fp32": {"seconds": 3.0, "parity_passed": True, "parity_rows": [
+                "fp32": {"seconds": 3.0, "parity_passed": True, "parity_tolerance": {"min_top1_agreement": 1.0},
+                         "parity_rows": [
                     {"graph": "model.onnx", "batch": 1, "text": "top-1 32/32 (100.00%), max \\|dprob\\| 1e-07"}]},
                 "int8": {"seconds": 9.0, "exit_code": 3, "error": "cvexport: error: build check failed: x"},
             },
@@ -121,6 +127,7 @@ def test_table_says_refused_builds_and_missing_exports(zoo):
     }
     text = zoo.markdown(record)
     assert "Test CPU, 2 cores, no AVX-512" in text
+    assert "classification fp32: min_top1_agreement 1.0." in text
     refused = "| m | 64x64 | int8 | - | build refused: cvexport: error: build check failed: x | | FAIL (exit 3) | 9 |"
     assert refused in text
     assert "| m | 64x64 | 10.0 | 20.0 | does not export: RuntimeError: y | 2.00x | - | - |" in text
