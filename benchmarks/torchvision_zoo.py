@@ -236,7 +236,28 @@ def graph_stats(path: Path) -> dict[str, Any]:
     external = {entry.value for init in model.graph.initializer for entry in init.external_data
                 if entry.key == "location"}
     size = path.stat().st_size + sum((path.parent / name).stat().st_size for name in external)
-    return {"mb": round(size / 1e6, 2), "nodes": nodes, "op_types": len(types), "ops": sorted(types)}
+    inputs = {i.name for i in model.graph.initializer}
+    shapes = [[d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+              for value in model.graph.input if value.name not in inputs]
+    return {"mb": round(size / 1e6, 2), "nodes": nodes, "op_types": len(types), "ops": sorted(types),
+            "input_shapes": shapes, "tensorrt": tensorrt_check(path)}
+
+
+def tensorrt_check(path: Path) -> dict[str, Any]:
+    """What ``cvexport inspect`` says of the graph: TensorRT compatible or not (its error count
+    and first error), the same checker for both graphs."""
+    from cvexport.backends.trt.compat import check_path
+
+    report = check_path(path).to_dict()
+    errors = [f"{f['rule']}: {f['message']}" for f in report["findings"] if f["severity"] == "error"]
+    return {"ok": report["ok"], "trt_version": report["trt_version"], "errors": report["counts"]["error"],
+            "warnings": report["counts"]["warning"], "first_error": errors[0][:200] if errors else None}
+
+
+def tensorrt_text(check: dict[str, Any]) -> str:
+    if check["ok"]:
+        return f"OK ({check['warnings']} warnings)"
+    return f"NOT COMPATIBLE ({check['errors']} errors; first: {check['first_error']})"
 
 
 def count_ops(graph) -> tuple[int, set[str]]:
@@ -492,6 +513,12 @@ def _ms(value: float | None) -> str:
     return f"{value:.1f}" if value is not None else "-"
 
 
+def _graph_cells(graph: dict[str, Any]) -> str:
+    shapes = " ".join("[" + ", ".join(str(d) for d in shape) + "]" for shape in graph.get("input_shapes", []))
+    check = tensorrt_text(graph["tensorrt"]) if "tensorrt" in graph else "-"
+    return f"{graph['mb']:.1f} | {graph['nodes']} | {graph['op_types']} | {shapes or '-'} | {check}"
+
+
 def markdown(record: dict[str, Any]) -> str:
     cpu = record["cpu"]
     versions = record["versions"]
@@ -579,17 +606,21 @@ def markdown(record: dict[str, Any]) -> str:
         "",
         "## Graphs (size on disk, nodes with Loop/If bodies, distinct op types)",
         "",
-        "| model | bundle MB | bundle nodes | bundle op types | torchvision export MB | nodes | op types |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "Input: the graph's input shape (torchvision's export traces the list of one image, so its input is one "
+        "image and its batch is not a dimension). TensorRT: what `cvexport inspect` (its TensorRT "
+        "operator-table check, no TensorRT needed) says of each graph.",
+        "",
+        "| model | bundle MB | nodes | op types | input | TensorRT | torchvision export MB | nodes | op types | input "
+        "| TensorRT |",
+        "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | --- | --- |",
     ]
     for name, entry in record["models"].items():
         latency = entry.get("latency", {})
         if "bundle_graph" not in latency:
             continue
         ours, theirs = latency["bundle_graph"], latency.get("torchvision_graph")
-        their_cells = (f"{theirs['mb']:.1f} | {theirs['nodes']} | {theirs['op_types']}" if theirs
-                       else f"{latency.get('torchvision_export', '-')} | |")
-        lines.append(f"| {name} | {ours['mb']:.1f} | {ours['nodes']} | {ours['op_types']} | {their_cells} |")
+        their_cells = _graph_cells(theirs) if theirs else f"{latency.get('torchvision_export', '-')} | | | |"
+        lines.append(f"| {name} | {_graph_cells(ours)} | {their_cells} |")
     return "\n".join(lines) + "\n"
 
 

@@ -98,6 +98,8 @@ def test_op_counts_include_subgraphs(zoo, tmp_path):
     assert (stats["nodes"], stats["op_types"]) == (5, 4)
     assert stats["ops"] == ["Identity", "If", "Neg", "Relu"]
     assert zoo.opset_of(path) == 17
+    assert stats["input_shapes"] == [[1], []]
+    assert stats["tensorrt"]["ok"] is (stats["tensorrt"]["errors"] == 0)
 
 
 def test_first_error_line_prefers_the_clis_line(zoo):
@@ -106,6 +108,12 @@ def test_first_error_line_prefers_the_clis_line(zoo):
     traceback = "Traceback (most recent call last):\n  ...\nRuntimeError: boom\n"
     assert zoo.first_error_line(traceback) == "RuntimeError: boom"
     assert zoo.first_error_line("") == "(no output)"
+
+
+def test_tensorrt_text(zoo):
+    assert zoo.tensorrt_text({"ok": True, "warnings": 2}) == "OK (2 warnings)"
+    assert zoo.tensorrt_text({"ok": False, "errors": 1, "first_error": "int64: x"}) == \
+        "NOT COMPATIBLE (1 errors; first: int64: x)"
 
 
 def test_table_says_refused_builds_and_missing_exports(zoo):
@@ -131,4 +139,4 @@ def test_table_says_refused_builds_and_missing_exports(zoo):
     refused = "| m | 64x64 | int8 | - | build refused: cvexport: error: build check failed: x | | FAIL (exit 3) | 9 |"
     assert refused in text
     assert "| m | 64x64 | 10.0 | 20.0 | does not export: RuntimeError: y | 2.00x | - | - |" in text
-    assert "| m | 1.0 | 5 | 3 | does not export: RuntimeError: y | | |" in text
+    assert "| m | 1.0 | 5 | 3 | - | - | does not export: RuntimeError: y | | | | |" in text
