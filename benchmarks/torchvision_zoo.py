@@ -569,6 +569,10 @@ def markdown(record: dict[str, Any]) -> str:
         lines += ["", "The gates' tolerances (cvexport's, per task and precision): " + "; ".join(
             f"{task} {precision}: " + ", ".join(f"{k} {v}" for k, v in tolerance.items() if v is not None)
             for (task, precision), tolerance in tolerances.items()) + "."]
+    if any("int8" in entry["builds"] for entry in record["models"].values()):
+        lines += ["", "INT8: the parity gate only confirms it is the same model (scores move, detections near the "
+                  "threshold come and go); cvexport's INT8 accuracy gate is the task metric (`verify --data`: within "
+                  "1 point of fp32), which these builds skip: test weights have no training data to measure it on."]
     lines += [
         "",
         "## Latency at batch 1 (p50 ms, one run, interleaved)",
