@@ -62,6 +62,8 @@ THREADS = 1
 RUNS, WARMUP = 20, 2
 QUICK_RUNS, QUICK_WARMUP = 5, 1
 SEED = 0
+# Test weights of classifiers and segmenters: the logits' spread on random images.
+LOGIT_STD = 2.0
 # Class names per task (detectors: labels 1..N, torchvision's background 0 not listed).
 CLASS_COUNTS = {"detection": 3, "classification": 10, "segmentation": 4}
 PHOTO_INDEX = 5  # the val photograph the latency frame is cut from (cvexport.models.photos)
@@ -133,18 +135,46 @@ def torchvision_model(zoo: ZooModel, num_classes: int):
 
 
 def test_weights(zoo: ZooModel, num_classes: int) -> dict:
-    """Deterministic non-flat weights: the detectors' test weights (fan-in scaled convolutions,
-    spread head outputs), else torchvision's initialisation under a fixed seed."""
-    import torch
-
+    """Deterministic non-flat weights: the detectors' test weights (tests/detector_weights.py),
+    else :func:`network_test_weights`."""
     if zoo.task == "detection":
         from detector_weights import detector_test_weights
 
         from cvexport.torchvision_zoo import build_network
 
         return detector_test_weights(build_network(zoo.name, num_classes, zoo.side), zoo.side, seed=SEED)
+    return network_test_weights(zoo, num_classes)
+
+
+def network_test_weights(zoo: ZooModel, num_classes: int) -> dict:
+    """A classifier's or segmenter's weights whose answers differ from class to class.
+
+    torchvision's own initialisation under a seed is flat for some builders: mobilenet_v3_large's
+    and efficientnet_b0's logits come out with a spread of 1e-10 (every probability 1/C, in fp16
+    too), so parity would compare ties. As the detectors' test weights do: fan-in scaled
+    convolutions and linears (activations keep their scale through the depth), then the head
+    (the tensors cvexport reads the class count from) scaled so the logits spread by LOGIT_STD."""
+    import torch
+
+    from cvexport.torchvision_zoo import HEAD_KEYS
+
     torch.manual_seed(SEED)
-    return {k: v.clone() for k, v in torchvision_model(zoo, num_classes).state_dict().items()}
+    model = torchvision_model(zoo, num_classes)
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="linear")
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+    keys = next(keys for prefix, keys in HEAD_KEYS if zoo.name.startswith(prefix))
+    heads = [model.get_submodule(key.rsplit(".", 1)[0]) for key in keys]
+    images = torch.rand((2, 3, zoo.side, zoo.side), generator=torch.Generator().manual_seed(SEED)) * 2 - 1
+    with torch.no_grad():
+        out = model(images)
+        out = out["out"] if isinstance(out, dict) else out
+        scale = LOGIT_STD / max(float(out.std()), 1e-12)
+        for head in heads:
+            head.weight.mul_(scale)
+    return {k: v.clone() for k, v in model.state_dict().items()}
 
 
 # ----------------------------------------------------------------------------- builds
@@ -451,6 +481,13 @@ def main() -> int:
     cpu = cpu_line()
     from cvexport.cpu import cpu_info
 
+    out_json = Path(args.out) / f"{NAME}.json"
+    kept = {}
+    if args.models and out_json.exists():  # a partial run: the other models' results stay
+        import json
+
+        previous = json.loads(out_json.read_text())
+        kept = {k: {"run_started": previous["started"], **v} for k, v in previous["models"].items() if k not in names}
     record: dict[str, Any] = {
         "cpu": cpu, "cvexport_cpu": cpu_info(),
         "machine_note": "shared with other jobs while measured (2 cores; other helpers building and testing)",
@@ -470,7 +507,7 @@ def main() -> int:
         state = test_weights(zoo, head_classes)
         torch.save(state, weights)
         entry: dict[str, Any] = {"task": zoo.task, "input": f"{zoo.side}x{zoo.side}", "classes": classes_n,
-                                 "builds": {}}
+                                 "run_started": record["started"], "builds": {}}
         precisions = ["fp32"] if args.quick else ["fp32", "fp16"] + (["int8"] if zoo.int8 else [])
         for precision in precisions:
             build = build_bundle(zoo, precision, weights, classes, work / f"{name}-{precision}", log)
@@ -492,7 +529,8 @@ def main() -> int:
                 log(f"  latency not measured: {entry['latency']['error']}")
         else:
             entry["latency"] = {"error": "no fp32 bundle: " + fp32.get("error", "")}
-        record["models"][name] = entry
+        record["models"] = {m.name: ({**kept, **record["models"], name: entry})[m.name] for m in MODELS
+                            if m.name in kept or m.name in record["models"] or m.name == name}
         record["seconds"] = round(time.perf_counter() - started, 1)
         _write_quietly(args.out, record)
     write_results(args.out, NAME, record, markdown(record))
@@ -531,8 +569,19 @@ def markdown(record: dict[str, Any]) -> str:
         f"pipeline; started {record['started']}, {record.get('seconds', 0):.0f} s in all"
         + ("; **--quick: a check of the script, not a measurement**" if record["quick"] else "") + ".",
         "",
+    ]
+    runs: dict[str, list[str]] = {}
+    for name, entry in record["models"].items():
+        runs.setdefault(entry.get("run_started", record["started"]), []).append(name)
+    if len(runs) > 1:
+        lines += ["Models measured in more than one run (each model's figures, ratios included, come from one run): "
+                  + "; ".join(f"run started {started}: {', '.join(names)}" for started, names in runs.items())
+                  + ".", ""]
+    lines += [
         "Weights: deterministic and non-flat, nothing downloaded (detectors: tests/detector_weights.py; classifiers "
-        "and segmenters: torchvision's own initialisation, seed 0). Classes: 3 for detectors (+ background), 10 for "
+        "and segmenters: fan-in scaled layers, seed 0, the head scaled to a logit spread of 2 — torchvision's own "
+        "seeded initialisation gives mobilenet_v3_large and efficientnet_b0 logits that differ by 1e-10, every "
+        "probability 1/C, which would make parity compare ties). Classes: 3 for detectors (+ background), 10 for "
         "classifiers, 4 for segmenters. RetinaNet, FCOS and the segmenters are built at 256x256 to keep the run "
         "affordable (their defaults are 800 and 520); SSD300 and SSDlite320 have fixed sizes; classifiers run at 224.",
         "",
