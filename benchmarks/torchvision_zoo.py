@@ -87,7 +87,7 @@ MODELS = (
     ZooModel("fcos_resnet50_fpn", "detection", 256, True),
     ZooModel("ssd300_vgg16", "detection", 300, False),
     ZooModel("resnet18", "classification", 224, False, int8=True),
-    ZooModel("mobilenet_v3_large", "classification", 224, False),
+    ZooModel("mobilenet_v3_large", "classification", 224, False, int8=True),
     ZooModel("efficientnet_b0", "classification", 224, False),
     ZooModel("convnext_tiny", "classification", 224, False),
     ZooModel("lraspp_mobilenet_v3_large", "segmentation", 256, True),
