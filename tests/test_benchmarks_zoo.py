@@ -125,8 +125,10 @@ def test_table_says_refused_builds_and_missing_exports(zoo):
             "builds": {
                 "fp32": {"seconds": 3.0, "parity_passed": True, "parity_tolerance": {"min_top1_agreement": 1.0},
                          "parity_rows": [
-                    {"graph": "model.onnx", "batch": 1, "text": "top-1 32/32 (100.00%), max \\|dprob\\| 1e-07"}]},
-                "int8": {"seconds": 9.0, "exit_code": 3, "error": "cvexport: error: build check failed: x"},
+                    {"graph": "model.onnx", "batch": 1, "text": "top-1 32/32 (100.00%), max \\|dprob\\| 1e-07",
+                     "passed": True},
+                    {"graph": "model.cpu.onnx", "batch": None, "text": "skipped: elsewhere", "passed": None}]},
+                "int8": {"seconds": 9.0, "exit_code": 3, "error": "cvexport: error: build check failed: max |dprob| x"},
             },
             "latency": {"p50_ms": {zoo.BUNDLE: 10.0, zoo.EAGER: 20.0}, "speedup_vs_torch_eager": {zoo.BUNDLE: 2.0},
                         "torchvision_export": "does not export: RuntimeError: y", "answers": {},
@@ -136,7 +138,10 @@ def test_table_says_refused_builds_and_missing_exports(zoo):
     text = zoo.markdown(record)
     assert "Test CPU, 2 cores, no AVX-512" in text
     assert "classification fp32: min_top1_agreement 1.0." in text
-    refused = "| m | 64x64 | int8 | - | build refused: cvexport: error: build check failed: x | | FAIL (exit 3) | 9 |"
+    refused = ("| m | 64x64 | int8 | - | build refused: cvexport: error: build check failed: max \\|dprob\\| x | | "
+               "FAIL (exit 3) | 9 |")
     assert refused in text
+    assert "| m | 64x64 | fp32 | model.onnx | top-1 32/32 (100.00%), max \\|dprob\\| 1e-07 | - | PASS | 3 |" in text
+    assert "| m | 64x64 | fp32 | model.cpu.onnx | skipped: elsewhere |  | not checked | 3 |" in text
     assert "| m | 64x64 | 10.0 | 20.0 | does not export: RuntimeError: y | 2.00x | - | - |" in text
     assert "| m | 1.0 | 5 | 3 | - | - | does not export: RuntimeError: y | | | | |" in text
