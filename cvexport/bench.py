@@ -1,7 +1,7 @@
 """``cvexport bench``: latency and throughput of a bundle on one or more backends.
 
 Each timed iteration is what an application pays per batch: fit real uint8 images of
-varied sizes to the network input (letterbox + ``to_network_input``), ``runner.infer``,
+varied sizes to the network input (the bundle's fit + ``to_network_input``), ``runner.infer``,
 then map the detections back to each image (``task.to_predictions``). The three stages are
 timed separately and together; runners that expose ``last_timings`` (TensorRT) add their
 host-to-device, compute and device-to-host split from CUDA events. Warm-up runs are not
@@ -40,7 +40,7 @@ PERCENTILES = (50, 90, 95, 99)
 STAGES = ("end_to_end", "preprocess", "inference", "postprocess")
 # Keys of ``Runner.last_timings`` (ms, CUDA events) -> the stage names recorded for them.
 DEVICE_STAGES = {"h2d_ms": "h2d", "compute_ms": "compute", "d2h_ms": "d2h"}
-# Camera and photo shapes, landscape and portrait, so letterbox cost and padding vary as in use.
+# Camera and photo shapes, landscape and portrait, so the fit's cost (resize, padding, crop) varies as in use.
 IMAGE_SIZES = ((640, 480), (1280, 720), (480, 640), (1920, 1080), (320, 240), (800, 600), (720, 1280), (256, 256))
 
 
@@ -234,12 +234,15 @@ def fp32_graph(bundle: Bundle, warn: Callable[[str], None] = stderr_warning):
     bundle's own weights through the build's export path, with the same input contract, batch
     range and task sections (detection: the same NMS and thresholds), for the classes and
     input size of those weights and the frame size of a ``--frame-size`` bundle."""
+    from dataclasses import replace
+
     from cvexport.build import BuildOptions
     from cvexport.registry import bundle_spec
     from cvexport.tasks import get_task
 
-    # As the build made it: the weights' own spec (fine-tuned weights bring their classes and size).
-    spec = bundle_spec(bundle)
+    # As the build made it: the weights' own spec (fine-tuned weights bring their classes and
+    # size), fitting frames in the graph as the bundle's manifest says.
+    spec = replace(bundle_spec(bundle), fit=bundle.input.fit, crop_fraction=bundle.input.crop_fraction)
     task = get_task(spec.task)
     letterboxed = bundle.input.letterbox is not None
     options = BuildOptions(

@@ -78,6 +78,7 @@ class ClassificationParity(Parity):
 class ClassificationTask(Task):
     """The top classes of each image."""
     labelled_output = "probabilities"
+    accepts_cropped_input = True  # one answer per picture: torchvision's resize and centre crop
 
     name = "classification"
     core_outputs = ("logits",)

@@ -1,4 +1,9 @@
-"""Reading user images and fitting them to a network input (letterbox), and undoing it.
+"""Reading user images and fitting them to a network input, and undoing it.
+
+How an image becomes the network input is part of a model's spec and of its bundle's manifest
+(:class:`InputFit`, one of :data:`FITS`): cvexport's own models are letterboxed, torchvision's
+models follow the transforms they were trained with. Every fit is one per-axis scale and offset
+(:class:`Letterbox`), so one object maps results back whatever the fit.
 
 Every failure a user can cause becomes a one-line :class:`CvexportError`.
 """
@@ -13,6 +18,14 @@ import numpy as np
 from cvexport.errors import CvexportError
 
 LETTERBOX_FILL = 114  # neutral grey, as most detector pipelines pad
+# How an image becomes the network input (``ModelSpec.fit``, the manifest's ``input.fit``):
+# letterbox: keep aspect, centred, grey padding (cvexport's models; the default);
+# stretch: resize to exactly the input size (torchvision SSD300 / SSDlite320: fixed_size);
+# top_left: keep aspect, content at the top-left, the rest the mean colour (torchvision
+#   RetinaNet / FCOS: GeneralizedRCNNTransform's batch_images pads normalized zeros there);
+# resize_crop: shorter side to side / crop_fraction, then a centred crop (torchvision's
+#   ImageClassification eval transform, e.g. resize 256 then crop 224).
+FITS = ("letterbox", "stretch", "top_left", "resize_crop")
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -179,7 +192,9 @@ def _to_uint8(array: np.ndarray, name: str) -> np.ndarray:
 @dataclass(frozen=True)
 class Letterbox:
     """How an original image was placed into the network input: scaled by (``scale_x``,
-    ``scale_y``) then offset by (``pad_x``, ``pad_y``) pixels."""
+    ``scale_y``) then offset by (``pad_x``, ``pad_y``) pixels. Whatever the :class:`InputFit`:
+    stretch has unequal scales, top_left zero offsets, resize_crop negative offsets (the
+    picture overhangs the input and is cropped)."""
 
     scale_x: float
     scale_y: float
@@ -216,6 +231,9 @@ class Letterbox:
         (nearest for ``labels``, so class ids never blend; bilinear for pictures)."""
         from PIL import Image
 
+        if self.pad_x < 0 or self.pad_y < 0:
+            raise CvexportError("a centre-cropped input (fit resize_crop) shows the network only part of the picture, "
+                                "so a dense output cannot be mapped back over all of it; use another fit")
         left, top, new_w, new_h = self.content()
         content = np.ascontiguousarray(array[top : top + new_h, left : left + new_w])
         resample = Image.NEAREST if labels else Image.BILINEAR
@@ -225,7 +243,7 @@ class Letterbox:
 def letterbox_fit(w: int, h: int, width: int, height: int) -> tuple[int, int, int, int]:
     """Where a (h, w) image goes in a (height, width) letterbox: (new_w, new_h, pad_x, pad_y),
     the resized size keeping the aspect ratio and the top-left offset of the centred content.
-    The one geometry of the Python letterbox and the in-graph one (``--frame-size``)."""
+    The aspect-keeping size of :meth:`InputFit.place` (letterbox and top_left)."""
     scale = min(width / w, height / h)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     return new_w, new_h, (width - new_w) // 2, (height - new_h) // 2
@@ -239,35 +257,166 @@ def box_prefilter(w: int, h: int, new_w: int, new_h: int) -> int:
     return max(1, min(w // new_w, h // new_h))
 
 
+@dataclass(frozen=True)
+class InputFit:
+    """How an image becomes the network input: ``mode`` one of :data:`FITS`, ``crop_fraction``
+    (crop side / resize side, in (0, 1]) for resize_crop only, ``fill`` the uint8 RGB of the
+    padding (letterbox grey; top_left the model's mean colour, which normalizes to about 0 as
+    torchvision's zero padding of normalized batches does).
+
+    The one geometry of every preparer (Pillow's, FFmpeg's), the Predictor, INT8 calibration,
+    bench and the in-graph fit of ``build --frame-size`` (:meth:`place`)."""
+
+    mode: str = "letterbox"
+    crop_fraction: float | None = None
+    fill: tuple[int, int, int] = (LETTERBOX_FILL,) * 3
+
+    def __post_init__(self):
+        if self.mode not in FITS:
+            raise CvexportError(f"unknown input fit {self.mode!r}; choose one of: {', '.join(FITS)}")
+        cropped = self.mode == "resize_crop"
+        fraction = self.crop_fraction
+        if cropped and not (isinstance(fraction, (int, float)) and not isinstance(fraction, bool)
+                            and 0.0 < fraction <= 1.0):
+            raise CvexportError(f"fit resize_crop needs a crop_fraction in (0, 1] (crop side / resize side), "
+                                f"not {fraction!r}")
+        if not cropped and fraction is not None:
+            raise CvexportError(f"crop_fraction {fraction!r} applies only to fit resize_crop, not {self.mode}")
+
+    @classmethod
+    def of(cls, source) -> "InputFit":
+        """The fit of a :class:`cvexport.registry.ModelSpec` or a bundle's
+        :class:`cvexport.manifest.InputContract` (both have ``fit``, ``crop_fraction`` and ``mean``)."""
+        mode = getattr(source, "fit", None) or "letterbox"
+        fill = (tuple(int(round(float(m) * 255.0)) for m in source.mean) if mode == "top_left"
+                else (LETTERBOX_FILL,) * 3)
+        return cls(mode, getattr(source, "crop_fraction", None), fill)
+
+    def refusal(self, task=None, in_graph: bool = False) -> str | None:
+        """Why a bundle of ``task`` (a :class:`cvexport.task_base.Task`; None: not asked) could not
+        apply this fit (None when it can): resize_crop crops the picture, so only a task whose
+        results survive that (``accepts_cropped_input``: a classifier's one answer per picture)
+        takes it, and the graph of ``build --frame-size`` (``in_graph``) does not crop. One rule
+        for the build, its graph section and the manifest check."""
+        if self.mode != "resize_crop":
+            return None
+        if task is not None and not task.accepts_cropped_input:
+            return (f"fit resize_crop crops the picture, so a {task.name} result could not be mapped back over "
+                    "all of it; use letterbox, stretch or top_left")
+        if in_graph:
+            return ("--frame-size fits camera frames in the graph, which does not centre-crop (fit resize_crop); "
+                    "build without --frame-size, the runtime crops each image")
+        return None
+
+    def check(self, task=None, in_graph: bool = False) -> None:
+        """:meth:`refusal` as a one-line :class:`CvexportError`."""
+        if (reason := self.refusal(task, in_graph)) is not None:
+            raise CvexportError(reason)
+
+    def place(self, w: int, h: int, width: int, height: int) -> tuple[int, int, int, int]:
+        """Where a (h, w) image goes in a (height, width) input: (new_w, new_h, pad_x, pad_y), the
+        size it is resized to and the input pixel its top-left corner lands on (negative for
+        resize_crop: the resized picture overhangs the input on both sides)."""
+        if self.mode == "letterbox":
+            return letterbox_fit(w, h, width, height)
+        if self.mode == "stretch":
+            return width, height, 0, 0
+        if self.mode == "top_left":
+            new_w, new_h, _, _ = letterbox_fit(w, h, width, height)
+            return new_w, new_h, 0, 0
+        # resize_crop, as torchvision's Resize(short) + CenterCrop: the longer side by the same
+        # ratio, truncated; the crop anchored at int(round(overhang / 2)).
+        short = self.resize_side(width, height)
+        if w <= h:
+            new_w, new_h = short, int(short * h / w)
+        else:
+            new_w, new_h = int(short * w / h), short
+        return new_w, new_h, -int(round((new_w - width) / 2.0)), -int(round((new_h - height) / 2.0))
+
+    def resize_side(self, width: int, height: int) -> int:
+        """resize_crop: the side the picture's shorter side is resized to, round(side /
+        crop_fraction) for the larger input side (so the crop fits both; inputs are square in
+        practice), e.g. 256 for a 224 crop of fraction 0.875."""
+        return max(1, round(max(width, height) / self.crop_fraction))
+
+    def map(self, w: int, h: int, width: int, height: int) -> Letterbox:
+        """The :class:`Letterbox` of fitting a (h, w) image into (height, width)."""
+        new_w, new_h, pad_x, pad_y = self.place(w, h, width, height)
+        # Rounding makes the two axes' effective scales differ slightly; keep both.
+        return Letterbox(new_w / w, new_h / h, float(pad_x), float(pad_y), w, h)
+
+    def is_identity(self, w: int, h: int, width: int, height: int) -> bool:
+        """Whether a (h, w) image goes in unchanged (no resize, no padding, no crop)."""
+        return self.place(w, h, width, height) == (width, height, 0, 0) and (w, h) == (width, height)
+
+    def apply_by(self, resize, w: int, h: int, width: int, height: int) -> tuple[np.ndarray, Letterbox]:
+        """Fit a (h, w) image into (height, width); ``resize(new_w, new_h)`` gives the image as
+        uint8 RGB (new_h, new_w, 3), by whatever resampler the caller has (Pillow's, FFmpeg's
+        scaler). The part of the resized image inside the input is kept, the rest of the input
+        is :attr:`fill`.
+
+        Returns (uint8 (height, width, 3) canvas, the :class:`Letterbox` that undoes it).
+        """
+        new_w, new_h, pad_x, pad_y = self.place(w, h, width, height)
+        resized = resize(new_w, new_h)
+        if (new_w, new_h, pad_x, pad_y) == (width, height, 0, 0):
+            canvas = np.array(resized, dtype=np.uint8)  # a copy: the caller's may be a shared buffer
+        else:
+            canvas = np.empty((height, width, 3), dtype=np.uint8)
+            canvas[...] = np.asarray(self.fill, dtype=np.uint8)
+            left, top = max(pad_x, 0), max(pad_y, 0)  # on the canvas
+            skip_x, skip_y = max(-pad_x, 0), max(-pad_y, 0)  # of the resized image (cropped away)
+            cw, ch = min(new_w - skip_x, width - left), min(new_h - skip_y, height - top)
+            canvas[top : top + ch, left : left + cw] = resized[skip_y : skip_y + ch, skip_x : skip_x + cw]
+        return canvas, self.map(w, h, width, height)
+
+    def apply(self, image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, Letterbox]:
+        """Fit uint8 RGB ``image`` into (height, width), resized by Pillow's bilinear filter
+        (antialiased when shrinking, as torchvision's resize of PIL images and its tensor resize
+        with antialias=True).
+
+        Returns (uint8 (height, width, 3) canvas, the :class:`Letterbox` that undoes it).
+        """
+        from PIL import Image
+
+        def resize(new_w: int, new_h: int) -> np.ndarray:
+            return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+
+        return self.apply_by(resize, image.shape[1], image.shape[0], width, height)
+
+    def describe(self, width: int, height: int) -> str:
+        """What the fit does, for the manifest's ``input.resize`` (free text, for people)."""
+        return f"{self.mode} ({self.details(width, height)})"
+
+    def details(self, width: int, height: int) -> str:
+        """:meth:`describe` without the mode's name."""
+        if self.mode == "letterbox":
+            return f"keep aspect, pad grey {LETTERBOX_FILL}, centred"
+        if self.mode == "stretch":
+            return f"resize to exactly {width}x{height}, aspect not kept, no padding"
+        if self.mode == "top_left":
+            return ("keep aspect, content at the top-left, pad bottom/right with the mean colour "
+                    f"{','.join(str(v) for v in self.fill)}")
+        return (f"shorter side to {self.resize_side(width, height)} keeping aspect, then centre crop {width}x{height}")
+
+
+LETTERBOX = InputFit()
+
+
 def letterbox_map(w: int, h: int, width: int, height: int) -> Letterbox:
-    """The :class:`Letterbox` of fitting a (h, w) image into (height, width)."""
-    new_w, new_h, pad_x, pad_y = letterbox_fit(w, h, width, height)
-    # Rounding makes the two axes' effective scales differ slightly; keep both.
-    return Letterbox(new_w / w, new_h / h, float(pad_x), float(pad_y), w, h)
+    """The :class:`Letterbox` of letterboxing a (h, w) image into (height, width)."""
+    return LETTERBOX.map(w, h, width, height)
 
 
 def letterbox_by(resize, w: int, h: int, width: int, height: int) -> tuple[np.ndarray, Letterbox]:
-    """Fit a (h, w) image into (height, width) keeping its aspect ratio, padding the rest with
-    :data:`LETTERBOX_FILL`; ``resize(new_w, new_h)`` gives the image as uint8 RGB (new_h, new_w, 3),
-    by whatever resampler the caller has (Pillow's, FFmpeg's scaler).
-
-    Returns (uint8 (height, width, 3) canvas, the :class:`Letterbox` that undoes it).
-    """
-    new_w, new_h, pad_x, pad_y = letterbox_fit(w, h, width, height)
-    canvas = np.full((height, width, 3), LETTERBOX_FILL, dtype=np.uint8)
-    canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resize(new_w, new_h)
-    return canvas, letterbox_map(w, h, width, height)
+    """:meth:`InputFit.apply_by` of the letterbox: keep aspect, centred, pad :data:`LETTERBOX_FILL`."""
+    return LETTERBOX.apply_by(resize, w, h, width, height)
 
 
 def letterbox(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, Letterbox]:
-    """Resize uint8 RGB ``image`` to fit (height, width) keeping its aspect ratio (Pillow's
-    bilinear filter), pad the rest.
+    """:meth:`InputFit.apply` of the letterbox: resize uint8 RGB ``image`` to fit (height, width)
+    keeping its aspect ratio (Pillow's bilinear filter), pad the rest grey.
 
     Returns (uint8 (height, width, 3) canvas, the :class:`Letterbox` that undoes it).
     """
-    from PIL import Image
-
-    def resize(new_w: int, new_h: int) -> np.ndarray:
-        return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
-
-    return letterbox_by(resize, image.shape[1], image.shape[0], width, height)
+    return LETTERBOX.apply(image, width, height)

@@ -106,7 +106,12 @@ class GraphLetterbox(_Part):
 class InputContract(_Part):
     """The graph's one input: float32 NCHW normalized by the caller, or uint8 NHWC normalized
     in the graph, (x / 255 - mean) / std per RGB channel either way. ``width`` x ``height`` is
-    what the graph takes; with ``letterbox`` the network itself runs at another size."""
+    what the graph takes; with ``letterbox`` the network itself runs at another size (the graph
+    fits the frames to it, by ``fit`` too).
+
+    ``fit``: how an image becomes that input (:data:`cvexport.images.FITS`); "letterbox" for
+    bundles whose manifest predates the field, which were all letterboxed. ``crop_fraction``:
+    crop side / resize side, for fit "resize_crop" only."""
 
     name: str
     dtype: str
@@ -118,21 +123,28 @@ class InputContract(_Part):
     std: tuple[float, ...]
     channels: str | None = None
     letterbox: GraphLetterbox | None = None
+    fit: str = "letterbox"
+    crop_fraction: float | None = None
 
     SCALARS = ("name", "dtype", "layout", "height", "width", "max_batch", "channels")
 
     @classmethod
     def from_dict(cls, source: Mapping[str, Any]) -> InputContract:
-        fit = source.get("letterbox")
+        in_graph = source.get("letterbox")
         return cls(**{name: source.get(name) for name in cls.SCALARS},
                    mean=tuple(source["mean"]), std=tuple(source["std"]),
-                   letterbox=GraphLetterbox.from_dict(fit) if fit is not None else None,
-                   keys=tuple(source), extra=_unmodelled(source, (*cls.SCALARS, "mean", "std", "letterbox")))
+                   letterbox=GraphLetterbox.from_dict(in_graph) if in_graph is not None else None,
+                   fit=source.get("fit", "letterbox"), crop_fraction=source.get("crop_fraction"),
+                   keys=tuple(source),
+                   extra=_unmodelled(source, (*cls.SCALARS, "mean", "std", "letterbox", "fit", "crop_fraction")))
 
     def to_dict(self) -> dict[str, Any]:
+        # An older manifest without "fit" is written back without it (it reads as the letterbox).
+        fit = self.fit if "fit" in self.keys or self.fit != "letterbox" else None
         return self._write({**{name: getattr(self, name) for name in self.SCALARS},
                             "mean": list(self.mean), "std": list(self.std),
-                            "letterbox": self.letterbox.to_dict() if self.letterbox is not None else None})
+                            "letterbox": self.letterbox.to_dict() if self.letterbox is not None else None,
+                            "fit": fit, "crop_fraction": self.crop_fraction})
 
     @property
     def network_size(self) -> tuple[int, int]:

@@ -171,7 +171,7 @@ def check_manifest(manifest: dict[str, Any], where: Path) -> None:
             if precision != "int8":
                 c.fail(graph.key, f"present while field 'precision' is {_show(precision)}",
                        "INT8 CPU graphs only in an int8 bundle")
-    _check_input(c, manifest)
+    _check_input(c, manifest, task)
     _check_class_names(c, manifest, task)
     if task.postprocess_nms_flavors is not None:
         _check_postprocess(c, manifest, task.postprocess_nms_flavors)
@@ -200,7 +200,7 @@ def _check_file_entry(c: _Checker, manifest: dict, key: str, opset: bool = False
         c.enum(entry, "isa_class", f"{key}.isa_class", (isa_class,), required=False)
 
 
-def _check_input(c: _Checker, manifest: dict) -> None:
+def _check_input(c: _Checker, manifest: dict, task) -> None:
     contract = c.mapping(manifest, "input", "input", "name, dtype, layout, height, width, max_batch, mean and std")
     c.string(contract, "name", "input.name")
     dtype = c.enum(contract, "dtype", "input.dtype", tuple(INPUT_LAYOUTS))
@@ -217,6 +217,7 @@ def _check_input(c: _Checker, manifest: dict) -> None:
         c.integer(fit, "network_height", "input.letterbox.network_height", 1)
         if dtype != "uint8":
             c.bad("input.letterbox", fit, "absent: only a uint8 input letterboxes in the graph")
+    _check_fit(c, contract, task)
     # (x / 255 - mean) / std per channel: a mean within the pixel range, a positive std
     for key, in_range, what in (("mean", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"), ("std", lambda v: v > 0.0, "> 0")):
         expected = f"a list of 3 finite numbers {what} (one per RGB channel)"
@@ -224,6 +225,21 @@ def _check_input(c: _Checker, manifest: dict) -> None:
         if not (isinstance(values, list) and len(values) == 3
                 and all(_is_number(v) and math.isfinite(v) and in_range(v) for v in values)):
             c.bad(f"input.{key}", values, expected)
+
+
+def _check_fit(c: _Checker, contract: dict, task) -> None:
+    """How an image becomes the input: ``fit`` (absent in older bundles: the letterbox), with a
+    ``crop_fraction`` exactly when it is resize_crop, and one the bundle can apply."""
+    from cvexport.images import FITS, InputFit
+
+    fit = c.enum(contract, "fit", "input.fit", FITS, required=False)
+    if fit == "resize_crop":
+        c.number(contract, "crop_fraction", "input.crop_fraction", 0.0, 1.0, low_open=True, high_open=False)
+        reason = InputFit("resize_crop", contract["crop_fraction"]).refusal(task, in_graph="letterbox" in contract)
+        if reason is not None:
+            c.fail("input.fit", '"resize_crop"', f"another fit ({reason})")
+    elif "crop_fraction" in contract:
+        c.bad("input.crop_fraction", contract["crop_fraction"], 'absent: only fit "resize_crop" crops')
 
 
 def _check_class_names(c: _Checker, manifest: dict, task) -> None:
@@ -249,6 +265,15 @@ def _check_postprocess(c: _Checker, manifest: dict, nms_flavors: tuple[str, ...]
     c.number(post, "iou_threshold", "postprocess.iou_threshold", 0.0, 1.0, low_open=True, high_open=False)
     c.integer(post, "max_detections", "postprocess.max_detections", 1)
     c.enum(post, "nms", "postprocess.nms", nms_flavors, required=False)
+    head = c.mapping(post, "head", "postprocess.head", "the detector's head (scoring, coder, candidates, ...)",
+                     required=False)
+    if isinstance(head, dict):
+        from cvexport.detection_heads import DetectionHead
+
+        try:
+            DetectionHead.from_record(head)
+        except (TypeError, ValueError) as exc:
+            c.bad("postprocess.head", head, f"a detector head record ({exc})")
 
 
 def _output_field(name: str, key: str) -> str:

@@ -59,23 +59,29 @@ def to_float_nchw(array, contract: InputContract | Mapping[str, Any]):
 
 
 def letterbox_frames(frames, contract: InputContract):
-    """The in-graph letterbox (``build --frame-size``) in torch, for the reference: float NCHW
-    frames of the contract's size (0..255) -> the network size: the box prefilter of
+    """The in-graph fit (``build --frame-size``) in torch, for the reference: float NCHW frames of
+    the contract's size (0..255) -> the network size: the box prefilter of
     :func:`cvexport.images.box_prefilter`, then bilinear with half-pixel centres (ONNX Resize
-    "linear" / "half_pixel", what TensorRT runs), padded with the letterbox grey, content
-    centred as :func:`cvexport.images.letterbox_fit`."""
+    "linear" / "half_pixel", what TensorRT runs) to the size of the contract's fit
+    (:meth:`cvexport.images.InputFit.place`), padded with its fill where it pads."""
+    import torch
     import torch.nn.functional as F
 
-    from cvexport.images import LETTERBOX_FILL, box_prefilter, letterbox_fit
+    from cvexport.images import InputFit, box_prefilter
 
+    how = InputFit.of(contract)
     width, height = contract.network_size
     frame_w, frame_h = int(contract.width), int(contract.height)
-    new_w, new_h, pad_x, pad_y = letterbox_fit(frame_w, frame_h, width, height)
+    new_w, new_h, pad_x, pad_y = how.place(frame_w, frame_h, width, height)
     k = box_prefilter(frame_w, frame_h, new_w, new_h)
     if k > 1:
         frames = F.avg_pool2d(frames, kernel_size=k, stride=k)
     resized = F.interpolate(frames, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=False)
-    return F.pad(resized, (pad_x, width - new_w - pad_x, pad_y, height - new_h - pad_y), value=float(LETTERBOX_FILL))
+    padding = (pad_x, width - new_w - pad_x, pad_y, height - new_h - pad_y)
+    if len(set(how.fill)) == 1:
+        return F.pad(resized, padding, value=float(how.fill[0]))
+    fill = torch.tensor(how.fill, dtype=resized.dtype).view(1, 3, 1, 1)  # one colour per channel
+    return F.pad(resized - fill, padding, value=0.0) + fill
 
 
 def frame_size_note(contract: InputContract, width: int, height: int) -> str | None:

@@ -59,6 +59,12 @@ class ModelSpec:
     # detection: what the network outputs and how they become detections (None: TinySSD's head,
     # cvexport.detection_heads.TINYSSD_HEAD)
     detection_head: Any = None
+    # How an image becomes the network input, as the weights were trained: one of
+    # cvexport.images.FITS ("letterbox", "stretch", "top_left", "resize_crop"); crop_fraction
+    # (crop side / resize side) for "resize_crop" only. Recorded in the manifest, applied by
+    # run, stream, predict, bench and INT8 calibration.
+    fit: str = "letterbox"
+    crop_fraction: float | None = None
 
     @property
     def has_own_data(self) -> bool:
@@ -230,8 +236,9 @@ def get_spec(name: str) -> ModelSpec:
 
 @functools.lru_cache(maxsize=None)
 def _torchvision_spec(name: str) -> ModelSpec:
-    """The spec of a torchvision builder: its eval transform's mean/std and input side, no
-    classes and no weights until the user's file gives them (:meth:`ModelSpec.for_weights`)."""
+    """The spec of a torchvision builder: its eval transform's mean/std, input side and fit
+    (classifiers: resize and centre crop; segmenters: the letterbox), no classes and no weights
+    until the user's file gives them (:meth:`ModelSpec.for_weights`)."""
     from cvexport import torchvision_zoo as zoo
 
     task = torchvision_models()[name]
@@ -254,7 +261,7 @@ def _torchvision_spec(name: str) -> ModelSpec:
         name=name, task=task, input_size=(side, side), class_names=(), weights="",
         description=f"torchvision {name} {task}, weights from your file (--weights), {side}x{side}",
         build=functools.partial(make, 1, side), trainer=_no_recipe, mean=pre["mean"], std=pre["std"],
-        make=make, family="torchvision", **detector)
+        make=make, family="torchvision", fit=pre["fit"], crop_fraction=pre["crop_fraction"], **detector)
 
 
 def _with_background(make: Callable, num_classes: int, side: int, **options):
@@ -293,8 +300,8 @@ def _module_spec(name: str, weights: str | Path | None) -> ModelSpec:
 
 
 def _no_recipe():
-    raise CvexportError("cvexport has no training recipe for torchvision builders yet; train with torchvision's "
-                        "reference scripts and build with --weights")
+    raise CvexportError("a torchvision builder has no data of its own to train on: fine-tune it on yours, "
+                        "'cvexport train NAME --data DIR' (optionally --pretrained BACKBONE.pth or --weights FILE)")
 
 
 def _make_tinyssd(num_classes: int, input_side: int):

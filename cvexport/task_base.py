@@ -91,6 +91,9 @@ class Task:
     # The graph tensor [B, anchors, C] of class scores whose C must match ``class_names`` (a
     # graph whose outputs keep only the best classes shows the count there); None: none.
     class_scores_tensor: ClassVar[str | None] = None
+    # Whether the task's results survive an input showing only part of the picture (fit
+    # resize_crop, cvexport.images.InputFit): one answer per picture, nothing mapped back onto it.
+    accepts_cropped_input: ClassVar[bool] = False
 
     def output_contract(self) -> tuple[ContractOutput, ...]:
         """The outputs a bundle of the task must give (required) or may add (optional), with

@@ -88,6 +88,15 @@ def builder_options(name: str, state) -> dict[str, Any]:
     return {}
 
 
+def start_options(name: str, from_imagenet: bool) -> dict[str, Any]:
+    """Builder arguments of a network trained from scratch or from ImageNet backbone weights:
+    SSDlite's tail is full from ImageNet weights (as torchvision's reference training builds
+    it), reduced otherwise (as torchvision's builder does without backbone weights)."""
+    if name == "ssdlite320_mobilenet_v3_large":
+        return {"reduced_tail": not from_imagenet}
+    return {}
+
+
 def build_detector(name: str, num_classes: int, side: int, reduced_tail: bool = True):
     """The torchvision detector ``name`` for ``num_classes`` (background included, torchvision's
     count) at ``side`` x ``side``, built offline, as a :func:`core_class` instance in eval mode."""
@@ -140,6 +149,7 @@ def core_class(cls: type) -> type:
         "forward": forward, "__module__": __name__, "anchors": property(_anchors),
         "anchor_levels": property(lambda self: _anchor_grid(self)[1]),
         "input_side": property(_input_side), "torchvision_inference": _torchvision_inference,
+        "torchvision_losses": _torchvision_losses,
     })
 
 
@@ -189,6 +199,15 @@ def _torchvision_inference(model, images, score_threshold: float, iou_threshold:
     finally:
         for key, value in saved.items():
             setattr(model, key, value)
+
+
+def _torchvision_losses(model, images, targets) -> dict:
+    """torchvision's own training losses (``loss_dict = model(images, targets)`` in train mode,
+    as its reference scripts call it): ``images`` float Tensor[3, H, W] in 0..1, ``targets``
+    dicts of ``boxes`` (pixels, xyxy) and ``labels`` (class index + 1; 0 is the background)."""
+    if not model.training:
+        raise RuntimeError("torchvision_losses needs the model in train mode (model.train())")
+    return type(model).__mro__[1].forward(model, list(images), list(targets))
 
 
 def torchvision_detections(model, images: Sequence, head: DetectionHead, config, input_size) -> dict:

@@ -118,20 +118,28 @@ def families(names) -> dict[str, list[str]]:
 def preprocessing(name: str) -> dict[str, Any]:
     """mean, std and sizes of the builder's default weights' eval transform (data only: the
     weights enum is read, nothing is downloaded). ``side``: the input side cvexport builds for
-    by default (the classifier's crop size, 520 for a segmenter)."""
+    by default (the classifier's crop size, 520 for a segmenter). ``fit`` and ``crop_fraction``:
+    how an image becomes the input (:data:`cvexport.images.FITS`): a classifier's transform
+    resizes the shorter side to ``resize_size`` and centre-crops ``crop_size``, which at any side
+    is resize_crop with crop_fraction crop / resize (224 of 256: 0.875); segmenters keep the
+    letterbox (their transform resizes the shorter side and takes the whole picture)."""
     from torchvision import models
 
     if _builder_folders().get(name) == DETECTION_FOLDER:
         from cvexport.torchvision_detectors import PRESETS, defaults
 
         found = defaults(name)
-        return {"mean": found["mean"], "std": found["std"], "side": PRESETS[name].side}
+        return {"mean": found["mean"], "std": found["std"], "side": PRESETS[name].side, "fit": PRESETS[name].fit,
+                "crop_fraction": None}
     transform = models.get_model_weights(name).DEFAULT.transforms()
     crop = getattr(transform, "crop_size", None)
+    resize = list(transform.resize_size) if transform.resize_size else None
+    cropped = bool(crop) and bool(resize)
     return {"mean": tuple(float(v) for v in transform.mean), "std": tuple(float(v) for v in transform.std),
-            "resize_size": list(transform.resize_size) if transform.resize_size else None,
-            "crop_size": list(crop) if crop else None,
-            "side": int(crop[0]) if crop else SEGMENTATION_SIDE}
+            "resize_size": resize, "crop_size": list(crop) if crop else None,
+            "side": int(crop[0]) if crop else SEGMENTATION_SIDE,
+            "fit": "resize_crop" if cropped else "letterbox",
+            "crop_fraction": min(1.0, int(crop[0]) / int(resize[0])) if cropped else None}
 
 
 # ------------------------------------------------------------------------------ networks

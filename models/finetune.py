@@ -10,6 +10,10 @@ ResNet-18 (``--pretrained FILE`` or the torch hub cache; classifier and FCN), el
 weights. The run says which it used and the checkpoint records it. What differs by task (the
 network and its head, batches, loss, val metric, contact-sheet cells, default recipe) are the
 task's hooks (:mod:`cvexport.models.training_tasks`); this module is the run around them.
+torchvision's builders (``resnet18``, ``ssdlite320_mobilenet_v3_large``, ...) have hooks of their
+own (:mod:`cvexport.models.training_tasks.torchvision_builders`: torchvision's losses and input
+fit) and other starts: torchvision's random init, ``--pretrained`` backbone weights, or
+``--weights`` of the whole network ("weights").
 
 Samples are fitted to the network input by the runtime's letterbox, so the model learns on what
 it will be given; training pictures are flipped left-right at random (``augment``). The loop is
@@ -54,7 +58,7 @@ RUN_FILE = "run.json"  # what a run directory was started with, checked before i
 DATASET_FILES = "dataset_files"  # run.json: {file: sha256 prefix} of the data, beside the identity: names what changed
 CONTACT_CELLS = 16  # training samples on the run's contact sheet
 CACHE_BYTES = 512 << 20  # fitted train samples are kept in memory up to this size
-STARTS = ("shipped", "imagenet", "scratch")
+STARTS = ("shipped", "imagenet", "scratch", "weights")  # "weights": a torchvision builder's --weights file
 
 
 @dataclass
@@ -68,53 +72,71 @@ class Start:
 
 # ------------------------------------------------------------------------------ models
 def hooks_of(spec) -> FineTuning:
-    """The fine-tuning hooks of ``spec``'s task; a model whose task has none is one line."""
-    return fine_tuning(spec.task, f"--data applies to the ssd, classifier and fcn models, not '{spec.name}'")
+    """The fine-tuning hooks of ``spec``: a torchvision builder's own
+    (:mod:`cvexport.models.training_tasks.torchvision_builders`), else its task's; a model whose
+    task has none is one line."""
+    if spec.family == "torchvision":
+        from cvexport.models.training_tasks.torchvision_builders import torchvision_fine_tuning
+
+        return torchvision_fine_tuning(spec)
+    return fine_tuning(spec.task, f"--data applies to the ssd, classifier and fcn models and torchvision's builders, "
+                                  f"not '{spec.name}'")
 
 
 def build_start(spec, num_classes: int, input_side: int, start: str, pretrained=None) -> tuple[nn.Module, list, Start]:
     """(model for ``num_classes`` with its head freshly initialized, SGD parameter groups with
     the head at HEAD_LR_SCALE x, the Start) for ``spec``'s network from ``start`` (one of
-    STARTS; "imagenet" takes ``pretrained``, a :class:`cvexport.pretrained.PretrainedFile`)."""
+    STARTS; "imagenet" takes ``pretrained``, a :class:`cvexport.pretrained.PretrainedFile`,
+    "weights" the checked file of :meth:`FineTuning.find_weights`)."""
     from cvexport.digest import sha256_file
 
-    shipped = {"file": spec.weights, "sha256": sha256_file(spec.weights_path())}
     model, head = hooks_of(spec).network(spec, num_classes, input_side, start, pretrained)
     head_ids = {id(p) for p in head}
     body_params = [p for p in model.parameters() if id(p) not in head_ids]
     groups = [{"params": body_params}, {"params": head, "lr_scale": HEAD_LR_SCALE}]
     if start == "shipped":
-        record = {"kind": "shipped", **shipped}
+        record = {"kind": "shipped", "file": spec.weights, "sha256": sha256_file(spec.weights_path())}
         text = f"the shipped {spec.name} weights ({spec.weights}), head re-initialized for {counted(num_classes, 'class', 'classes')}"
     elif start == "imagenet":
         record = {"kind": "imagenet", **pretrained.record()}
         text = f"{pretrained.describe()}, head initialized for {counted(num_classes, 'class', 'classes')}"
+    elif start == "weights":
+        record = {"kind": "weights", **pretrained.record()}
+        text = (f"{pretrained.describe()}, for {counted(num_classes, 'class', 'classes')} (its class head kept where "
+                "it has as many, else new)")
     else:
         record = {"kind": "scratch"}
         text = "random weights (from scratch)"
     return model.to(memory_format=torch.channels_last), groups, Start(start, text, record)
 
 
-def choose_start(spec, scratch: bool, pretrained_file: str | None) -> tuple[str, Any]:
-    """("shipped" | "imagenet" | "scratch", the PretrainedFile for "imagenet"): ``--scratch``,
-    else ``--pretrained`` or a torchvision ResNet-18 in the torch hub cache (classifier, FCN),
-    else the shipped weights. The file is read and checked here, before any work."""
-    from cvexport.pretrained import RESNET18, find_pretrained, resnet18_weights
-
-    if scratch and pretrained_file:
-        raise CvexportError("--scratch and --pretrained exclude each other: --scratch starts from random weights")
+def choose_start(spec, scratch: bool, pretrained_file: str | None, weights_file: str | None = None,
+                 side: int | None = None) -> tuple[str, Any]:
+    """(one of STARTS, the file it reads): ``--scratch``, else ``--weights`` (a torchvision
+    builder's whole network, read for a ``side`` input), else ``--pretrained`` or a torchvision
+    ResNet-18 in the torch hub cache (classifier, FCN; a torchvision builder's backbone), else the
+    hooks' default start (shipped weights; a torchvision builder's random init). The file is read
+    and checked here, before any work."""
+    hooks = hooks_of(spec)
+    given = [flag for flag, value in (("--scratch", scratch), ("--pretrained", pretrained_file),
+                                      ("--weights", weights_file)) if value]
+    if len(given) > 1:
+        raise CvexportError(f"{' and '.join(given)} exclude each other: --scratch starts from random weights, "
+                            "--pretrained from ImageNet backbone weights, --weights from the whole network's")
     if scratch:
         return "scratch", None
-    if not hooks_of(spec).imagenet_start:
+    if weights_file:
+        if not hooks.weights_start:
+            raise CvexportError(f"--weights applies to torchvision's builders; '{spec.name}' starts from its shipped "
+                                "weights (or --pretrained, --scratch)")
+        return "weights", hooks.find_weights(spec, weights_file, side or spec.input_size[0])
+    if not hooks.imagenet_start:
         if pretrained_file:
             raise CvexportError(f"--pretrained applies to the classifier and fcn models (a ResNet-18); "
                                 f"'{spec.name}' starts from its shipped weights")
-        return "shipped", None
-    found = find_pretrained(RESNET18, pretrained_file, "--pretrained")
-    if found is None:
-        return "shipped", None
-    resnet18_weights(found)  # key-by-key check now, not after the data is read
-    return "imagenet", found
+        return hooks.default_start, None
+    found = hooks.find_pretrained(spec, pretrained_file)
+    return ("imagenet", found) if found is not None else (hooks.default_start, None)
 
 
 # -------------------------------------------------------------------------------- data
@@ -214,7 +236,7 @@ def evaluate(model: nn.Module, dataset: UserDataset, size: int, count: int | Non
     predictions: list[Any] = []
     for start in range(0, total, batch_size):
         fitted = [dataset.fitted("val", i, size) for i in range(start, min(total, start + batch_size))]
-        outputs = model(images_to_tensor([sample.image for sample, _ in fitted]))
+        outputs = hooks.infer(model, images_to_tensor([sample.image for sample, _ in fitted]))
         predictions += hooks.predictions(model, outputs, fitted, size)
     truths = dataset.truths("val", total)
     predictions, truths = dataset.metric_inputs(predictions, truths)
@@ -327,6 +349,7 @@ def finetune(spec, dataset: UserDataset, run_dir: str | Path, out: str | Path, *
     from cvexport.models.training import TrainConfig, fit, seed_everything
 
     hooks = hooks_of(spec)
+    dataset = dataset.with_hooks(hooks)  # samples fitted, predicted and scored as this model's hooks do
     recipe = hooks.recipe
     side = int(input_size or spec.input_size[0])
     check_input_size(spec, side)
@@ -349,8 +372,9 @@ def finetune(spec, dataset: UserDataset, run_dir: str | Path, out: str | Path, *
         files = {name: digest[:16] for name, digest in dataset.file_digests.items()}
         _prepare_run_dir(run_dir, _run_identity(spec, dataset, side, begin, config, augment), resume, files, log)
         log(f"fine-tuning {spec.name} on {dataset.describe()}")
+        head_rate = f" (head x{HEAD_LR_SCALE:g})" if groups[1]["params"] else ""  # from scratch all is new
         log(f"start: {begin.text}; input {side}x{side}, batch {batch}, {epochs} epochs of {steps_per_epoch} steps"
-            f"{f' (stopping after step {max_steps})' if max_steps else ''}, lr {config.lr} (head x{HEAD_LR_SCALE:g}), "
+            f"{f' (stopping after step {max_steps})' if max_steps else ''}, lr {config.lr}{head_rate}, "
             f"{threads} thread{'s' if threads > 1 else ''}")
         samples = FittedSamples(dataset, "train", side)
         log(f"contact sheet of the training data as the network gets it: {write_contact_sheet(run_dir, samples)}")
@@ -385,6 +409,7 @@ def finetune(spec, dataset: UserDataset, run_dir: str | Path, out: str | Path, *
                       "steps_done": record["step"]},
             "metrics": metrics,
             "throughput": throughput,
+            **hooks.checkpoint_metadata(model),
         }
         model.eval()
         save_checkpoint(out, model.state_dict(), meta)

@@ -34,7 +34,7 @@ training hooks make them (``sample``, ``fit_to_input``, ``truth``).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -61,6 +61,9 @@ class UserDataset:
     colors: dict[tuple[int, int, int], int] = field(default_factory=dict)  # voc: labelmap colour -> class
     # {file name relative to root: sha256}: what the digest is made of, so a run can say which files changed
     file_digests: dict[str, str] = field(default_factory=dict)
+    # the hooks of the model being trained, where they are not the task's (a torchvision
+    # builder's fit its input as its own transform does): see :meth:`with_hooks`
+    training: FineTuning | None = None
 
     def __len__(self) -> int:
         return sum(len(entries) for entries in self.splits.values())
@@ -89,8 +92,18 @@ class UserDataset:
 
     @property
     def hooks(self) -> FineTuning:
-        """The training hooks of the dataset's task, which make its samples and truths."""
+        """The training hooks of the dataset's task (or of the model it was given to, see
+        :meth:`with_hooks`), which make its samples and truths."""
+        if self.training is not None:
+            return self.training
         return fine_tuning(self.task, f"no fine-tuning hooks for the {self.task} task")
+
+    def with_hooks(self, hooks: FineTuning) -> "UserDataset":
+        """This dataset with samples fitted, predicted and scored by ``hooks`` (a model's own
+        hooks of the same task: same files, same digest)."""
+        if hooks.task != self.task:
+            raise ValueError(f"{hooks.task} hooks for a {self.task} dataset")
+        return replace(self, training=hooks)
 
     # ------------------------------------------------------------------------ samples
     def sample(self, split: str, index: int):

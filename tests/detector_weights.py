@@ -46,3 +46,19 @@ def detector_test_weights(model, side: int, seed: int = 0) -> dict[str, torch.Te
             conv.bias.fill_(-1.0)
             conv.bias[::classes] = -30.0  # the background column: never a positive in training
     return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def zoo_weights_file(name: str, side: int, directory, classes: int = 3, seed: int = 0):
+    """A torchvision builder's state dict with test weights saved as ``directory/NAME.pth`` for
+    ``classes`` classes (a detector's background not counted): detectors as above, classifiers
+    and segmenters from a fixed seed (their outputs are not flat)."""
+    from cvexport.torchvision_zoo import build_network
+    from cvexport.registry import get_spec
+
+    detector = get_spec(name).task == "detection"
+    torch.manual_seed(seed)
+    model = build_network(name, classes + 1 if detector else classes, side)
+    state = detector_test_weights(model, side, seed) if detector else model.state_dict()
+    path = directory / f"{name}.pth"
+    torch.save(state, path)
+    return path

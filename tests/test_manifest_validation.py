@@ -225,6 +225,8 @@ CASES = [
     ("ssd", set_("postprocess.max_detections", 50), "postprocess.max_detections", "50"),  # graph keeps 100
     ("ssd", del_("postprocess.max_detections"), "postprocess.max_detections", "missing"),
     ("ssd", set_("postprocess.nms", "soft"), "postprocess.nms", "soft"),
+    ("ssd", set_("postprocess.head", {"scoring": "cosine"}), "postprocess.head", "cosine"),
+    ("ssd", set_("postprocess.head", "retinanet"), "postprocess.head", "retinanet"),
     ("ssd", set_("postprocess.nms", "efficient"), "postprocess.nms", "efficient"),  # graph: ONNX NMS
     # file entries
     ("ssd", set_("onnx", "model.onnx"), "onnx", "model.onnx"),

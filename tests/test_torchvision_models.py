@@ -270,3 +270,14 @@ def test_a_fixed_batch_after_export_is_one_line():
     _require_symbolic_batch(graph("batch"), "input")
     with pytest.raises(CvexportError, match="fixed batch of 1, not a dynamic one"):
         _require_symbolic_batch(graph(1), "input")
+
+
+def test_a_network_over_onnxs_2gb_file_limit_is_one_line():
+    """vit_h_14 or regnet_y_128gf cannot be one ONNX file with their weights inside: said at
+    once, before minutes of export (the weights here live on the meta device: no memory)."""
+    from cvexport.export.torch_export import export_module
+
+    big = torch.nn.Linear(1, 1)
+    big.extra = torch.nn.Parameter(torch.empty(600_000_000, device="meta"))
+    with pytest.raises(CvexportError, match=r"2\.2[0-9] GiB, more than the 2 GiB"):
+        export_module(big, (1, 1), 2, input_name="input", output_names=["out"])

@@ -36,10 +36,10 @@ def gpu():
 
 
 def _frames(bundle):
-    from cvexport.registry import get_spec
+    from cvexport.registry import bundle_spec
     from cvexport.tasks import get_task
 
-    return get_task(bundle.task).parity_frames(get_spec(bundle.manifest.model))
+    return get_task(bundle.task).parity_frames(bundle_spec(bundle))
 
 
 def _feeds(bundle, frames, batch):
@@ -49,13 +49,47 @@ def _feeds(bundle, frames, batch):
 
 @pytest.mark.parametrize("case", MATRIX, ids=[case.id for case in MATRIX])
 def test_trt_matches_ort_and_torch(gpu, build_bundle, tmp_path, case):
+    bundle = build_bundle(**case.kwargs)
+    assert (bundle.task, bundle.precision) == (case.task, case.precision)
+    _engine_matches_ort_and_torch(bundle, tmp_path)
+
+
+# torchvision's builders with the user's weights (issue 24): the head sections of each
+# detector family in both NMS flavors, and a classifier and a segmenter, at small sizes.
+ZOO_CASES = [
+    ("ssdlite320_mobilenet_v3_large", None, "fp32", "onnx"), ("ssdlite320_mobilenet_v3_large", None, "fp16", "onnx"),
+    ("ssdlite320_mobilenet_v3_large", None, "int8", "onnx"), ("ssdlite320_mobilenet_v3_large", None, "fp16", "efficient"),
+    ("retinanet_resnet50_fpn", 256, "fp16", "onnx"), ("retinanet_resnet50_fpn", 256, "fp32", "efficient"),
+    ("fcos_resnet50_fpn", 256, "fp16", "onnx"), ("ssd300_vgg16", None, "fp16", "onnx"),
+    ("resnet18", 224, "int8", None), ("mobilenet_v3_large", 224, "fp16", None),
+    ("lraspp_mobilenet_v3_large", 256, "fp16", None),
+]
+
+
+@pytest.mark.parametrize("name, side, precision, nms", ZOO_CASES, ids=["-".join(map(str, c)) for c in ZOO_CASES])
+def test_trt_zoo_matches_ort_and_torch(gpu, tmp_path, name, side, precision, nms):
+    from cvexport.build import BuildOptions, build
+    from cvexport.bundle import load_bundle
+    from cvexport.registry import get_spec
+    from detector_weights import zoo_weights_file
+
+    weights = zoo_weights_file(name, side or get_spec(name).input_size[0], tmp_path)
+    task_options = {} if nms is None else {"nms": nms, **({"score_threshold": 0.05} if nms == "efficient" else {})}
+    out = build(BuildOptions(model=name, weights=str(weights), input_size=side, precision=precision, max_batch=4,
+                             out=str(tmp_path / "bundle"), task_options=task_options, engine="ort"))
+    _engine_matches_ort_and_torch(load_bundle(out), tmp_path)
+
+
+def _engine_matches_ort_and_torch(bundle, tmp_path):
+    """The bundle's TensorRT engine against the torch backend and ONNX Runtime, at every parity
+    batch, with the task's own comparison at the bundle precision's tolerance."""
     from cvexport.runtime import create_runner
     from cvexport.backends.ort.runner import OrtRunner
     from cvexport.backends.trt.runner import TrtRunner
+    from cvexport.tasks import get_task
 
-    bundle = build_bundle(**case.kwargs)
-    task, precision, tolerance = case.task_object, case.precision, case.tolerance
-    assert (bundle.task, bundle.precision) == (case.task, precision)
+    task, precision = get_task(bundle.task), bundle.precision
+    tolerance = task.TOLERANCES[precision]
     trt_runner = TrtRunner(bundle, cache_dir=tmp_path / "engines", log=lambda line: None)
     assert trt_runner.engine_path.is_file() and trt_runner.engine_metadata.precision == precision
     torch_runner = create_runner(bundle, "torch")

@@ -25,6 +25,13 @@ def is_bundle_dir(path: Path) -> bool:
 
 
 def input_contract(spec, options) -> dict[str, Any]:
+    """The manifest's ``input``: what the graph takes, and how an image becomes it (``fit``,
+    the spec's: the runtime applies it, and ``resize`` says it in words)."""
+    from cvexport.images import InputFit
+    from cvexport.tasks import get_task
+
+    how = InputFit.of(spec)
+    how.check(get_task(spec.task), in_graph=options.frame_size is not None)
     height, width = spec.input_size
     uint8 = options.input_format == "uint8"
     contract = {
@@ -38,17 +45,20 @@ def input_contract(spec, options) -> dict[str, Any]:
         "mean": list(spec.mean),
         "std": list(spec.std),
         "normalization": "in graph: (x / 255 - mean) / std" if uint8 else "by caller: (x / 255 - mean) / std",
-        "resize": "letterbox (keep aspect, pad grey 114, centred)",
+        "resize": how.describe(width, height),
+        "fit": how.mode,
+        **({"crop_fraction": how.crop_fraction} if how.crop_fraction is not None else {}),
     }
     if options.frame_size is not None:
-        # The graph takes the camera's frames as they come and letterboxes them itself.
+        # The graph takes the camera's frames as they come and fits them itself.
         contract["width"], contract["height"] = options.frame_size
         contract["letterbox"] = {"in_graph": True, "network_width": width, "network_height": height,
                                  "resize": "k x k box prefilter when shrinking 2x or more (AveragePool), "
                                            "then linear, half_pixel (ONNX Resize)"}
-        contract["resize"] = (f"letterbox in graph from {options.frame_size[0]}x{options.frame_size[1]} frames "
-                              f"to {width}x{height} (keep aspect, pad grey 114, centred); other sizes are "
-                              "letterboxed to the frame size first by the runtime")
+        fitted = "letterboxed" if how.mode == "letterbox" else f"fitted ({how.mode})"
+        contract["resize"] = (f"{how.mode} in graph from {options.frame_size[0]}x{options.frame_size[1]} frames "
+                              f"to {width}x{height} ({how.details(width, height)}); other sizes are "
+                              f"{fitted} to the frame size first by the runtime")
     return contract
 
 

@@ -18,7 +18,7 @@ def add_parser(subparsers) -> None:
                    help="fine-tune on your dataset: COCO for ssd (DIR/annotations/{train,val}.json, DIR/images/), "
                    "ImageFolder for classifier (DIR/{train,val}/<class>/), VOC for fcn (DIR/JPEGImages/, "
                    "DIR/SegmentationClass/, DIR/ImageSets/Segmentation/{train,val}.txt, DIR/labelmap.txt or "
-                   "DIR/class_names.txt)")
+                   "DIR/class_names.txt); a torchvision builder reads its task's format")
     p.add_argument("--run-dir", help="checkpoints and metrics.jsonl (default runs/MODEL); an existing run resumes")
     p.add_argument("--out", help="final weights file (default RUN_DIR/MODEL.safetensors)")
     p.add_argument("--epochs", type=_positive_int, help="override the recipe's epoch count")
@@ -29,7 +29,12 @@ def add_parser(subparsers) -> None:
     fine = p.add_argument_group("fine-tuning (with --data)")
     fine.add_argument("--pretrained", metavar="FILE",
                       help="classifier, fcn: start from this torchvision ResNet-18 state dict (ImageNet weights); "
-                      "default: one in $TORCH_HOME/hub/checkpoints if present, else the shipped weights")
+                      "default: one in $TORCH_HOME/hub/checkpoints if present, else the shipped weights. A torchvision "
+                      "builder: its backbone's ImageNet state dict (mobilenet_v3_large for ssdlite320/lraspp, resnet50 "
+                      "for retinanet/fcos, the classifier itself); default: random weights")
+    fine.add_argument("--weights", metavar="FILE",
+                      help="torchvision builders: start from this network's weights (a torchvision state dict .pth or "
+                      "a cvexport .safetensors checkpoint); its class head is kept where it has the dataset's count")
     fine.add_argument("--scratch", action="store_true", help="start from random weights (a baseline for fine-tuning)")
     fine.add_argument("--input-size", type=_positive_int, metavar="N", help="network input side (default the model's)")
     fine.add_argument("--batch-size", type=_positive_int, help="images per step (default the model's recipe)")
@@ -44,7 +49,8 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-_FINE_TUNING_FLAGS = (("pretrained", "--pretrained"), ("scratch", "--scratch"), ("input_size", "--input-size"),
+_FINE_TUNING_FLAGS = (("pretrained", "--pretrained"), ("weights", "--weights"), ("scratch", "--scratch"),
+                      ("input_size", "--input-size"),
                       ("batch_size", "--batch-size"), ("lr", "--lr"), ("threads", "--threads"))
 
 
@@ -96,7 +102,8 @@ def _train_on_data(args, spec, hooks, run_dir: Path, out: Path) -> int:
         check_input_size(spec, args.input_size)
     if args.lr is not None and not 0 < args.lr < 10:
         raise CvexportError(f"--lr {args.lr} must be a positive learning rate below 10")
-    start, pretrained = choose_start(spec, args.scratch, args.pretrained)
+    start, pretrained = choose_start(spec, args.scratch, args.pretrained, args.weights,
+                                     args.input_size or spec.input_size[0])
     dataset = open_dataset(spec.task, args.data, spec.name)
     record = finetune(spec, dataset, run_dir, out, start=start, pretrained=pretrained, input_size=args.input_size,
                       epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,

@@ -82,20 +82,22 @@ def calibration_batches(sample_images: Callable[..., list[np.ndarray]], spec, co
     """``count`` images of ``spec``'s own training split as float32 NCHW batches, drawn with
     ``sample_images(spec, "train", indices, seed=seed)`` (the task's, which hands them over).
 
-    Each image goes through the runtime's preprocessing (letterbox to the input size, then
-    ``to_network_input`` with the bundle's float contract: /255, minus ``spec.mean``, over
-    ``spec.std``), so the calibrated ranges are those the deployed network sees.
+    Each image goes through the runtime's preprocessing (the spec's fit to the input size,
+    :class:`cvexport.images.InputFit`, then ``to_network_input`` with the bundle's float
+    contract: /255, minus ``spec.mean``, over ``spec.std``), so the calibrated ranges are those
+    the deployed network sees.
     """
-    from cvexport.images import letterbox
+    from cvexport.images import InputFit
     from cvexport.preprocess import to_network_input
 
     if count < 1 or batch_size < 1:
         raise QuantizeError(f"calibration needs count >= 1 and batch_size >= 1 (got {count}, {batch_size})")
     height, width = spec.input_size
     contract = {"dtype": "float32", "mean": spec.mean, "std": spec.std}
+    how = InputFit.of(spec)
     for start in range(0, count, batch_size):
         images = sample_images(spec, "train", range(start, min(count, start + batch_size)), seed=seed)
-        yield to_network_input([letterbox(image, width, height)[0] for image in images], contract)
+        yield to_network_input([how.apply(image, width, height)[0] for image in images], contract)
 
 
 class _BatchReader:

@@ -65,56 +65,74 @@ def class_probabilities(editor: GraphEditor, class_logits: str, name: str = "sco
 def uint8_input(editor: GraphEditor, spec, frame_size: tuple[int, int] | None = None) -> str:
     """The ``normalize`` section for a model spec: a uint8 NHWC ``images`` input replaces the
     float NCHW ``input`` (see :func:`normalize_uint8_nhwc`); with ``frame_size`` (width,
-    height) the input is the camera's frame at that size and a ``letterbox`` section before
-    it fits the frame to the network (see :func:`letterbox_uint8_nhwc`)."""
+    height) the input is the camera's frame at that size and a section named after the spec's
+    fit (``letterbox``, ``stretch``, ``top_left``) before it fits the frame to the network (see
+    :func:`fit_frames_uint8_nhwc`; resize_crop is refused in one line)."""
+    from cvexport.images import InputFit
+
     height, width = spec.input_size
     if frame_size is None:
         with editor.section("normalize"):
             return normalize_uint8_nhwc(editor, "input", spec.mean, spec.std, height, width)
-    return letterbox_uint8_nhwc(editor, "input", spec.mean, spec.std, (height, width), frame_size)
+    return fit_frames_uint8_nhwc(editor, "input", spec.mean, spec.std, (height, width), frame_size,
+                                 how=InputFit.of(spec))
 
 
-def letterbox_uint8_nhwc(editor: GraphEditor, float_input: str, mean: Sequence[float], std: Sequence[float],
-                         network_hw: tuple[int, int], frame_size: tuple[int, int], new_input: str = "images") -> str:
+def fit_frames_uint8_nhwc(editor: GraphEditor, float_input: str, mean: Sequence[float], std: Sequence[float],
+                          network_hw: tuple[int, int], frame_size: tuple[int, int], new_input: str = "images",
+                          how=None) -> str:
     """Replace the float NCHW input with uint8 NHWC camera frames of ``frame_size`` (width,
-    height), letterboxed to ``network_hw`` in the graph, then normalized as
-    :func:`normalize_uint8_nhwc` does.
+    height), fitted to ``network_hw`` in the graph by ``how`` (a :class:`cvexport.images.InputFit`;
+    None: the letterbox), then normalized as :func:`normalize_uint8_nhwc` does.
 
-    Letterbox: for a shrink by 2x or more an AveragePool box prefilter
+    The fit: for a shrink by 2x or more an AveragePool box prefilter
     (:func:`cvexport.images.box_prefilter`, which stands in for the antialiasing TensorRT's
-    Resize lacks), then Resize "linear" with "half_pixel" coordinates to the aspect-preserving
-    size of :func:`cvexport.images.letterbox_fit`, then Pad "constant" with the letterbox grey,
-    content centred. The output sizes come from the input's own shape plus constants, so the
-    batch stays dynamic. Returns the new input's name.
+    Resize lacks), then Resize "linear" with "half_pixel" coordinates to the size of
+    :meth:`cvexport.images.InputFit.place`, then for letterbox a Pad "constant" with the
+    letterbox grey, content centred; for top_left a Pad of the bottom and right with the fill
+    colour (Pad takes one constant, so the frames are shifted by the fill per channel, padded
+    with 0 and shifted back); stretch needs no Pad. The output sizes come from the input's own
+    shape plus constants, so the batch stays dynamic. Returns the new input's name.
     """
-    from cvexport.images import LETTERBOX_FILL, box_prefilter, letterbox_fit
+    from cvexport.images import LETTERBOX, box_prefilter
 
+    how = LETTERBOX if how is None else how
+    how.check(in_graph=True)  # resize_crop: one line, the graph does not crop
+    prefix = how.mode  # names the section and its nodes (the letterbox's as they always were)
     frame_w, frame_h = frame_size
     height, width = network_hw
-    new_w, new_h, pad_x, pad_y = letterbox_fit(frame_w, frame_h, width, height)
+    new_w, new_h, pad_x, pad_y = how.place(frame_w, frame_h, width, height)
     start = len(editor.graph.node)
     name = editor.replace_input(float_input, new_input, UINT8, ["batch", frame_h, frame_w, 3])
-    with editor.section("letterbox"):
+    with editor.section(prefix):
         as_float = editor.op("Cast", [name], "frames_float", to=FLOAT)
         nchw = editor.op("Transpose", [as_float], "frames_nchw", perm=[0, 3, 1, 2])
         k = box_prefilter(frame_w, frame_h, new_w, new_h)
         if k > 1:
-            nchw = editor.op("AveragePool", [nchw], "letterbox_prefilter", kernel_shape=[k, k], strides=[k, k])
+            nchw = editor.op("AveragePool", [nchw], f"{prefix}_prefilter", kernel_shape=[k, k], strides=[k, k])
         batch_channels = editor.op("Slice", [editor.op("Shape", [nchw], "frames_shape"),
                                              editor.const(np.array([0], np.int64), "bc_start"),
                                              editor.const(np.array([2], np.int64), "bc_end")], "frames_bc")
-        sizes = editor.op("Concat", [batch_channels, editor.const(np.array([new_h, new_w], np.int64), "letterbox_hw")],
-                          "letterbox_sizes", axis=0)
-        resized = editor.op("Resize", [nchw, "", "", sizes], "letterbox_resized", mode="linear",
-                            coordinate_transformation_mode="half_pixel")
+        sizes = editor.op("Concat", [batch_channels, editor.const(np.array([new_h, new_w], np.int64), f"{prefix}_hw")],
+                          f"{prefix}_sizes", axis=0)
+        fitted = editor.op("Resize", [nchw, "", "", sizes], f"{prefix}_resized", mode="linear",
+                           coordinate_transformation_mode="half_pixel")
         pads = np.array([0, 0, pad_y, pad_x, 0, 0, height - new_h - pad_y, width - new_w - pad_x], np.int64)
-        padded = editor.op("Pad", [resized, editor.const(pads, "letterbox_pads"),
-                                   editor.const(np.float32(LETTERBOX_FILL), "letterbox_fill")],
-                           "letterbox_padded", mode="constant")
+        if how.mode == "letterbox":
+            fitted = editor.op("Pad", [fitted, editor.const(pads, f"{prefix}_pads"),
+                                       editor.const(np.float32(how.fill[0]), f"{prefix}_fill")],
+                               f"{prefix}_padded", mode="constant")
+        elif how.mode == "top_left" and pads.any():
+            fill = editor.const(np.asarray(how.fill, np.float32).reshape(1, 3, 1, 1), f"{prefix}_fill")
+            shifted = editor.op("Sub", [fitted, fill], f"{prefix}_less_fill")
+            padded = editor.op("Pad", [shifted, editor.const(pads, f"{prefix}_pads"),
+                                       editor.const(np.float32(0.0), f"{prefix}_zero")],
+                               f"{prefix}_padded_zero", mode="constant")
+            fitted = editor.op("Add", [padded, fill], f"{prefix}_padded")
     with editor.section("normalize"):
         scale = 1.0 / (255.0 * np.asarray(std, dtype=np.float32))
         shift = -np.asarray(mean, dtype=np.float32) / np.asarray(std, dtype=np.float32)
-        scaled = editor.op("Mul", [padded, editor.const(scale.reshape(1, 3, 1, 1), "norm_scale")], "frames_scaled")
+        scaled = editor.op("Mul", [fitted, editor.const(scale.reshape(1, 3, 1, 1), "norm_scale")], "frames_scaled")
         editor.op("Add", [scaled, editor.const(shift.reshape(1, 3, 1, 1), "norm_shift")], "normalize",
                   outputs=[float_input])
     editor.prepend_nodes_from(start)

@@ -23,6 +23,7 @@ def export_module(module, example_shape: Sequence[int], max_batch: int, *, input
     """
     import torch
 
+    _refuse_over_protobuf_limit(module)
     shape = (min(2, max_batch), *tuple(example_shape)[1:])
     example = torch.zeros(shape, dtype=torch.float32)
     batch = torch.export.Dim("batch", min=1, max=max(2, max_batch))
@@ -39,6 +40,22 @@ def export_module(module, example_shape: Sequence[int], max_batch: int, *, input
     strip_exporter_metadata(model)
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+# A protobuf message (an ONNX file with its weights inside) cannot exceed 2 GiB; keep room for the graph.
+PROTOBUF_LIMIT_BYTES = 2**31 - 64 * 2**20
+
+
+def _refuse_over_protobuf_limit(module) -> None:
+    """One line instead of the exporter's failure minutes later: a network whose float32 weights
+    alone exceed what one ONNX file holds (vit_h_14, regnet_y_128gf: about 2.5 GB)."""
+    from cvexport.errors import CvexportError
+
+    size = sum(t.numel() * 4 for t in [*module.parameters(), *module.buffers()] if t.is_floating_point())
+    if size > PROTOBUF_LIMIT_BYTES:
+        raise CvexportError(f"the network's float32 weights take {size / 2**30:.2f} GiB, more than the 2 GiB one ONNX "
+                            "file can hold with its weights inside (a bundle keeps them inside); export a smaller "
+                            "model")
 
 
 def _require_symbolic_batch(model: onnx.ModelProto, input_name: str) -> None:

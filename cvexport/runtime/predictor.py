@@ -11,7 +11,7 @@ import numpy as np
 
 from cvexport.bundle import Bundle, load_bundle
 from cvexport.errors import CvexportError
-from cvexport.images import Letterbox, as_rgb_array, letterbox_map
+from cvexport.images import InputFit, Letterbox, as_rgb_array
 from cvexport.preprocess import to_network_input
 from cvexport.runtime import create_runner
 from cvexport.runtime.preparers import EXACT, Preparer
@@ -46,14 +46,16 @@ class PreparedBatch:
 
 def prepare_image(bundle: Bundle, image: Any, preparer: Preparer = EXACT) -> Prepared:
     """One image -> the bundle's network input for it: fitted to the input size by ``preparer``
-    (uint8 RGB arrays by default; see :mod:`cvexport.runtime.preparers`), then its input contract
-    (float NCHW normalized, or uint8 NHWC). The one preprocessing of every caller."""
+    (uint8 RGB arrays by default; see :mod:`cvexport.runtime.preparers`) with the bundle's fit
+    (its manifest's ``input.fit``: letterbox, stretch, top_left or resize_crop), then its input
+    contract (float NCHW normalized, or uint8 NHWC). The one preprocessing of every caller."""
     contract = bundle.input
-    frame, fit = preparer.fit(image, contract.width, contract.height)
+    how = InputFit.of(contract)
+    frame, fit = preparer.fit(image, contract.width, contract.height, how)
     if contract.letterbox is not None:
-        # The graph letterboxes frames of its camera size to the network size itself (build
-        # --frame-size): results come back in network pixels, undone by both fits in turn.
-        fit = fit.then(letterbox_map(contract.width, contract.height, *contract.network_size))
+        # The graph fits frames of its camera size to the network size itself, by the same fit
+        # (build --frame-size): results come back in network pixels, undone by both fits in turn.
+        fit = fit.then(how.map(contract.width, contract.height, *contract.network_size))
     return Prepared({contract.name: to_network_input([frame], contract)}, fit)
 
 
@@ -89,7 +91,7 @@ def finish_batch(task, bundle: Bundle, outputs: dict[str, np.ndarray], batch: Pr
 class Predictor:
     """Load a bundle once, then ``predict`` images on any backend.
 
-    ``predict`` fits each image to the network input (letterbox), runs batches of at most
+    ``predict`` fits each image to the network input (the bundle's fit), runs batches of at most
     the bundle's maximum, and maps results back to each original image. Safe to call from
     several threads: the runner's session is shared and each call keeps its own buffers.
     """

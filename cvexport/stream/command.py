@@ -66,7 +66,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     from cvexport.runtime.preparers import PREPARERS
 
     p.add_argument("--preprocess", choices=tuple(PREPARERS), default="exact",
-                   help="exact (default): the letterbox of 'cvexport run' on each decoded RGB frame, results equal "
+                   help="exact (default): the bundle's fit (letterbox, stretch, ...) as 'cvexport run' applies it to each "
+                        "decoded RGB frame, results equal "
                         "Predictor.predict; ffmpeg: FFmpeg's scaler straight from the decoded frame to the network "
                         "size (faster, slightly different pixels)")
     p.add_argument("--fps", type=_seconds(), default=30.0,

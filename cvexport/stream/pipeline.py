@@ -8,7 +8,7 @@ Threads, per source unless said otherwise::
   (camera, network, or a file paced by ``--realtime``) puts into an inbox of one frame where the
   newest frame wins: a frame still waiting when the next arrives is dropped and counted, so lag
   never builds up. A file's inbox is a short FIFO that blocks the decoder instead (nothing dropped).
-* **preparer** letterboxes and normalizes one frame at a time (``predictor.prepare_one``, by the
+* **preparer** fits (the bundle's fit: letterbox, stretch, ...) and normalizes one frame at a time (``predictor.prepare_one``, by the
   ``--preprocess`` preparer of :mod:`cvexport.runtime.preparers`). It takes a frame only once the
   inference thread has room for it (``ready_room``), so no work is spent on frames that would be
   dropped, and preprocessing hides behind the inference of the previous batch. For a live
@@ -282,7 +282,7 @@ class Pipeline:
 
     def _note_frame_size(self, src: StreamSource, raw) -> None:
         """Once per source: frames that differ from a --frame-size bundle's built size cost a
-        second letterbox (the note says what to build instead)."""
+        second fit (the note says what to build instead)."""
         from cvexport.preprocess import frame_size_note
 
         note = frame_size_note(self.predictor.bundle.input, raw.width, raw.height)

@@ -65,7 +65,8 @@ class VideoWriter:
 
     The size is fixed by the first frame, rounded up to even numbers (yuv420p needs them) by
     repeating the last row / column, so pixel coordinates in the JSONL stay those of the video.
-    Frames of another size (an image folder of mixed sizes) are letterboxed into it.
+    Frames of another size (an image folder of mixed sizes) are letterboxed into it: these are
+    annotated pictures for people, shown whole whatever fit the network's input had.
     """
 
     def __init__(self, path: Path, fps: float | None, keyframe_seconds: float = 1.0):

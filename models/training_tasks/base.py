@@ -48,6 +48,8 @@ class FineTuning(TrainingTask, ABC):
     dataset_format: DatasetFormat
     recipe: Recipe
     imagenet_start = False  # the network can start from a torchvision ImageNet ResNet-18 (``--pretrained``)
+    weights_start = False  # the whole network can start from a weights file (``--weights``)
+    default_start = "shipped"  # the start without --scratch, --pretrained or --weights (see finetune.STARTS)
     contact_columns = 4  # cells a row of the run's contact sheet
 
     # ------------------------------------------------------------------- data
@@ -73,9 +75,28 @@ class FineTuning(TrainingTask, ABC):
         """(the network for ``num_classes`` from ``start`` ("shipped", "imagenet" or "scratch",
         see ``finetune.STARTS``) with its head freshly initialized, the head's parameters)."""
 
+    def find_pretrained(self, spec, given: str | None):
+        """The ``--pretrained`` file (else a torchvision ResNet-18 in the torch hub cache), read and
+        checked key by key now, before any work; None when there is none."""
+        from cvexport.pretrained import RESNET18, find_pretrained, resnet18_weights
+
+        found = find_pretrained(RESNET18, given, "--pretrained")
+        if found is not None:
+            resnet18_weights(found)
+        return found
+
+    def find_weights(self, spec, given: str, side: int):
+        """The ``--weights`` start file, checked (only where ``weights_start``)."""
+        raise NotImplementedError
+
     def architecture(self, model) -> str:
         """What the checkpoint's metadata calls the network."""
         return type(model).__name__
+
+    def checkpoint_metadata(self, model) -> dict[str, Any]:
+        """Metadata the checkpoint needs beyond finetune's (class names, size, mean/std, ...) for
+        ``cvexport build`` to rebuild the network (by default nothing)."""
+        return {}
 
     # --------------------------------------------------------------- training
     def flip(self, sample: Any) -> Any:
@@ -95,6 +116,11 @@ class FineTuning(TrainingTask, ABC):
         """A contact-sheet cell (PIL image) of ``sample`` with its annotation drawn."""
 
     # ------------------------------------------------------------- evaluation
+    def infer(self, model, images) -> Any:
+        """The network's outputs for ``images`` (Tensor[B, 3, H, W], ImageNet-normalized as
+        ``ssd_training.images_to_tensor`` gives them) in eval mode, which :meth:`predictions` reads."""
+        return model(images)
+
     @abstractmethod
     def predictions(self, model, outputs, fitted: Sequence[tuple[Any, Any]], size: int) -> list[Any]:
         """The network's ``outputs`` for the ``fitted`` (sample, Letterbox) pairs, as results in

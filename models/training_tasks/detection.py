@@ -73,18 +73,10 @@ class DetectionTraining(FineTuning):
     def predictions(self, model, outputs, fitted, size) -> list[Any]:
         """ImageDetections in pixels of each picture, at the evaluation's score threshold
         (``ssd_training.EVAL_NMS``: 0.01, as COCO evaluation ranks detections)."""
-        from cvexport.metrics import ImageDetections
         from cvexport.models.ssd_training import EVAL_NMS
         from cvexport.ops.detection import postprocess
 
-        out = postprocess(outputs[0], outputs[1], model.anchors, EVAL_NMS)
-        predictions = []
-        for b, (_, box_map) in enumerate(fitted):
-            n = int(out["num_detections"][b, 0])
-            predictions.append(ImageDetections(
-                boxes=box_map.boxes_to_original(out["detection_boxes"][b, :n].numpy(), size, size),
-                classes=out["detection_classes"][b, :n].numpy(), scores=out["detection_scores"][b, :n].numpy()))
-        return predictions
+        return detections_in_pictures(postprocess(outputs[0], outputs[1], model.anchors, EVAL_NMS), fitted, size)
 
     def scores(self, predictions, truths, class_names, images):
         """``val_map50`` and ``val_map`` (COCO), with the boxes they are measured on."""
@@ -94,6 +86,21 @@ class DetectionTraining(FineTuning):
         # The boxes it is measured on: on a few, mAP moves in large steps (one box of four is 0.25).
         return {"val_map50": scores["map50"], "val_map": scores["map"], "val_images": images,
                 "val_boxes": sum(len(truth.boxes) for truth in truths)}
+
+
+def detections_in_pictures(out, fitted, size: int) -> list[Any]:
+    """ImageDetections in pixels of each picture from the detection contract ``out``
+    (Tensor[B, K] outputs, boxes normalized to the ``size`` square input) of the ``fitted``
+    (sample, Letterbox) pairs."""
+    from cvexport.metrics import ImageDetections
+
+    predictions = []
+    for b, (_, box_map) in enumerate(fitted):
+        n = int(out["num_detections"][b, 0])
+        predictions.append(ImageDetections(
+            boxes=box_map.boxes_to_original(out["detection_boxes"][b, :n].numpy(), size, size),
+            classes=out["detection_classes"][b, :n].numpy(), scores=out["detection_scores"][b, :n].numpy()))
+    return predictions
 
 
 DETECTION = DetectionTraining()
