@@ -113,6 +113,13 @@ def cpu_line() -> dict[str, Any]:
             "cores": os.cpu_count()}
 
 
+def cvexport_commit() -> str:
+    """The commit of the cvexport measured (the numbers change with the product)."""
+    done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          check=False)
+    return done.stdout.strip() or "unknown"
+
+
 def describe(cpu: dict[str, Any]) -> str:
     flags = " ".join(cpu["simd_flags"]) or "no AVX-512 / AVX-VNNI / AMX flags"
     return f"{cpu['model_name']}, {cpu['cores']} cores, {flags}"
@@ -487,12 +494,13 @@ def main() -> int:
         import json
 
         previous = json.loads(out_json.read_text())
-        kept = {k: {"run_started": previous["started"], **v} for k, v in previous["models"].items() if k not in names}
+        kept = {k: {"run_started": previous["started"], "commit": previous.get("commit", "unknown"), **v}
+                for k, v in previous["models"].items() if k not in names}
     record: dict[str, Any] = {
         "cpu": cpu, "cvexport_cpu": cpu_info(),
         "machine_note": "shared with other jobs while measured (2 cores; other helpers building and testing)",
         "threads": THREADS, "runs": runs, "warmup": warmup, "quick": args.quick, "versions": library_versions(),
-        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "models": {},
+        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": cvexport_commit(), "models": {},
     }
     log(f"measuring on {describe(cpu)}; {THREADS} thread per pipeline; work folder {work}")
     started = time.perf_counter()
@@ -507,7 +515,7 @@ def main() -> int:
         state = test_weights(zoo, head_classes)
         torch.save(state, weights)
         entry: dict[str, Any] = {"task": zoo.task, "input": f"{zoo.side}x{zoo.side}", "classes": classes_n,
-                                 "run_started": record["started"], "builds": {}}
+                                 "run_started": record["started"], "commit": record["commit"], "builds": {}}
         precisions = ["fp32"] if args.quick else ["fp32", "fp16"] + (["int8"] if zoo.int8 else [])
         for precision in precisions:
             build = build_bundle(zoo, precision, weights, classes, work / f"{name}-{precision}", log)
@@ -566,17 +574,19 @@ def markdown(record: dict[str, Any]) -> str:
         f"CPU: **{describe(cpu)}** (lscpu model name; AVX-512 / AVX-VNNI / AMX flags from /proc/cpuinfo). "
         f"The machine was {record['machine_note']}. torch {versions.get('torch')}, torchvision "
         f"{versions.get('torchvision')}, onnxruntime {versions.get('onnxruntime')}; {record['threads']} thread per "
-        f"pipeline; started {record['started']}, {record.get('seconds', 0):.0f} s in all"
+        f"pipeline; cvexport {record.get('commit', 'unknown')}; started {record['started']}, "
+        f"{record.get('seconds', 0):.0f} s in all"
         + ("; **--quick: a check of the script, not a measurement**" if record["quick"] else "") + ".",
         "",
     ]
     runs: dict[str, list[str]] = {}
     for name, entry in record["models"].items():
-        runs.setdefault(entry.get("run_started", record["started"]), []).append(name)
+        run = f"run started {entry.get('run_started', record['started'])} on cvexport " \
+              f"{entry.get('commit', record.get('commit', 'unknown'))}"
+        runs.setdefault(run, []).append(name)
     if len(runs) > 1:
         lines += ["Models measured in more than one run (each model's figures, ratios included, come from one run): "
-                  + "; ".join(f"run started {started}: {', '.join(names)}" for started, names in runs.items())
-                  + ".", ""]
+                  + "; ".join(f"{run}: {', '.join(names)}" for run, names in runs.items()) + ".", ""]
     lines += [
         "Weights: deterministic and non-flat, nothing downloaded (detectors: tests/detector_weights.py; classifiers "
         "and segmenters: fan-in scaled layers, seed 0, the head scaled to a logit spread of 2 — torchvision's own "
