@@ -281,3 +281,28 @@ def test_a_network_over_onnxs_2gb_file_limit_is_one_line():
     big.extra = torch.nn.Parameter(torch.empty(600_000_000, device="meta"))
     with pytest.raises(CvexportError, match=r"2\.2[0-9] GiB, more than the 2 GiB"):
         export_module(big, (1, 1), 2, input_name="input", output_names=["out"])
+
+
+def test_fp16_keeps_a_float_output_when_the_network_ends_in_a_resize():
+    """torchvision's segmenters end in a bilinear upsample, which the FP16 converter keeps in
+    float32 and then cast back to a float16 graph output: their fp16 builds failed the ONNX
+    check once the task's sections read that output as float. The contract is float32 out."""
+    import onnx
+
+    from cvexport.export.torch_export import export_module, to_fp16
+
+    class EndsInResize(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1)
+
+        def forward(self, x):
+            return torch.nn.functional.interpolate(self.conv(x), size=x.shape[-2:], mode="bilinear",
+                                                   align_corners=False)
+
+    half = to_fp16(export_module(EndsInResize().eval(), (1, 3, 16, 16), 2, input_name="input",
+                                 output_names=["logits"]))
+    assert [o.type.tensor_type.elem_type for o in half.graph.output] == [onnx.TensorProto.FLOAT]
+    onnx.checker.check_model(half, full_check=True)
+    assert any(n.op_type == "Conv" for n in half.graph.node)
+    assert {i.data_type for i in half.graph.initializer if i.name.startswith("conv")} <= {onnx.TensorProto.FLOAT16}

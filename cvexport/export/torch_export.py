@@ -89,4 +89,24 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return float16.convert_float_to_float16(model, keep_io_types=True)
+        converted = float16.convert_float_to_float16(model, keep_io_types=True)
+    _float_outputs(converted, {o.name for o in model.graph.output
+                               if o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT})
+    return converted
+
+
+def _float_outputs(model: onnx.ModelProto, names: set[str]) -> None:
+    """Graph outputs that were float32 stay float32. The converter misses one when the network
+    ends in an op it keeps in float32 (a segmenter's final bilinear Resize): it casts that op's
+    result back to float16 and declares the graph output float16, so the task's sections after
+    it saw a float16 tensor declared float. A Cast to float32 restores the contract."""
+    for output in model.graph.output:
+        if output.name not in names or output.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
+            continue
+        half = f"{output.name}_fp16"
+        for node in model.graph.node:
+            node.output[:] = [half if name == output.name else name for name in node.output]
+            node.input[:] = [half if name == output.name else name for name in node.input]
+        model.graph.node.append(onnx.helper.make_node("Cast", [half], [output.name], name=f"{output.name}_to_float32",
+                                                      to=onnx.TensorProto.FLOAT))
+        output.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
