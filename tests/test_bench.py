@@ -5,11 +5,8 @@ counts; nothing here asserts speed."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +17,7 @@ import cvexport.runtime as runtime
 from cvexport.cli import main
 from cvexport.cpu import cpu_info, describe_cpu
 from cvexport.errors import CvexportError
+from benchmark_modules import load_benchmark
 from cli_helpers import one_line_stderr
 
 STAT_KEYS = ("min", "mean", "p50", "p90", "p95", "p99", "max")
@@ -331,17 +329,7 @@ def test_int8_comparison_failure_is_recorded_not_fatal(int8_bundle, monkeypatch)
 
 
 # ------------------------------------------------------------------------------ floors (benchmarks/)
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-def _load(name: str):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+_load = load_benchmark
 
 
 @pytest.fixture(scope="module")

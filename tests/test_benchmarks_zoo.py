@@ -4,25 +4,15 @@ subgraph, the CLI error line and the table's rows for refused builds. Nothing is
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+from benchmark_modules import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def zoo():
-    name = "torchvision_zoo"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("torchvision_zoo")
 
 
 def _detection_entry(matched: int, total: int, min_iou: float, dscore: float, **extra) -> dict:
