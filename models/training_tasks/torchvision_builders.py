@@ -298,6 +298,13 @@ class TorchvisionTraining:
         return f"torchvision {self.spec.name}"
 
     # ------------------------------------------------------------- inputs
+    def batch(self, chosen, images, model):
+        """The task's batch (next in the MRO), its images in the model's own normalization."""
+        return super().batch(chosen, self.model_input(images), model)
+
+    def infer(self, model, images):
+        return model(self.model_input(images))
+
     def model_input(self, images):
         """images_to_tensor's batch (ImageNet-normalized) in the model's own normalization."""
         from cvexport.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -321,21 +328,9 @@ def renormalize(images, source: tuple, target: tuple):
 class TorchvisionClassification(TorchvisionTraining, ClassificationTraining):
     recipe = Recipe(batch_size=32, lr=0.01, weight_decay=1e-4, warmup_steps=20, epochs=10)
 
-    def batch(self, chosen, images, model):
-        return super().batch(chosen, self.model_input(images), model)
-
-    def infer(self, model, images):
-        return model(self.model_input(images))
-
 
 class TorchvisionSegmentation(TorchvisionTraining, SegmentationTraining):
     recipe = Recipe(batch_size=16, lr=0.01, weight_decay=1e-4, warmup_steps=30, epochs=10)
-
-    def batch(self, chosen, images, model):
-        return super().batch(chosen, self.model_input(images), model)
-
-    def infer(self, model, images):
-        return model(self.model_input(images))
 
 
 class TorchvisionDetection(TorchvisionTraining, DetectionTraining):
