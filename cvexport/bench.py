@@ -32,7 +32,7 @@ from cvexport.bundle import Bundle, library_versions, load_bundle
 from cvexport.cpu import cpu_info, describe_cpu
 from cvexport.int8_gain import int8_statement, int8_vs_fp32, ms_text
 from cvexport.errors import CvexportError, stderr_warning
-from cvexport.runtime import check_backends, open_or_skip
+from cvexport.runtime import AUTO, check_backends, open_or_skip
 from cvexport.runtime.base import Runner
 
 BENCH_FORMAT = "cvexport-bench/1"
@@ -189,13 +189,21 @@ def run_benchmark(bundle: Bundle | str, backends: Sequence[str] = ("ort",), batc
         "results": {},
         "skipped": {},
     }
+    chosen = {}
+    if AUTO in names:
+        from cvexport.backend_choice import choose_backend
+
+        choice = choose_backend(bundle, log=warn)
+        record["auto"] = choice.to_dict()
+        chosen[AUTO] = choice.backend
     torch_threads = torch.get_num_threads()
-    for backend in names:
+    for label in names:
+        backend = chosen.get(label, label)
         started = time.perf_counter()
         # One runner at a time: two live backends would compete for the same cores and memory.
         runner, why = open_or_skip(bundle, backend, threads, several=len(names) > 1, warn=warn)
         if runner is None:
-            record["skipped"][backend] = why
+            record["skipped"][label] = why
             continue
         setup = time.perf_counter() - started
         if busy and not record["results"]:
@@ -211,7 +219,7 @@ def run_benchmark(bundle: Bundle | str, backends: Sequence[str] = ("ort",), batc
             # TorchRunner sets the process-wide torch thread count; give the caller theirs back.
             torch.set_num_threads(torch_threads)
         total_seconds = sum(samples["end_to_end"]) / 1e3
-        record["results"][backend] = {
+        record["results"][label] = {
             "backend": backend,
             "threads": used_threads,
             **({"graph": graph} if isinstance(graph, str) else {}),
@@ -336,11 +344,12 @@ def results_table(record: dict[str, Any]):
     for name in ("min", "mean", "p50", "p90", "p95", "p99", "max"):
         table.add_column(name, justify="right")
     table.add_column("img/s", justify="right")
-    for backend, result in record["results"].items():
+    for label, result in record["results"].items():
+        name = label if result["backend"] == label else f"{label} ({result['backend']})"
         for stage, stats in result["latency_ms"].items():
             first = stage == "end_to_end"
             table.add_row(
-                f"[bold]{backend}[/bold]" if first else STAGE_LABELS.get(stage, stage),
+                f"[bold]{name}[/bold]" if first else STAGE_LABELS.get(stage, stage),
                 *(ms_text(stats[k]) for k in ("min", "mean", "p50", "p90", "p95", "p99", "max")),
                 f"{result['throughput_ips']:.1f}" if first else "",
                 end_section=stage == list(result["latency_ms"])[-1],
@@ -384,3 +393,24 @@ def write_plot(record: dict[str, Any], path: str | Path) -> None:
                     f"{cpu}", fontsize="medium")
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=110)
+
+
+def auto_table(record: dict[str, Any]):
+    """A rich Table of what ``auto`` chose from (``record["auto"]``, see cvexport.backend_choice):
+    per candidate whether it opened, its parity and the precision that judged it, its p50."""
+    from rich import box
+    from rich.table import Table
+
+    choice = record["auto"]
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0),
+                  title=f"auto chose {choice['backend']} (measured {choice['measured_at']}; batch 1, p50 ms)",
+                  caption=f"on CPU {choice['cpu']}", caption_justify="left")
+    for column in ("candidate", "p50", "judged at", "parity vs torch"):
+        table.add_column(column, justify="right" if column == "p50" else "left")
+    for c in choice["candidates"]:
+        p50 = f"{c['p50_ms']:.2f}" if c["p50_ms"] is not None else "-"
+        mark = "" if c["parity_passed"] else " [red]FAIL[/red]" if c["opened"] else ""
+        parity = (c["parity"] or "-") + mark if c["opened"] else f"not opened: {c['why_not']}"
+        table.add_row(f"[bold]{c['backend']}[/bold]" if c["backend"] == choice["backend"] else c["backend"],
+                      p50, c["judged_at"] or "-", parity)
+    return table

@@ -96,7 +96,7 @@ def shapes_differ(parity: Parity, name: str, reference: np.ndarray, test: np.nda
 
 
 def compare_runners(runners: Mapping[str, Any], reference: str, batches: Iterable[Batch],
-                    new_parity: Callable[[], Parity], *,
+                    new_parity: Callable[[str], Parity], *,
                     feed: Callable[[Batch], Mapping[str, np.ndarray]] = lambda batch: batch,
                     on_outputs: Callable[[str, Batch, Outputs], None] | None = None) -> dict[str, Parity]:
     """Each runner's outputs against the ``reference`` runner's on the same feeds.
@@ -104,14 +104,15 @@ def compare_runners(runners: Mapping[str, Any], reference: str, batches: Iterabl
     ``runners``: name -> anything with ``infer(feed) -> outputs`` (a :class:`cvexport.runtime.base.Runner`),
     the reference among them. Each of ``batches`` is fed (``feed(batch)``: its input dict; by default
     the batch is the feed) to the reference once and then to every other runner, in ``runners``'
-    order; ``new_parity()`` makes each runner's statistics (``task.new_parity(precision, manifest)``),
+    order; ``new_parity(name)`` makes each runner's statistics (``task.new_parity(precision, manifest)``, the
+    precision the runner is judged at),
     and each batch's outputs are added to them. ``on_outputs(name, batch, outputs)``, when given,
     sees every runner's outputs of every batch, the reference's first (``verify`` turns them into
     predictions for the task metric). Returns name -> ``Parity`` for every runner but the reference.
     """
     if reference not in runners:
         raise ValueError(f"reference runner {reference!r} is not among the runners {sorted(runners)}")
-    parities = {name: new_parity() for name in runners if name != reference}
+    parities = {name: new_parity(name) for name in runners if name != reference}
     for batch in batches:
         inputs = feed(batch)
         expected = runners[reference].infer(inputs)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from cvexport.errors import stderr_warning
+from cvexport.precisions import judged_precision
 from cvexport.runtime import check_backends, create_runner, open_or_skip
 from cvexport.runtime.base import Runner
 from cvexport.bundle import Bundle, load_bundle
@@ -150,11 +151,17 @@ def verify_rows(bundle: Bundle | str, backends: Sequence[str] = ("ort",), val_im
         else:
             images, truths = task.val_samples(get_spec(bundle.manifest.model), val_images)
         predictions: dict[str, list] = {name: [] for name in runners}
-        parity_precision = bundle.precision if tolerance_note is None else FALLBACK_PRECISION
+        # Each backend is judged at the precision it computes at (OpenVINO's bf16 on an fp32
+        # bundle: fp16's tolerance), which may be coarser than the bundle's.
+        judged = {name: judged_precision(bundle.precision, getattr(runner, "compute_precision", None))
+                  for name, runner in runners.items() if name != REFERENCE}
+        tolerances = {name: tolerance_for(task, precision) for name, precision in judged.items()}
         batches = (prepare_batch(bundle, images[start:start + bundle.max_batch])
                    for start in range(0, len(images), bundle.max_batch))
         parity = compare_runners(
-            runners, REFERENCE, batches, lambda: task.new_parity(parity_precision, bundle.manifest),
+            runners, REFERENCE, batches,
+            lambda name: task.new_parity(judged[name] if tolerances[name][1] is None else FALLBACK_PRECISION,
+                                         bundle.manifest),
             feed=lambda batch: batch.feed,
             on_outputs=lambda name, batch, outputs: predictions[name].extend(
                 finish_batch(task, bundle, outputs, batch)))
@@ -168,11 +175,16 @@ def verify_rows(bundle: Bundle | str, backends: Sequence[str] = ("ort",), val_im
                    for name, preds in predictions.items()}
     else:
         metrics = {name: task.metrics(preds, truths, bundle) for name, preds in predictions.items()}
-    rows = [_row(task, name, metrics[name], metrics[REFERENCE], parity.get(name), tolerance, max_drop)
+    rows = [_row(task, name, metrics[name], metrics[REFERENCE], parity.get(name),
+                 tolerances[name][0] if name in tolerances else tolerance, max_drop)
             for name in runners]
+    for row in rows:
+        if judged.get(row["backend"], bundle.precision) != bundle.precision:
+            row["judged_at"] = judged[row["backend"]]
     if log is not None:
-        if tolerance_note:
-            log(f"verify: {tolerance_note}")
+        for note in dict.fromkeys([tolerance_note, *(note for _, note in tolerances.values())]):
+            if note:
+                log(f"verify: {note}")
         for row in rows:
             log(_summary_line(task, row, len(images)))
     return rows
@@ -203,6 +215,8 @@ def verify_bundle(bundle: Bundle | str, backends: Sequence[str] = ("ort",), val_
     notes = [note] if note else []
     if tolerance_note:
         notes.append(tolerance_note)
+    notes += [f"{row['backend']} computes at a coarser precision than the bundle's: its parity is judged by "
+              f"{row['judged_at']}'s tolerance" for row in rows if "judged_at" in row]
     return {
         "bundle": str(bundle.path),
         "model": bundle.manifest.model,

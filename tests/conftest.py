@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import tempfile
 
 import numpy as np
 import pytest
 import torch
+
+
+# The commands' default backend, auto, measures the CPU backends once per bundle and picks the
+# fastest that keeps the answers: which one depends on the CPU the suite runs on. Tests pin it to
+# ONNX Runtime so their numbers are the same on every machine (subprocesses inherit this);
+# tests of the choice itself unset it. Its record goes to a folder of this run, never ~/.cache.
+os.environ["CVEXPORT_BACKEND"] = "ort"
+os.environ["CVEXPORT_CACHE_DIR"] = tempfile.mkdtemp(prefix="cvexport-test-cache-")
 
 
 def _cuda_available() -> bool:

@@ -34,7 +34,7 @@ def feeds(*batches: list[int]) -> list[dict[str, np.ndarray]]:
     return [{"input": np.asarray(values, np.float32)} for values in batches]
 
 
-def new_parity():
+def new_parity(_name):
     return get_task("classification").new_parity("fp32")
 
 
@@ -69,3 +69,16 @@ def test_no_batches_compares_nothing_and_does_not_pass():
 def test_a_reference_not_among_the_runners_is_an_error():
     with pytest.raises(ValueError, match="reference runner 'torch'"):
         compare_runners({"ort": ScriptedRunner(one_hot)}, "torch", feeds([0]), new_parity)
+
+
+def test_each_runner_gets_statistics_made_for_it_by_name():
+    asked = []
+
+    def per_runner(name):
+        asked.append(name)
+        return get_task("classification").new_parity("int8" if name == "loose" else "fp32")
+
+    parities = compare_runners({"torch": ScriptedRunner(one_hot), "strict": ScriptedRunner(one_hot),
+                                "loose": ScriptedRunner(one_hot)}, "torch", feeds([0]), per_runner)
+    assert asked == ["strict", "loose"]
+    assert parities["loose"].tolerance != parities["strict"].tolerance

@@ -93,7 +93,7 @@ def run_parity(bundle: Bundle | Path, precision: str, log: Callable[[str], None]
         pictures = frames if len(frames) >= batch or not frames else (frames * batch)[:batch]
         feeds = (_feed(bundle, pictures[start:start + batch]) for start in range(0, len(pictures) - batch + 1, batch))
         parities = compare_runners({REFERENCE: reference, **checked}, REFERENCE, feeds,
-                                   lambda: task.new_parity(precision, bundle.manifest))
+                                   lambda _name: task.new_parity(precision, bundle.manifest))
         results.update({(graph, batch): parity for graph, parity in parities.items()})
 
     passed = True

@@ -12,7 +12,8 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("bench", help="latency and throughput of a bundle per backend (table, JSON, plot)")
     p.add_argument("bundle", help="bundle directory written by 'cvexport build'")
     p.add_argument("--backend", action="append", metavar="NAME",
-                   help="torch, ort (default), ort-cuda, ort-trt or trt; repeat or comma-separate for several "
+                   help="torch, ort (default), ort-cuda, ort-trt, trt, openvino, openvino-bf16, openvino-gpu, openvino-npu "
+                        "or auto (the measured choice, with the table it chose from); repeat or comma-separate for several "
                         "(one that cannot run here is then skipped with a warning)")
     p.add_argument("--batch", type=_positive_int, default=1, help="images per inference call (default 1)")
     p.add_argument("--warmup", type=int, default=10, help="untimed iterations first (default 10)")
@@ -27,13 +28,15 @@ def run(args) -> int:
     from rich.console import Console
 
     from cvexport.atomic import check_file_target, write_text_atomic
-    from cvexport.bench import results_table, run_benchmark, write_plot
+    from cvexport.bench import auto_table, results_table, run_benchmark, write_plot
 
     for option, path in (("--json", args.json), ("--plot", args.plot)):
         if path:
             check_file_target(path, option)  # before minutes of measuring
     record = run_benchmark(args.bundle, backend_names(args.backend), batch=args.batch, warmup=args.warmup,
                            iters=args.iters, threads=args.threads)
+    if "auto" in record:
+        Console().print(auto_table(record))
     Console().print(results_table(record))
     if args.json:
         write_text_atomic(args.json, json.dumps(record, indent=2) + "\n")

@@ -15,7 +15,9 @@ def add_parser(subparsers) -> None:
                               "colorized masks and overlays, stylized images)")
     p.add_argument("bundle", help="bundle directory written by 'cvexport build'")
     p.add_argument("images", nargs="+", help="image files (any format Pillow reads; grey and RGBA are converted)")
-    p.add_argument("--backend", default="ort", help="torch (the PyTorch reference) or ort (ONNX Runtime, default)")
+    p.add_argument("--backend", default="auto", help="auto (default: the fastest CPU backend that keeps the "
+                   "bundle's answers, measured once per bundle and CPU), ort (ONNX Runtime), openvino, openvino-bf16, "
+                   "openvino-gpu, openvino-npu, torch (the PyTorch reference), or on GPUs ort-cuda, ort-trt, trt")
     p.add_argument("--out", required=True, help="directory for predictions.json and the pictures")
     p.add_argument("--force", action="store_true",
                    help="replace a predictions.json in --out that 'cvexport run' did not write")
@@ -48,6 +50,7 @@ def _previous_run(path: Path) -> dict | None:
 
 def run(args) -> int:
     from cvexport.atomic import atomic_path, check_file_target, write_text_atomic
+    from cvexport.backend_choice import resolve_backend
     from cvexport.errors import stderr_warning
     from cvexport.images import load_image
     from cvexport.preprocess import frame_size_note
@@ -59,7 +62,7 @@ def run(args) -> int:
     check_file_target(out / "predictions.json", "--out")
     previous = None if args.force else _previous_run(out / "predictions.json")
     images = [load_image(path) for path in args.images]  # every file checked before any work
-    predictor = Predictor(args.bundle, backend=args.backend, threads=args.threads)
+    predictor = Predictor(args.bundle, backend=resolve_backend(args.bundle, args.backend), threads=args.threads)
     for width, height in dict.fromkeys((int(image.shape[1]), int(image.shape[0])) for image in images):
         # A --frame-size bundle letterboxes other sizes twice; said once per size.
         note = frame_size_note(predictor.bundle.input, width, height)

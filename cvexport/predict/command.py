@@ -22,7 +22,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="run on Ray Data: alone, a local Ray on this machine; 'auto' or ray://HOST:PORT joins a "
                    f"cluster (needs {RAY_HINT})")
-    p.add_argument("--backend", default="ort", help="ort (default), torch, or on GPU workers ort-cuda, ort-trt, trt")
+    p.add_argument("--backend", default="auto", help="auto (default: the fastest CPU backend that keeps the bundle's "
+                   "answers, measured once per bundle on this machine's CPU; with --ray, on the driver's), ort, "
+                   "openvino, openvino-bf16, torch, or on GPU workers ort-cuda, ort-trt, trt")
     p.add_argument("--batch", type=positive_int, help="frames per inference (default and most: the bundle's max batch)")
     p.add_argument("--stride", type=positive_int, default=1, help="videos: predict every Nth frame (default 1)")
     p.add_argument("--jsonl", action="store_true", help="also write the rows as JSON lines")

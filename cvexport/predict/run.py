@@ -28,6 +28,7 @@ def batch_predict(options: PredictOptions, log: Callable[[str], None] = print) -
     ``stopped_by`` names the signal (the command exits 130 / 143); the caller's handlers are
     put back afterwards."""
     from cvexport.bundle import load_bundle
+    from cvexport.backend_choice import resolve_backend
     from cvexport.runtime import check_backends
 
     backend = check_backends([options.backend])[0]
@@ -40,6 +41,7 @@ def batch_predict(options: PredictOptions, log: Callable[[str], None] = print) -
     ray = import_ray() if options.ray is not None else None  # before any work: a missing extra is one line
     bundle = load_bundle(options.bundle)
     bundle.verify_file("onnx")  # a corrupt bundle is one line here, not one failure per actor
+    backend = resolve_backend(bundle, backend, log)
     batch = min(options.batch or bundle.max_batch, bundle.max_batch)
     if options.batch and options.batch > bundle.max_batch:
         log(f"note: --batch {options.batch} is above the bundle's max batch; using {bundle.max_batch}")

@@ -9,7 +9,7 @@ from cvexport.bundle import Bundle, load_bundle
 from cvexport.errors import CvexportError
 from cvexport.runtime.base import Runner
 
-BACKENDS = ("torch", "ort", "ort-cuda", "ort-trt", "trt")
+BACKENDS = ("torch", "ort", "ort-cuda", "ort-trt", "trt", "openvino", "openvino-bf16", "openvino-gpu", "openvino-npu")
 
 
 def create_runner(bundle: Bundle | str, backend: str = "ort", threads: int | None = None) -> Runner:
@@ -28,17 +28,29 @@ def create_runner(bundle: Bundle | str, backend: str = "ort", threads: int | Non
         from cvexport.backends.trt.runner import TrtRunner
 
         return TrtRunner(bundle)
+    if backend.startswith("openvino") and backend in BACKENDS:
+        from cvexport.backends.openvino.runner import OpenVinoRunner
+
+        return OpenVinoRunner(bundle, backend, threads=threads)
+    if backend == AUTO:
+        raise CvexportError("backend 'auto' is a choice to resolve first (cvexport.backend_choice.resolve_backend)")
     raise CvexportError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
 
 
-def check_backends(backends) -> list[str]:
+# What the commands' --backend also takes: "auto", the measured choice per bundle and CPU
+# (cvexport.backend_choice, resolved by the commands before a runner is made).
+AUTO = "auto"
+
+
+def check_backends(backends, allow_auto: bool = True) -> list[str]:
     """Validated, de-duplicated backend names in the order given (CvexportError for unknown ones)."""
+    known = (*BACKENDS, AUTO) if allow_auto else BACKENDS
     names = list(dict.fromkeys(b.strip() for b in backends if b.strip()))
     if not names:
-        raise CvexportError(f"no backend given; choose from: {', '.join(BACKENDS)}")
-    unknown = [b for b in names if b not in BACKENDS]
+        raise CvexportError(f"no backend given; choose from: {', '.join(known)}")
+    unknown = [b for b in names if b not in known]
     if unknown:
-        raise CvexportError(f"unknown backend '{unknown[0]}'; choose from: {', '.join(BACKENDS)}")
+        raise CvexportError(f"unknown backend '{unknown[0]}'; choose from: {', '.join(known)}")
     return names
 
 

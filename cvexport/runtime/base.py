@@ -29,6 +29,9 @@ class Runner:
     """Runs a bundle's network: ``infer({input_name: array}) -> {output_name: array}``."""
 
     name = "base"
+    # The precision this backend computes at when it is not the bundle's (OpenVINO's bf16: see
+    # cvexport.precisions.judged_precision); None: the bundle's own.
+    compute_precision: str | None = None
 
     def __init__(self, bundle: Bundle):
         self.bundle = bundle

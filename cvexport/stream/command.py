@@ -46,7 +46,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory for <name>.jsonl, <name>.mp4 and summary.json")
     p.add_argument("--force", action="store_true",
                    help="replace files at those output paths that 'cvexport stream' did not write (never a source)")
-    p.add_argument("--backend", default="ort", help="ort (ONNX Runtime, default), ort-cuda, ort-trt, trt or torch")
+    p.add_argument("--backend", default="auto", help="auto (default: the fastest CPU backend that keeps the "
+                   "bundle's answers, measured once per bundle and CPU), ort, openvino, openvino-bf16, openvino-gpu, "
+                   "openvino-npu, torch, or on GPUs ort-cuda, ort-trt, trt")
     p.add_argument("--threads", type=positive_int,
                    help="CPU threads for inference (default for ort and torch: one fewer than the CPU cores, leaving "
                         "one to decode, preprocess and encode; ONNX Runtime's own default takes every core and its "
@@ -94,7 +96,7 @@ def run(args) -> int:
     return execute(args)
 
 
-CPU_BACKENDS = ("ort", "torch")
+CPU_BACKENDS = ("ort", "torch", "openvino", "openvino-bf16")
 
 
 def pipeline_threads() -> int:
@@ -181,6 +183,9 @@ def execute(args, make_predictor: Callable | None = None) -> int:
     if args.loop and any(spec.live for spec in specs):
         stderr_warning("--loop applies to files and image folders; live sources reconnect instead")
 
+    from cvexport.backend_choice import resolve_backend
+
+    args.backend = resolve_backend(bundle, args.backend)
     if args.threads is None and args.backend in CPU_BACKENDS:
         args.threads = pipeline_threads()
     make_predictor = make_predictor or _default_predictor
