@@ -160,6 +160,19 @@ def resolve_backend(bundle: Bundle | str, backend: str, log: Callable[[str], Non
     return choice.backend
 
 
+def choice_record(bundle: Bundle | str, requested: str) -> dict | None:
+    """What an output records of how its backend was chosen when ``auto`` was asked for: the pin,
+    or the remembered measurement (every candidate's parity and p50 on this CPU); None otherwise."""
+    if requested != AUTO:
+        return None
+    pinned = os.environ.get(PINNED_VARIABLE, "").strip()
+    if pinned:
+        return {"backend": pinned, "pinned_by": PINNED_VARIABLE}
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    choice = cached_choice(bundle)
+    return None if choice is None else choice.to_dict()
+
+
 def summary_line(choice: BackendChoice) -> str:
     parts = []
     for c in choice.candidates:

@@ -209,3 +209,46 @@ def test_bench_shows_what_auto_chose_from(build_bundle, tmp_path, monkeypatch, c
     assert set(record["results"]) == {"ort", "openvino", "auto"}
     assert record["results"]["auto"]["backend"] == record["auto"]["backend"]
     assert np.isfinite(record["results"]["openvino"]["latency_ms"]["end_to_end"]["p50"])
+
+
+def test_run_defaults_to_auto_and_records_what_it_chose_from(build_bundle, tmp_path, monkeypatch, capsys):
+    from skimage import data
+    from PIL import Image
+
+    monkeypatch.delenv("CVEXPORT_BACKEND")
+    monkeypatch.setenv("CVEXPORT_CACHE_DIR", str(tmp_path / "cache"))
+    picture = tmp_path / "coffee.png"
+    Image.fromarray(data.coffee()).save(picture)
+    bundle = build_bundle(model="classifier", precision="fp32")
+    assert main(["run", str(bundle.path), str(picture), "--out", str(tmp_path / "out")]) == 0
+    payload = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    choice = payload["backend_choice"]
+    assert payload["backend"] == choice["backend"] != "auto"
+    assert {c["backend"] for c in choice["candidates"]} >= {"ort", "openvino"}
+    assert f"auto: {choice['backend']}" in capsys.readouterr().err
+
+
+def test_stream_on_openvino_gives_the_predictors_answers(build_bundle, tmp_path):
+    """``stream --backend openvino`` on a video: per frame the detections the Predictor on the
+    same backend gives (batches may group frames differently: equal within fp32 rounding)."""
+    from stream_helpers import decode_video, read_jsonl, stream
+
+    from cvexport.runtime.predictor import Predictor
+    from cvexport.stream.synthetic import write_video
+
+    video = tmp_path / "clip.mp4"
+    write_video(video, 320, 240, 6, seed=3)
+    bundle = build_bundle(model="ssd", precision="fp32")
+    assert stream(bundle.path, video, "--out", tmp_path / "out", "--no-video", "--backend", "openvino") == 0
+    lines = read_jsonl(tmp_path / "out" / "clip.jsonl")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["backend"] == "openvino" and summary["backend_choice"] is None
+    with Predictor(bundle, backend="openvino") as predictor:
+        expected = [predictor.task.record(p) for p in predictor.predict(decode_video(video)[0])]
+    assert len(lines) == len(expected) == 6
+    for line, want in zip(lines, expected):
+        got = sorted(line["detections"], key=lambda d: -d["score"])
+        want = sorted(want["detections"], key=lambda d: -d["score"])
+        assert [d["class_id"] for d in got] == [d["class_id"] for d in want]
+        for a, b in zip(got, want):
+            assert abs(a["score"] - b["score"]) < 1e-4 and np.allclose(a["box"], b["box"], atol=1e-2)

@@ -6,6 +6,7 @@ cleanly on SIGINT / SIGTERM.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -41,7 +42,9 @@ def batch_predict(options: PredictOptions, log: Callable[[str], None] = print) -
     ray = import_ray() if options.ray is not None else None  # before any work: a missing extra is one line
     bundle = load_bundle(options.bundle)
     bundle.verify_file("onnx")  # a corrupt bundle is one line here, not one failure per actor
+    # auto is measured here, on the driver's CPU, once; the actors get the name it resolved to.
     backend = resolve_backend(bundle, backend, log)
+    options = dataclasses.replace(options, backend=backend)
     batch = min(options.batch or bundle.max_batch, bundle.max_batch)
     if options.batch and options.batch > bundle.max_batch:
         log(f"note: --batch {options.batch} is above the bundle's max batch; using {bundle.max_batch}")

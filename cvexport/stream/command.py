@@ -183,9 +183,10 @@ def execute(args, make_predictor: Callable | None = None) -> int:
     if args.loop and any(spec.live for spec in specs):
         stderr_warning("--loop applies to files and image folders; live sources reconnect instead")
 
-    from cvexport.backend_choice import resolve_backend
+    from cvexport.backend_choice import choice_record, resolve_backend
 
-    args.backend = resolve_backend(bundle, args.backend)
+    requested, args.backend = args.backend, resolve_backend(bundle, args.backend)
+    args.backend_choice = choice_record(bundle, requested)  # summary.json: what auto chose from
     if args.threads is None and args.backend in CPU_BACKENDS:
         args.threads = pipeline_threads()
     make_predictor = make_predictor or _default_predictor
@@ -250,7 +251,8 @@ def _summary_head(args, predictor) -> dict:
         # What the class ids in the JSONL records name (segmentation's class_pixel_fraction is
         # keyed by id), as 'cvexport run' writes them into predictions.json.
         "class_names": list(bundle.class_names),
-        "precision": bundle.precision, "backend": args.backend, "threads": args.threads,
+        "precision": bundle.precision, "backend": args.backend,
+        "backend_choice": getattr(args, "backend_choice", None), "threads": args.threads,
         "max_batch": bundle.max_batch, "preprocess": args.preprocess, "realtime": args.realtime,
         "stride": args.stride, "cpu": describe_cpu(),
     }
