@@ -13,7 +13,8 @@ def add_parser(subparsers) -> None:
                               "(exit 1 when a backend fails)")
     p.add_argument("bundle", help="bundle directory written by 'cvexport build'")
     p.add_argument("--backend", action="append", metavar="NAME",
-                   help="ort (default), ort-cuda, ort-trt or trt; repeat or comma-separate for several "
+                   help="ort (default), openvino, openvino-bf16, openvino-gpu, openvino-npu, auto (the backend it stands for "
+                        "here), ort-cuda, ort-trt or trt; repeat or comma-separate for several "
                         "(torch, the reference, always runs)")
     p.add_argument("--val-images", type=_positive_int, default=256, help="val images to measure on (default 256)")
     p.add_argument("--data", metavar="DIR",
