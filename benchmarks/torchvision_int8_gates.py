@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,11 @@ def gate(name: str, checkpoint: Path, data: Path, work: Path, extra: list[str], 
         verify_rc = cli(["verify", str(bundle), "--data", str(data), "--json", str(report)]) if build_rc == 0 else None
         rows = json.loads(report.read_text())["rows"] if report.is_file() else []
         found[precision] = {"build_rc": build_rc, "verify_rc": verify_rc, "rows": rows}
+        parity = bundle / "parity.json"
+        if build_rc == 0 and parity.is_file():
+            # The build's own timing of the INT8 graph ORT runs on this CPU against fp32 (batch 1,
+            # interleaved, medians): what keeping nodes in float costs.
+            found[precision]["int8_vs_fp32"] = json.loads(parity.read_text()).get("int8_vs_fp32")
     return found
 
 
@@ -106,7 +112,9 @@ def main() -> int:
                                                                            "--input-size", "64"])
     (target / "torchvision_int8_gates.json").write_text(json.dumps(results, indent=1) + "\n")
     lines = ["# INT8 of torchvision builders: verify --data against the fp32 torch reference", "",
-             f"CPU: {results['cpu']}. Weights: see the script's docstring (SSDlite trained with `cvexport train --data`; "
+             f"CPU: {results['cpu']}; run with CVEXPORT_CPU_ISA={os.environ.get('CVEXPORT_CPU_ISA', '(not set)')} "
+             "(avx2: ONNX Runtime runs the 7-bit model.cpu-avx2.onnx graph, the one for CPUs without VNNI, "
+             "and the build gates it). Weights: see the script's docstring (SSDlite trained with `cvexport train --data`; "
              "resnet18 the shipped classifier's ResNet-18 as a user's state dict).", "",
              "| model | bundle | row | metrics | verify exit |", "| --- | --- | --- | --- | --- |"]
     for name, found in results["models"].items():
@@ -114,6 +122,8 @@ def main() -> int:
             for row in record["rows"]:
                 metrics = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float))
                 lines.append(f"| {name} | {precision} | {row.get('backend', '?')} | {metrics} | {record['verify_rc']} |")
+            if record.get("int8_vs_fp32"):
+                lines.append(f"| {name} | {precision} | speed | {record['int8_vs_fp32'].get('statement', '')} | |")
             if not record["rows"]:
                 lines.append(f"| {name} | {precision} | (build exit {record['build_rc']}) | | {record['verify_rc']} |")
     lines += ["", "verify exits non-zero when a backend's metric is more than 1 point below the torch (fp32) row."]

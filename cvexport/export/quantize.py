@@ -198,6 +198,22 @@ def sensitive_nodes(core: onnx.ModelProto, weighted_ops: Sequence[str] = WEIGHTE
     return found
 
 
+
+def u8_sensitive_nodes(core: onnx.ModelProto) -> list[str]:
+    """Names of the nodes where the U8S8 CPU forms' extra 8-bit steps cost most, in graph
+    order: the heads (:func:`sensitive_nodes`; in these forms their outputs, the logits, are
+    8-bit too) and every Mul (a product of two activations, each rounded before it and the
+    product rounded again: MobileNetV3's squeeze-and-excitation gates)."""
+    heads = set(sensitive_nodes(core))
+    constants = {t.name for t in core.graph.initializer}
+    constants |= {out for node in core.graph.node if node.op_type == "Constant" for out in node.output}
+
+    def product_of_activations(node: onnx.NodeProto) -> bool:
+        return node.op_type == "Mul" and not any(name in constants for name in node.input)
+
+    return [node.name for node in core.graph.node if node.name in heads or product_of_activations(node)]
+
+
 def _restore_float_inputs(model: onnx.ModelProto, original: onnx.ModelProto, names: Iterable[str]) -> None:
     """Feed excluded nodes their original float activations again.
 
