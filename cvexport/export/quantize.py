@@ -198,7 +198,6 @@ def sensitive_nodes(core: onnx.ModelProto, weighted_ops: Sequence[str] = WEIGHTE
     return found
 
 
-
 def u8_sensitive_nodes(core: onnx.ModelProto) -> list[str]:
     """Names of the nodes where the U8S8 CPU forms' extra 8-bit steps cost most, in graph
     order: the heads (:func:`sensitive_nodes`; in these forms their outputs, the logits, are
