@@ -10,10 +10,23 @@ from __future__ import annotations
 from cvexport.errors import CvexportError
 
 
+# ONNX Runtime's intra-op pool does not spin. A spinning pool keeps its threads busy-waiting
+# between the pieces of each operator and for a while after a run, on cores that another
+# process (or our own decoder, or another backend) needs: when that process holds a core, the
+# spinner and the work it waits for share the core. SSD fp32, batch 1, on a 2-core AMD EPYC
+# (AVX-512 VNNI/BF16, no AMX), each setting timed on its own with a one-core busy loop stopped and
+# resumed between blocks: spinning 10.5 ms idle / 19.6 ms with the loop (1.86x), not spinning
+# 11.0 / 14.4 ms (1.31x). A spinning ORT run also slowed the OpenVINO run after it from 10.1 to
+# 19.6 ms. Results are the same either way: this only decides how waiting threads wait.
+SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
+
+
 def create_session(model_bytes: bytes, providers: list, threads: int | None = None, options=None):
     """An InferenceSession for serialized ONNX ``model_bytes``; plugin nodes are rewritten and
     their CPU kernels registered when the graph has any. ``options``: base SessionOptions
-    (profiling, say); a fresh one when None."""
+    (profiling, say); a fresh one when None. ``threads``: intra-op threads (None: ONNX
+    Runtime's default, one per physical core). ``SESSION_CONFIG`` applies unless ``options``
+    already sets a key of it."""
     import onnx
     import onnxruntime as ort
 
@@ -22,6 +35,9 @@ def create_session(model_bytes: bytes, providers: list, threads: int | None = No
     options = options if options is not None else ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    for key, value in SESSION_CONFIG.items():
+        if not _has_config(options, key):
+            options.add_session_config_entry(key, value)
     try:
         model = onnx.load_from_string(model_bytes)
         if plugin_ort.has_plugin_nodes(model):
@@ -56,3 +72,11 @@ def check_provider(session, providers: list) -> None:
             f"ONNX Runtime could not start {wanted} (the session fell back to {', '.join(got) or 'nothing'}); "
             "check that its CUDA / TensorRT libraries are installed and on the library path, or use --backend ort"
         )
+
+
+def _has_config(options, key: str) -> bool:
+    try:  # ONNX Runtime raises for a key never set
+        options.get_session_config_entry(key)
+    except RuntimeError:
+        return False
+    return True
