@@ -108,7 +108,7 @@ def cpu_line() -> dict[str, Any]:
         text = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
         text = ""
-    flags = sorted(set(re.findall(r"avx512[a-z_]*|avx_vnni|amx[a-z_0-9]*", text)))
+    flags = sorted(set(re.findall(r"avx512[a-z_0-9]*|avx_vnni|amx[a-z_0-9]*", text)))
     return {"model_name": model.group(1).strip() if model else "unknown", "simd_flags": flags,
             "cores": os.cpu_count()}
 

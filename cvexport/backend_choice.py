@@ -46,11 +46,12 @@ CANDIDATES = ("ort", "openvino", "openvino-bf16")
 # A candidate replaces ORT only when its p50 is at most this fraction of ORT's: below 10 % the
 # difference is within what these shared machines' noise moves between runs.
 MIN_GAIN = 0.9
-ROUNDS = 30
+ROUNDS = 20
 WARMUP = 3
 PINNED_VARIABLE = "CVEXPORT_BACKEND"
 CACHE_VARIABLE = "CVEXPORT_CACHE_DIR"
-VERSION = 1  # of the record's layout
+VERSION = 2  # of the record's layout
+METRIC_IMAGES = 64  # val images of the metric check (where the bundle has labelled data)
 
 
 @dataclass
@@ -64,6 +65,8 @@ class Candidate:
     parity: str | None = None  # the parity summary
     parity_passed: bool | None = None
     p50_ms: float | None = None
+    metric: str | None = None  # the task metric on val images and its drop vs torch, where there is labelled data
+    metric_passed: bool | None = None  # None: not measured (no labelled data here)
 
 
 @dataclass
@@ -179,13 +182,21 @@ def summary_line(choice: BackendChoice) -> str:
         if not c.opened:
             continue
         mark = "" if c.parity_passed else " failed parity"
+        mark += " failed the metric" if c.metric_passed is False else ""
         parts.append(f"{c.backend} {c.p50_ms:.2f} ms{mark}" if c.p50_ms is not None else f"{c.backend}{mark}")
     remembered = ", remembered" if choice.cached else ""
     return f"p50 at batch 1: {', '.join(parts)}; {choice.cpu}{remembered}"
 
 
 def measure_backends(bundle: Bundle, candidates=CANDIDATES) -> BackendChoice:
-    """Parity of each candidate against the torch reference, then interleaved batch-1 timing."""
+    """Each candidate's answers against the torch reference, then interleaved batch-1 timing of
+    those that kept them.
+
+    Kept means: parity on the task's parity pictures within the tolerance of the precision the
+    candidate computes at, and, where the bundle has labelled data (the model's own, or the
+    dataset its weights record), ``verify``'s rows on ``METRIC_IMAGES`` val images: the task
+    metric within 1 point of torch's as well. Parity alone let through an INT8 SSD on OpenVINO
+    whose mAP@0.5 was 1.8 points below torch's (32 val images, 2-core AMD EPYC)."""
     from cvexport.compare import compare_runners
     from cvexport.registry import bundle_spec
     from cvexport.runtime import create_runner
@@ -193,7 +204,8 @@ def measure_backends(bundle: Bundle, candidates=CANDIDATES) -> BackendChoice:
     from cvexport.tasks import get_task
 
     task = get_task(bundle.task)
-    frames = task.parity_frames(bundle_spec(bundle))
+    spec = bundle_spec(bundle)
+    frames = task.parity_frames(spec)
     if not frames:
         raise CvexportError(f"auto: the {bundle.task} task gave no parity pictures to judge the backends on; "
                             "name a backend with --backend")
@@ -207,20 +219,21 @@ def measure_backends(bundle: Bundle, candidates=CANDIDATES) -> BackendChoice:
                 table[name].opened = True
             except CvexportError as exc:
                 table[name].why_not = str(exc)
-        reference = create_runner(bundle, "torch")
-        runners_with_reference = {"torch": reference, **runners}
-        judged = {name: judged_precision(bundle.precision, getattr(runner, "compute_precision", None)) for name, runner in runners.items()}
-        parities = compare_runners(runners_with_reference, "torch", feeds,
-                                   lambda name: task.new_parity(judged[name], bundle.manifest))
-        reference.close()
-        for name, parity in parities.items():
-            row = table[name]
-            row.judged_at, row.parity, row.parity_passed = judged[name], parity.summary(), parity.passed()
-            if not row.parity_passed:
-                row.why_not = f"parity at {judged[name]}'s tolerance: {parity.summary()}"
-        timed = [name for name in runners if table[name].parity_passed]
-        samples = _interleaved_p50(runners, timed, feeds[0])
-        for name, p50 in samples.items():
+        with create_runner(bundle, "torch") as reference:
+            judged = {name: judged_precision(bundle.precision, getattr(runner, "compute_precision", None))
+                      for name, runner in runners.items()}
+            parities = compare_runners({"torch": reference, **runners}, "torch", feeds,
+                                       lambda name: task.new_parity(judged[name], bundle.manifest))
+            for name, parity in parities.items():
+                row = table[name]
+                row.judged_at, row.parity, row.parity_passed = judged[name], parity.summary(), parity.passed()
+                if not row.parity_passed:
+                    row.why_not = f"parity at {judged[name]}'s tolerance: {parity.summary()}"
+            kept = [name for name in runners if table[name].parity_passed]
+            if kept and (spec.has_own_data or bundle.manifest.dataset is not None):
+                _check_metric(bundle, table, kept, reference)
+        timed = [name for name in runners if table[name].parity_passed and table[name].metric_passed is not False]
+        for name, p50 in _interleaved_p50(runners, timed, feeds[0]).items():
             table[name].p50_ms = p50
     finally:
         for runner in runners.values():
@@ -230,15 +243,36 @@ def measure_backends(bundle: Bundle, candidates=CANDIDATES) -> BackendChoice:
                          versions=_versions())
 
 
+def _check_metric(bundle: Bundle, table: dict[str, Candidate], names: list[str], reference) -> None:
+    """``verify``'s rows for ``names`` on ``METRIC_IMAGES`` val images: each candidate's task
+    metric next to torch's, within verify's default allowed drop."""
+    from cvexport.verify import verify_rows
+
+    rows = verify_rows(bundle, names, val_images=METRIC_IMAGES, reference=reference, warn=lambda _: None)
+    for row in rows:
+        if row["reference"]:
+            continue
+        candidate = table[row["backend"]]
+        candidate.metric_passed = row["metric_passed"]
+        candidate.metric = ", ".join(f"{key} {row[key]:.4f} ({row[key + '_drop']:+.2f})"
+                                     for key in row if f"{key}_drop" in row)
+        if not row["metric_passed"]:
+            candidate.why_not = "; ".join(row["reasons"])
+
+
 def _interleaved_p50(runners: dict, names: list[str], feed: dict) -> dict[str, float]:
-    """p50 latency (ms) of each named runner on ``feed``: rounds of one call each, so that load
-    which comes and goes during the measurement lands on every candidate alike."""
+    """p50 latency (ms) of each named runner on ``feed``: rounds of one timed call each, so that
+    load which comes and goes during the measurement lands on every candidate alike. Each timed
+    call follows an untimed one of the same runner: a backend's threads linger after its run
+    (torch's OpenMP spins; a spinning ORT slowed the OpenVINO call after it from 10.1 to 19.6 ms
+    on a 2-core EPYC), and the next candidate must not pay for them."""
     for _ in range(WARMUP):
         for name in names:
             runners[name].infer(feed)
     samples: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(ROUNDS):
         for name in names:
+            runners[name].infer(feed)
             start = time.perf_counter()
             runners[name].infer(feed)
             samples[name].append((time.perf_counter() - start) * 1e3)
@@ -248,7 +282,7 @@ def _interleaved_p50(runners: dict, names: list[str], feed: dict) -> dict[str, f
 def _pick(table: dict[str, Candidate]) -> str:
     """ORT unless a candidate that passed parity is faster than ``MIN_GAIN`` of ORT's p50; the
     fastest passing one when ORT itself did not pass (or did not open)."""
-    passing = [c for c in table.values() if c.parity_passed and c.p50_ms is not None]
+    passing = [c for c in table.values() if c.parity_passed and c.metric_passed is not False and c.p50_ms is not None]
     if not passing:
         raise CvexportError("auto: no CPU backend kept this bundle's answers on this CPU ("
                             + "; ".join(f"{c.backend}: {c.why_not}" for c in table.values()) + ")")

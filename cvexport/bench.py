@@ -405,12 +405,14 @@ def auto_table(record: dict[str, Any]):
     table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0),
                   title=f"auto chose {choice['backend']} (measured {choice['measured_at']}; batch 1, p50 ms)",
                   caption=f"on CPU {choice['cpu']}", caption_justify="left")
-    for column in ("candidate", "p50", "judged at", "parity vs torch"):
+    for column in ("candidate", "p50", "judged at", "parity vs torch; metric (drop, points)"):
         table.add_column(column, justify="right" if column == "p50" else "left")
     for c in choice["candidates"]:
         p50 = f"{c['p50_ms']:.2f}" if c["p50_ms"] is not None else "-"
         mark = "" if c["parity_passed"] else " [red]FAIL[/red]" if c["opened"] else ""
         parity = (c["parity"] or "-") + mark if c["opened"] else f"not opened: {c['why_not']}"
+        if c.get("metric"):
+            parity += f"; metric {c['metric']}" + (" [red]FAIL[/red]" if c["metric_passed"] is False else "")
         table.add_row(f"[bold]{c['backend']}[/bold]" if c["backend"] == choice["backend"] else c["backend"],
                       p50, c["judged_at"] or "-", parity)
     return table

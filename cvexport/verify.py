@@ -129,11 +129,7 @@ def verify_rows(bundle: Bundle | str, backends: Sequence[str] = ("ort",), val_im
         raise CvexportError(f"--val-images {val_images} must be at least 1")
     if not max_drop >= 0:  # also rejects NaN
         raise CvexportError(f"--max-drop {max_drop} must be 0 or more")
-    from cvexport.backend_choice import resolve_backend
-
-    # auto is verified as the backend it stands for on this CPU (the row names that one).
-    names = list(dict.fromkeys(resolve_backend(bundle, n, log or stderr_warning)
-                               for n in check_backends(backends) if n != REFERENCE))
+    names = [n for n in check_backends(backends, allow_auto=False) if n != REFERENCE]
     if not names:
         raise CvexportError(f"{REFERENCE} is the reference every backend is compared with; name a backend to verify "
                             "against it, e.g. --backend ort")

@@ -31,11 +31,14 @@ def run(args) -> int:
     from rich.console import Console
 
     from cvexport.atomic import check_file_target, write_text_atomic
+    from cvexport.backend_choice import resolve_backend
     from cvexport.verify import verify_bundle, verify_table
 
     if args.json:
         check_file_target(args.json, "--json")
-    report = verify_bundle(args.bundle, backend_names(args.backend), val_images=args.val_images,
+    # auto is verified as the backend it stands for on this CPU (the row names that one).
+    backends = list(dict.fromkeys(resolve_backend(args.bundle, name) for name in backend_names(args.backend)))
+    report = verify_bundle(args.bundle, backends, val_images=args.val_images,
                            max_drop=args.max_drop, data_dir=args.data)
     Console().print(verify_table(report))
     print(f"measured on: {report['data']}")
