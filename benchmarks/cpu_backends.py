@@ -199,7 +199,8 @@ def measure_bundle(path: Path, hog: Hog, rounds: int, warmup: int, log: Callable
         for candidate in choice.candidates:
             entry["backends"][candidate.backend] = {
                 "opened": candidate.opened, "parity": candidate.parity, "parity_passed": candidate.parity_passed,
-                "judged_at": candidate.judged_at, "why_not": candidate.why_not}
+                "judged_at": candidate.judged_at, "why_not": candidate.why_not,
+                "metric": candidate.metric, "metric_passed": candidate.metric_passed}
     except CvexportError as exc:
         entry["auto_error"] = str(exc)
     if "torch" in backends:
@@ -273,7 +274,10 @@ def _parity_cell(row: dict[str, Any]) -> str:
         return "not measured"
     verdict = {True: "PASS", False: "FAIL", None: ""}[row.get("parity_passed")]
     judged = f" (at {row['judged_at']} tolerance)" if row.get("judged_at") else ""
-    return f"{verdict} {row['parity']}{judged}".strip().replace("|", "\\|")
+    metric = ""
+    if row.get("metric"):  # auto's metric check, where the bundle has labelled data
+        metric = f"; metric {'PASS' if row.get('metric_passed') else 'FAIL'} {row['metric']}"
+    return f"{verdict} {row['parity']}{judged}{metric}".strip().replace("|", "\\|")
 
 
 def markdown(record: dict[str, Any]) -> str:
@@ -293,7 +297,7 @@ def markdown(record: dict[str, Any]) -> str:
         "over this row's (above 1 is faster), both within this run. hog/idle: the issue's goal is <= "
         f"{GOAL}.",
         "",
-        "| model | bundle | backend | parity vs torch | idle p50 ms | hog p50 ms | hog/idle | x ORT fp32 idle | threads |",
+        "| model | bundle | backend | parity vs torch; task metric (drop in points, 64 val images) | idle p50 ms | hog p50 ms | hog/idle | x ORT fp32 idle | threads |",
         "|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
     notes = []
