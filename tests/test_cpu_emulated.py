@@ -91,3 +91,51 @@ def test_the_7bit_form_computes_the_same_numbers_without_vnni(tmp_path):
 
     if isa_class() == "vnni":
         assert any(not np.array_equal(avx2[paths["qdq-cpu"]][k], v) for k, v in here["qdq-cpu"].items())
+
+
+RUN_OPENVINO = textwrap.dedent("""
+    import os, site, sys
+    site.addsitedir(sys.argv[1])
+    sys.path.insert(0, sys.argv[4])
+    import numpy as np
+    from cvexport.bundle import load_bundle
+    from cvexport.runtime import create_runner
+    bundle = load_bundle(sys.argv[2])
+    with create_runner(bundle, "openvino") as runner:
+        out = runner.infer({bundle.input.name: np.load(sys.argv[3])})
+        print(runner.graph)
+    np.savez(sys.argv[3] + ".out.npz", **out)
+""")
+
+
+def test_openvino_int8_keeps_the_answers_on_avx2_kernels(build_bundle, tmp_path):
+    """The SSD INT8 bundle on OpenVINO as an AVX2-only Haswell runs it: the runner picks the
+    7-bit graph there (it saw 13/23 detections matched with the full-range QDQ graph), and its
+    detections match the torch reference at int8's tolerance."""
+    pytest.importorskip("openvino")
+    from pathlib import Path
+
+    from cvexport.registry import bundle_spec
+    from cvexport.runtime import create_runner
+    from cvexport.runtime.predictor import prepare_batch
+    from cvexport.tasks import get_task
+
+    bundle = build_bundle(precision="int8")
+    task = get_task(bundle.task)
+    feed = prepare_batch(bundle, task.parity_frames(bundle_spec(bundle))[:4]).feed
+    np.save(tmp_path / "x.npy", feed[bundle.input.name])
+    script = tmp_path / "run_openvino.py"
+    script.write_text(RUN_OPENVINO)
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "CVEXPORT_CPU_ISA": "avx2"}  # qemu-user shows the host's /proc/cpuinfo
+    result = subprocess.run([QEMU, "-cpu", "Haswell", os.path.realpath(sys.executable), str(script),
+                             sysconfig.get_paths()["purelib"], str(bundle.path), str(tmp_path / "x.npy"), repo],
+                            capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "onnx_cpu_avx2"
+    saved = np.load(tmp_path / "x.npy.out.npz")
+    with create_runner(bundle, "torch") as reference:
+        expected = reference.infer(feed)
+    parity = task.new_parity("int8", bundle.manifest)
+    parity.add(expected, {name: saved[name] for name in saved.files})
+    assert parity.passed(), parity.summary()

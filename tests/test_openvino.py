@@ -252,3 +252,21 @@ def test_stream_on_openvino_gives_the_predictors_answers(build_bundle, tmp_path)
         assert [d["class_id"] for d in got] == [d["class_id"] for d in want]
         for a, b in zip(got, want):
             assert abs(a["score"] - b["score"]) < 1e-4 and np.allclose(a["box"], b["box"], atol=1e-2)
+
+
+@pytest.mark.parametrize("isa,graph", [("vnni", "onnx"), ("avx2", "onnx_cpu_avx2")])
+def test_int8_runs_the_graph_made_for_the_cpu_class(build_bundle, monkeypatch, isa, graph):
+    """Without VNNI, OpenVINO's int8 kernels saturate like ONNX Runtime's: there it runs the
+    bundle's 7-bit-weight graph (each path forced here; tests/test_cpu_emulated.py runs the AVX2
+    one on emulated AVX2 kernels). Both keep the answers at int8's tolerance."""
+    from cvexport.runtime import create_runner
+
+    monkeypatch.setenv("CVEXPORT_CPU_ISA", isa)
+    bundle = build_bundle(precision="int8")
+    with create_runner(bundle, "openvino") as runner:
+        assert runner.graph == graph
+    parity, _ = _parity(bundle, "openvino")
+    assert parity.passed(), parity.summary()
+    fp32 = build_bundle(model="ssd", precision="fp32")
+    with create_runner(fp32, "openvino") as runner:  # float bundles have one graph on every CPU
+        assert runner.graph == "onnx"
