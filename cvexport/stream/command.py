@@ -96,7 +96,10 @@ def run(args) -> int:
     return execute(args)
 
 
-CPU_BACKENDS = ("ort", "torch", "openvino", "openvino-bf16")
+# Backends whose inference threads default to one fewer than the cores (pipeline_threads). OpenVINO
+# keeps its own default, the thread count auto measured it at (re-measuring the stream's split of
+# cores with ORT no longer spinning is issue #25's stream half).
+CPU_BACKENDS = ("ort", "torch")
 
 
 def pipeline_threads() -> int:
