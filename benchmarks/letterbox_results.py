@@ -112,7 +112,7 @@ def picture(before: Path, after: Path, out: Path, index: int, work: Path) -> dic
         panels.append(canvas)
         if label == "after":
             results = work / "run-after"
-            assert main(["run", str(bundle), str(frame_path), "--out", str(results)]) == 0
+            assert main(["run", str(bundle), str(frame_path), "--out", str(results), "--backend", "ort"]) == 0
             run_picture = Image.open(next(results.glob("*annotated.png"))).convert("RGB")
     run_picture = run_picture.resize((1024, round(1024 * run_picture.height / run_picture.width)), Image.BILINEAR)
     sheet = Image.new("RGB", (1024, 512 + run_picture.height), (255, 255, 255))
