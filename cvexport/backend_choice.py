@@ -149,31 +149,25 @@ def choose_backend(bundle: Bundle | str, log: Callable[[str], None] | None = Non
 
 
 def resolve_backend(bundle: Bundle | str, backend: str, log: Callable[[str], None] = stderr_warning) -> str:
-    """``backend``, or for ``auto`` the backend it stands for here: ``$CVEXPORT_BACKEND`` when
-    set, else the measured choice (logged once, with what it was chosen over)."""
+    """``backend``, or for ``auto`` the backend it stands for here (:func:`resolve_recorded`)."""
+    return resolve_recorded(bundle, backend, log)[0]
+
+
+def resolve_recorded(bundle: Bundle | str, backend: str,
+                     log: Callable[[str], None] = stderr_warning) -> tuple[str, dict | None]:
+    """(the backend to run, what an output records of how it was chosen). ``backend`` itself
+    and None, unless it is ``auto``: then ``$CVEXPORT_BACKEND`` and that pin when it is set, else
+    the measured choice (logged, with what it was chosen over) and its whole table."""
     if backend != AUTO:
-        return backend
+        return backend, None
     pinned = os.environ.get(PINNED_VARIABLE, "").strip()
     if pinned:
         if pinned == AUTO:
             raise CvexportError(f"{PINNED_VARIABLE}=auto names no backend; set it to one (ort, openvino, ...) or unset it")
-        return pinned
+        return pinned, {"backend": pinned, "pinned_by": PINNED_VARIABLE}
     choice = choose_backend(bundle, log)
     log(f"auto: {choice.backend} ({summary_line(choice)})")
-    return choice.backend
-
-
-def choice_record(bundle: Bundle | str, requested: str) -> dict | None:
-    """What an output records of how its backend was chosen when ``auto`` was asked for: the pin,
-    or the remembered measurement (every candidate's parity and p50 on this CPU); None otherwise."""
-    if requested != AUTO:
-        return None
-    pinned = os.environ.get(PINNED_VARIABLE, "").strip()
-    if pinned:
-        return {"backend": pinned, "pinned_by": PINNED_VARIABLE}
-    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    choice = cached_choice(bundle)
-    return None if choice is None else choice.to_dict()
+    return choice.backend, choice.to_dict()
 
 
 def summary_line(choice: BackendChoice) -> str:

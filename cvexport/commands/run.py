@@ -50,7 +50,7 @@ def _previous_run(path: Path) -> dict | None:
 
 def run(args) -> int:
     from cvexport.atomic import atomic_path, check_file_target, write_text_atomic
-    from cvexport.backend_choice import choice_record, resolve_backend
+    from cvexport.backend_choice import resolve_recorded
     from cvexport.errors import stderr_warning
     from cvexport.images import load_image
     from cvexport.preprocess import frame_size_note
@@ -62,7 +62,7 @@ def run(args) -> int:
     check_file_target(out / "predictions.json", "--out")
     previous = None if args.force else _previous_run(out / "predictions.json")
     images = [load_image(path) for path in args.images]  # every file checked before any work
-    requested, args.backend = args.backend, resolve_backend(args.bundle, args.backend)  # the file names what ran
+    args.backend, backend_choice = resolve_recorded(args.bundle, args.backend)  # the file names what ran
     predictor = Predictor(args.bundle, backend=args.backend, threads=args.threads)
     for width, height in dict.fromkeys((int(image.shape[1]), int(image.shape[0])) for image in images):
         # A --frame-size bundle letterboxes other sizes twice; said once per size.
@@ -89,7 +89,7 @@ def run(args) -> int:
                         **written, **task.record(prediction)})
         print(f"{path}: {task.describe_prediction(prediction)}")
     payload = {"format": PREDICTIONS_FORMAT, "bundle": str(args.bundle), "backend": args.backend,
-               "backend_choice": choice_record(predictor.bundle, requested),
+               "backend_choice": backend_choice,
                "model": predictor.bundle.manifest.model,
                "precision": predictor.bundle.precision,
                "class_names": predictor.bundle.class_names, "images": records}

@@ -186,10 +186,9 @@ def execute(args, make_predictor: Callable | None = None) -> int:
     if args.loop and any(spec.live for spec in specs):
         stderr_warning("--loop applies to files and image folders; live sources reconnect instead")
 
-    from cvexport.backend_choice import choice_record, resolve_backend
+    from cvexport.backend_choice import resolve_recorded
 
-    requested, args.backend = args.backend, resolve_backend(bundle, args.backend)
-    args.backend_choice = choice_record(bundle, requested)  # summary.json: what auto chose from
+    args.backend, args.backend_choice = resolve_recorded(bundle, args.backend)  # summary.json: what auto chose from
     if args.threads is None and args.backend in CPU_BACKENDS:
         args.threads = pipeline_threads()
     make_predictor = make_predictor or _default_predictor
