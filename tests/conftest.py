@@ -51,6 +51,43 @@ def _restore_random_state():
     torch.set_num_threads(threads)
 
 
+def _unmapped_signal_stack() -> str | None:
+    """Where this thread's alternate signal stack points at memory that is no longer mapped, say
+    so; else None. Linux only (elsewhere: None)."""
+    import ctypes
+
+    class StackT(ctypes.Structure):
+        _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+    try:
+        maps = open("/proc/self/maps").read().splitlines()
+        stack = StackT()
+        if ctypes.CDLL(None).sigaltstack(None, ctypes.byref(stack)) != 0 or not stack.ss_sp:
+            return None
+    except (OSError, AttributeError):
+        return None
+    for line in maps:
+        low, high = (int(bound, 16) for bound in line.split()[0].split("-"))
+        if low <= stack.ss_sp < high:
+            return None
+    return f"the main thread's alternate signal stack ({stack.ss_sp:#x}, {stack.ss_size} bytes) is unmapped"
+
+
+@pytest.fixture(autouse=True)
+def _signal_stack_stays_mapped():
+    """A library that frees the signal stack it installed (OpenVINO's CPU plugin does, when its
+    Core is freed out of order) turns the next signal into a silent segfault of the whole test
+    run, far from the cause; this fails the test that left it so instead."""
+    yield
+    problem = _unmapped_signal_stack()
+    if problem is not None and problem not in _REPORTED_STACKS:  # the test that left it, not every one after
+        _REPORTED_STACKS.add(problem)
+        pytest.fail(problem + ": the next signal would kill this process with no traceback")
+
+
+_REPORTED_STACKS: set[str] = set()
+
+
 @pytest.fixture(scope="session")
 def build_bundle(tmp_path_factory):
     """``build_bundle(**BuildOptions fields and task options) -> Bundle``, each distinct build built once.

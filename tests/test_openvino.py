@@ -42,9 +42,9 @@ def _parity(bundle, backend: str, frames=None):
 
 
 def _has_bf16() -> bool:
-    import openvino as ov
+    from cvexport.backends.openvino.loader import openvino_core
 
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -75,6 +75,43 @@ def test_bf16_is_judged_as_a_coarser_precision(build_bundle):
     (row,) = [r for r in report["rows"] if r["backend"] == "openvino-bf16"]
     assert row["judged_at"] == "fp16"
     assert any("openvino-bf16" in note and "fp16" in note for note in report["notes"])
+
+
+# What a process does after OpenVINO: runners opened and closed in any order, one of them on
+# another thread, then a signal. Run in a fresh process: the crash it guards against kills the
+# process it happens in.
+SIGNAL_AFTER_RUNNERS = """
+import gc, os, signal, sys, threading
+from cvexport.bundle import load_bundle
+from cvexport.runtime import create_runner
+
+bundle = load_bundle(sys.argv[1])
+first, second = create_runner(bundle, "openvino"), create_runner(bundle, "openvino")
+first.close(); del first; gc.collect()  # first in, first out
+second.close(); del second; gc.collect()
+holder = [create_runner(bundle, "openvino")]
+worker = threading.Thread(target=lambda: (holder[0].close(), holder.clear(), gc.collect()))
+worker.start(); worker.join()  # freed on another thread
+caught = []
+signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+os.kill(os.getpid(), signal.SIGINT)
+print("caught", len(caught))
+"""
+
+
+def test_a_signal_after_openvino_runners_is_handled_not_a_crash(build_bundle):
+    """Ctrl-C after OpenVINO runners were closed out of order, or on another thread, reaches
+    the process's handler. Each OpenVINO Core swaps the thread's alternate signal stack for its
+    own and unmaps it when freed; with a Core per runner that left the main thread's signal
+    stack unmapped, and the signal was a silent segfault (exit 139) instead of a clean stop."""
+    import subprocess
+    import sys
+
+    bundle = build_bundle(model="classifier", precision="fp32")
+    result = subprocess.run([sys.executable, "-c", SIGNAL_AFTER_RUNNERS, str(bundle.path)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr[-1500:]}"
+    assert result.stdout.strip().endswith("caught 1")
 
 
 class FakeCore:

@@ -12,6 +12,7 @@ name carries its precision (``openvino`` f32, ``openvino-bf16``, ...), and ``ver
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import dataclass
 
 from cvexport.errors import CvexportError
@@ -45,13 +46,32 @@ TARGETS = {
 INSTALL_HINT = "install it with pip install 'cvexport[openvino]', or use --backend ort"
 
 
+_core = None
+_core_lock = threading.Lock()
+
+
 def openvino_core():
-    """OpenVINO's ``Core``, or a one-line error naming the extra to install."""
-    try:
-        import openvino as ov
-    except ImportError:
-        raise CvexportError(f"OpenVINO is not installed; {INSTALL_HINT}") from None
-    return ov.Core()
+    """The process's one OpenVINO ``Core``, or a one-line error naming the extra to install.
+
+    One for the life of the process, never one per model, because of signals. Each ``Core``
+    loads its own CPU plugin, and the plugin swaps the alternate signal stack of the thread
+    that made it for a stack of its own, which it unmaps when the plugin is destroyed; it puts
+    the old stack back only when destroyed on that thread, in the reverse order of creation.
+    Cores freed in another order or on another thread (a stream's worker, the garbage
+    collector) left the main thread's signal stack pointing at unmapped memory, and the next
+    signal (Ctrl-C, a service manager's SIGTERM) killed the process with a silent segfault
+    instead of a clean stop: OpenVINO 2026.4, two Cores freed first-in-first-out and then a
+    SIGINT, exit 139 (tests/test_openvino.py reproduces it). One Core that is never freed
+    keeps that stack mapped."""
+    global _core
+    with _core_lock:
+        if _core is None:
+            try:
+                import openvino as ov
+            except ImportError:
+                raise CvexportError(f"OpenVINO is not installed; {INSTALL_HINT}") from None
+            _core = ov.Core()
+        return _core
 
 
 def check_target(core, target: OpenVinoTarget) -> None:
