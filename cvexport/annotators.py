@@ -12,6 +12,8 @@ happens, so importing this module costs nothing.
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -51,18 +53,64 @@ class BoxAnnotator:
 
         canvas = Image.fromarray(_scene_array(scene))
         draw = ImageDraw.Draw(canvas)
-        width = max(2, round(min(canvas.size) / 200))  # lines stay visible on large pictures
-        for box, score, class_id in zip(detections.xyxy, detections.scores, detections.class_ids):
-            color = self.palette[int(class_id) % len(self.palette)]
-            x1, y1, x2, y2 = (float(v) for v in box)
+        width = _line_width(*canvas.size)
+        for (x1, y1, x2, y2), color, label in self._boxes(detections):
             draw.rectangle((x1, y1, x2, y2), outline=color, width=width)
-            label = f"{detections.class_names[int(class_id)]} {float(score):.2f}"
-            text_box = draw.textbbox((x1, y1), label)
-            top = max(0, y1 - (text_box[3] - text_box[1]) - 4)  # above the box, inside the picture
-            draw.rectangle((x1, top, x1 + text_box[2] - text_box[0] + 4, top + text_box[3] - text_box[1] + 4),
-                           fill=color)
-            draw.text((x1 + 2, top + 1), label, fill=(255, 255, 255))
+            (lx1, ly1, lx2, ly2), text_at = _label_place(draw, x1, y1, label)
+            draw.rectangle((lx1, ly1, lx2, ly2), fill=color)
+            draw.text(text_at, label, fill=(255, 255, 255))
         return canvas
+
+    def annotate_yuv420(self, planes: np.ndarray, detections: Detections) -> None:
+        """The same picture drawn in place on a decoded ``yuv420p`` frame (planes as
+        :mod:`cvexport.yuv420` describes), for a stream's video: no RGB frame is made."""
+        from PIL import Image, ImageDraw
+
+        from cvexport.yuv420 import fill_rect, paste_rgb, split_planes
+
+        height, width = split_planes(planes)[0].shape
+        line = _line_width(width, height)
+        measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+        measure.font = font = _default_font()  # what a new Draw would load again for each label
+        for box, color, label in self._boxes(detections):
+            # Pillow's outline of width w: the w pixels inside the box's edges, x2 and y2 included,
+            # its coordinates rounded down.
+            x1, y1, x2, y2 = (math.floor(v) for v in box)
+            for rect in ((x1, y1, x2, y1 + line - 1), (x1, y2 - line + 1, x2, y2),
+                         (x1, y1, x1 + line - 1, y2), (x2 - line + 1, y1, x2, y2)):
+                fill_rect(planes, *rect, color)
+            (lx1, ly1, lx2, ly2), (tx, ty) = _label_place(measure, box[0], box[1], label)
+            lx1, ly1, lx2, ly2 = (math.floor(v) for v in (lx1, ly1, lx2, ly2))
+            patch = Image.new("RGB", (lx2 - lx1 + 1, ly2 - ly1 + 1), color)
+            ImageDraw.Draw(patch).text((tx - lx1, ty - ly1), label, fill=(255, 255, 255), font=font)
+            paste_rgb(planes, lx1, ly1, np.asarray(patch))
+
+    def _boxes(self, detections: Detections):
+        """(box, colour, label) of each detection."""
+        for box, score, class_id in zip(detections.xyxy, detections.scores, detections.class_ids):
+            yield (tuple(float(v) for v in box), self.palette[int(class_id) % len(self.palette)],
+                   f"{detections.class_names[int(class_id)]} {float(score):.2f}")
+
+
+@functools.cache
+def _default_font():
+    """Pillow's default font, the one ImageDraw draws labels with, loaded once."""
+    from PIL import ImageFont
+
+    return ImageFont.load_default()
+
+
+def _line_width(width: int, height: int) -> int:
+    return max(2, round(min(width, height) / 200))  # lines stay visible on large pictures
+
+
+def _label_place(draw, x1: float, y1: float, label: str) -> tuple[tuple[float, float, float, float], tuple[float, float]]:
+    """Where a box's label goes: (its background rectangle, where its text starts). Above the
+    box's top-left corner, inside the picture."""
+    text_box = draw.textbbox((x1, y1), label)
+    text_w, text_h = text_box[2] - text_box[0], text_box[3] - text_box[1]
+    top = max(0, y1 - text_h - 4)
+    return (x1, top, x1 + text_w + 4, top + text_h + 4), (x1 + 2, top + 1)
 
 
 class ClassBarAnnotator:

@@ -300,6 +300,16 @@ class Task:
         """The picture of one frame's result that a stream's video shows (``video_suffix``)."""
         return self.pictures[self.video_suffix].annotate(image, prediction)
 
+    def draws_on_yuv420(self) -> bool:
+        """Whether the video's annotator can draw on a decoded yuv420p frame in place
+        (:meth:`video_picture_yuv420`), which spares a stream the frame's RGB round trip."""
+        return hasattr(self.pictures[self.video_suffix], "annotate_yuv420")
+
+    def video_picture_yuv420(self, planes: np.ndarray, prediction: Any) -> None:
+        """:meth:`video_picture` drawn in place on a decoded frame's yuv420p planes
+        (:mod:`cvexport.yuv420`); only where :meth:`draws_on_yuv420`."""
+        self.pictures[self.video_suffix].annotate_yuv420(planes, prediction)
+
 
 _TASKS: dict[str, Task] = {}
 

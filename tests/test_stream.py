@@ -109,6 +109,21 @@ def test_video_file_matches_predictor(model, bundles, videos, tmp_path):
         assert stages["end_to_end"] >= stages["preprocess"] + stages["inference"] - 1e-3
 
 
+@pytest.mark.parametrize("preprocess", ["exact", "ffmpeg"])
+def test_detection_video_is_drawn_on_the_decoded_frames(bundles, videos, tmp_path, monkeypatch, preprocess):
+    """A detector's boxes go onto the decoded yuv420p frames themselves: no RGB picture is made
+    for the video (the RGB round trip cost twice the drawing), and the video still matches the
+    RGB annotator's picture (test_video_file_matches_predictor)."""
+    from cvexport.annotators import BoxAnnotator
+
+    def no_rgb_picture(self, scene, detections):
+        raise AssertionError("the stream drew its video's frame in RGB")
+
+    monkeypatch.setattr(BoxAnnotator, "annotate", no_rgb_picture)
+    assert stream(bundles("ssd").path, videos["vga"], "--out", tmp_path, "--preprocess", preprocess) == 0
+    assert len(decode_video(tmp_path / "vga.mp4")[0]) == VGA_FRAMES
+
+
 def test_stream_finds_the_moving_shapes(bundles, videos, tmp_path):
     """Against the video's ground truth: boxes land on the shapes, in the frame's pixels, frame by
     frame (a frame or a mapping mixed up would lose them). The shipped SSD finds 87 % of them at

@@ -433,8 +433,7 @@ class Pipeline:
                 post_done = time.perf_counter()
                 encode_s = None
                 if src.video is not None:
-                    rgb = item.rgb if item.rgb is not None else raw.video.to_ndarray(format="rgb24")
-                    src.video.write(task.video_picture(rgb, prediction), self._video_seconds(src, raw))
+                    self._write_video(src, raw, item.rgb, prediction)
                     encode_s = time.perf_counter() - post_done
                 done = time.perf_counter()
                 latencies = {
@@ -460,6 +459,21 @@ class Pipeline:
                     src.inbox.close()
         finally:
             self._close_outputs(src)
+
+    def _write_video(self, src: StreamSource, raw, rgb: np.ndarray | None, prediction) -> None:
+        """The frame's picture into the source's video: drawn on the decoded yuv420p frame
+        itself where the task's annotator can (no RGB round trip; see cvexport.yuv420), else
+        on its RGB pixels."""
+        task, seconds = self.predictor.task, self._video_seconds(src, raw)
+        frame = raw.video
+        if (frame is not None and frame.format.name == "yuv420p" and task.draws_on_yuv420()
+                and src.video.takes_yuv420(frame.width, frame.height)):
+            planes = frame.to_ndarray()
+            task.video_picture_yuv420(planes, prediction)
+            src.video.write_yuv420(planes, seconds)
+            return
+        rgb = rgb if rgb is not None else frame.to_ndarray(format="rgb24")
+        src.video.write(task.video_picture(rgb, prediction), seconds)
 
     def _close_outputs(self, src: StreamSource) -> None:
         for writer in (src.video, src.jsonl):

@@ -110,7 +110,25 @@ class VideoWriter:
         image = np.asarray(image)
         if self.container is None:
             self._open(image.shape[1], image.shape[0])
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(self._fit(image)), format="rgb24")
+        self._encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(self._fit(image)), format="rgb24"), seconds)
+
+    def takes_yuv420(self, width: int, height: int) -> bool:
+        """Whether a decoded yuv420p frame of this size can go to :meth:`write_yuv420` as it is:
+        even sides, and the video's own size once it has one."""
+        if width % 2 or height % 2:
+            return False
+        return self.container is None or (width, height) == (self.width, self.height)
+
+    def write_yuv420(self, planes: np.ndarray, seconds: float) -> None:
+        """Add a frame given as yuv420p planes (:mod:`cvexport.yuv420`; :meth:`takes_yuv420`
+        said yes) shown from ``seconds`` on: the encoder takes it without a conversion."""
+        import av
+
+        if self.container is None:
+            self._open(planes.shape[1], planes.shape[0] * 2 // 3)
+        self._encode(av.VideoFrame.from_ndarray(planes, format="yuv420p"), seconds)
+
+    def _encode(self, frame, seconds: float) -> None:
         # Strictly increasing times: a reconnect may restart the source clock.
         pts = max(int(round(seconds / VIDEO_TIME_BASE)), self.last_pts + 1)
         frame.pts, frame.time_base = pts, VIDEO_TIME_BASE
