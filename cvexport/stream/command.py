@@ -50,9 +50,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "bundle's answers, measured once per bundle and CPU), ort, openvino, openvino-bf16, openvino-gpu, "
                    "openvino-npu, torch, or on GPUs ort-cuda, ort-trt, trt")
     p.add_argument("--threads", type=positive_int,
-                   help="CPU threads for inference (default for ort and torch: one fewer than the CPU cores, leaving "
-                        "one to decode, preprocess and encode; ONNX Runtime's own default takes every core and its "
-                        "idle workers spin, which slows the other stages)")
+                   help="CPU threads for inference (default: the backend's own, one per core, for ort and openvino; "
+                        "one fewer than the cores for torch, whose idle threads spin and slow the other stages)")
     p.add_argument("--realtime", action="store_true",
                    help="pace files and image folders at their frame rate and drop frames when behind, as a camera "
                         "(default: every frame of a file is processed, as fast as possible)")
@@ -96,17 +95,22 @@ def run(args) -> int:
     return execute(args)
 
 
-# Backends whose inference threads default to one fewer than the cores (pipeline_threads). OpenVINO
-# keeps its own default, the thread count auto measured it at (re-measuring the stream's split of
-# cores with ORT no longer spinning is issue #25's stream half).
-CPU_BACKENDS = ("ort", "torch")
+# Backends whose inference threads default to one fewer than the cores (pipeline_threads); the
+# others keep their own default, one thread per core. ONNX Runtime was here while its idle
+# workers spun (cvexport.backends.ort.loader); since they sleep, its default is faster in every
+# stream configuration measured: 720p H.264, SSD fp32, 2-core AMD EPYC (AVX-512 VNNI/BF16), idle,
+# one run, 1 vs 2 threads: JSONL 52.1 vs 65.5 fps (exact letterbox), 52.9 vs 77.1 (ffmpeg), with
+# the annotated mp4 48.8 vs 53.5 and 50.8 vs 62.8 (benchmarks/results/stream.md). torch's
+# OpenMP threads still spin.
+CPU_BACKENDS = ("torch",)
 
 
 def pipeline_threads() -> int:
-    """Inference threads when --threads is not given: the cores this process may use, less one.
+    """Inference threads when --threads is not given, for backends whose idle threads spin
+    (CPU_BACKENDS): the cores this process may use, less one.
 
-    Measured on a 2-core AMD EPYC: one SSD fp32 inference costs 10 ms of CPU time with one ONNX
-    Runtime thread and 20 ms with its default two (the second worker spins while it waits),
+    Measured on a 2-core AMD EPYC when ONNX Runtime's workers still spun: one SSD fp32 inference
+    cost 10 ms of CPU time with one thread and 20 ms with two (the second worker spinning),
     for at most ~15 % less wall time when nothing else runs; in a pipeline that CPU is taken
     from decoding, preprocessing and encoding, which need 4-15 ms of it per 720p frame
     (summary.json's ``cpu_ms_per_frame``, benchmarks/stream_benchmark.py).
