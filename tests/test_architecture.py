@@ -94,3 +94,14 @@ def test_the_import_graph_has_no_circle():
 def test_the_circle_check_finds_a_circle():
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert circles({"a": {"b"}, "b": set()}) == []
+
+
+def test_every_package_folder_is_installed():
+    """pyproject lists its packages by name: a folder missing there is left out of a wheel
+    (an editable install, as the tests run, finds it anyway, so nothing else would notice)."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {".".join([prefix, *init.parent.relative_to(folder).parts])
+               for prefix, folder in PACKAGES.items() for init in folder.rglob("__init__.py")}
+    assert folders - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
