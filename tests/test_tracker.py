@@ -120,3 +120,12 @@ def test_bad_settings_are_refused():
         Tracker(lost_seconds=-1)
     with pytest.raises(ValueError):
         Tracker(frame_rate=0)
+
+
+def test_time_going_back_goes_on_tracking():
+    # A looped file: its pts start again at 0. The tracks go on being matched (ByteTrack
+    # itself would skip every frame until the old time came round again).
+    tracker = Tracker()
+    still = [((50, 50), (0, 0), 0, 40)]
+    ids = _ids_per_object(tracker, still, range(20), [t / FPS for t in range(10)] * 2)[0]
+    assert len(ids) == 19 and len(set(ids)) == 1

@@ -72,6 +72,8 @@ class Tracker:
         # round it up to the next 1/30 s, so the exact seconds go in (a plain attribute it reads).
         self._bytetrack.maximum_time_without_update = float(lost_seconds)
         self._frames = 0
+        self._last_time: float | None = None  # the last frame's time (shifted), to see time go back
+        self._time_offset = 0.0
         # Confirmed tracks still alive: id -> [first time, last matched time, frames matched].
         self._active: dict[int, list] = {}
         self._finished: list[tuple[int, float]] = []  # (frames matched, seconds first -> last match)
@@ -81,11 +83,17 @@ class Tracker:
         """``detections`` (all of them, in their order, unchanged) with ``track_ids`` set:
         the confirmed track's id, or ``NO_TRACK`` (-1) for a detection in none.
 
-        ``time_s``: the frame's time in seconds (increasing); None counts one frame at
-        ``frame_rate``. A frame earlier than the last one is not tracked (all ``NO_TRACK``).
+        ``time_s``: the frame's time in seconds; None counts one frame at ``frame_rate``. A time
+        earlier than the last frame's (a looped file) goes on from it, a frame period later.
         """
         import supervision as sv
 
+        if time_s is not None:
+            if self._last_time is not None and time_s + self._time_offset < self._last_time:
+                # Time went back (a looped file's pts start again): shift it on past the last
+                # frame; ByteTrack would skip every frame until the old time came round again.
+                self._time_offset = self._last_time - time_s + 1.0 / self.frame_rate
+            time_s = self._last_time = time_s + self._time_offset
         now = self._frames / self.frame_rate if time_s is None else float(time_s)
         self._frames += 1
         inputs = sv.Detections(xyxy=detections.xyxy.astype(np.float32).reshape(-1, 4),
