@@ -189,6 +189,11 @@ def execute(args, make_predictor: Callable | None = None) -> int:
     bundle = load_bundle(args.bundle)
     if args.track and bundle.task != "detection":
         raise CvexportError(f"--track follows a detector's boxes; this bundle's task is {bundle.task}")
+    if args.track:
+        import importlib.util
+
+        if importlib.util.find_spec("trackers") is None:  # before any work, not a traceback from a thread
+            raise CvexportError("--track needs roboflow's trackers package: pip install 'cvexport[track]'")
 
     reconnect = None if args.reconnect_timeout == float("inf") else args.reconnect_timeout
     read_options = ReadOptions(fps=args.fps, loop=args.loop, open_timeout=args.timeout, read_timeout=args.timeout,
