@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from cvexport.palette import BOX_PALETTE, MASK_PALETTE
+from cvexport.results import NO_TRACK
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -86,10 +87,13 @@ class BoxAnnotator:
             paste_rgb(planes, lx1, ly1, np.asarray(patch))
 
     def _boxes(self, detections: Detections):
-        """(box, colour, label) of each detection."""
-        for box, score, class_id in zip(detections.xyxy, detections.scores, detections.class_ids):
+        """(box, colour, label) of each detection; the label starts with its track id ("#7 ")
+        where a tracker gave one. Both drawing paths take their labels from here."""
+        track_ids = [NO_TRACK] * len(detections) if detections.track_ids is None else detections.track_ids.tolist()
+        for box, score, class_id, track_id in zip(detections.xyxy, detections.scores, detections.class_ids, track_ids):
+            prefix = "" if track_id == NO_TRACK else f"#{track_id} "
             yield (tuple(float(v) for v in box), self.palette[int(class_id) % len(self.palette)],
-                   f"{detections.class_names[int(class_id)]} {float(score):.2f}")
+                   f"{prefix}{detections.class_names[int(class_id)]} {float(score):.2f}")
 
 
 @functools.cache

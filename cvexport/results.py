@@ -31,6 +31,7 @@ BOX_DECIMALS = 2  # 0.01 px: far finer than two backends agree on a box
 SCORE_DECIMALS = 5
 PROBABILITY_DECIMALS = 6  # classification probabilities and segmentation pixel fractions
 TOP_K = 5  # the classes a classification record lists
+NO_TRACK = -1  # the track id of a detection in no confirmed track; records write it as null
 
 
 def rounded(values: Any, decimals: int) -> np.ndarray:
@@ -75,7 +76,9 @@ class Detections(_ArrayFields):
     scores (ndarray[N] float64), class_ids (ndarray[N] int64): per box.
     class_names: what the class ids index (the bundle's).
     track_ids (ndarray[N] int64 or None): the identity of each box across frames, where a tracker
-        gave one; carried through selection, not yet written in records.
+        gave one (``NO_TRACK``: a box in no confirmed track yet); carried through selection.
+        Records then give each detection a "track_id" (null for ``NO_TRACK``); without a
+        tracker they have no such key, as before.
     """
 
     xyxy: np.ndarray
@@ -121,12 +124,17 @@ class Detections(_ArrayFields):
                           self.class_names, self.track_ids)
 
     def to_record(self) -> dict[str, Any]:
-        """{"detections": [{"box": [x1, y1, x2, y2], "class_id", "class_name", "score"}, ...]}."""
-        return {"detections": [
+        """{"detections": [{"box": [x1, y1, x2, y2], "class_id", "class_name", "score"}, ...]},
+        and "track_id" (int, or null: in no confirmed track) in each where ``track_ids`` is set."""
+        entries = [
             {"box": [round(float(v), BOX_DECIMALS) for v in box], "class_id": int(c),
              "class_name": self.class_names[int(c)], "score": round(float(s), SCORE_DECIMALS)}
             for box, s, c in zip(self.xyxy, self.scores, self.class_ids)
-        ]}
+        ]
+        if self.track_ids is not None:
+            for entry, track_id in zip(entries, self.track_ids.tolist()):
+                entry["track_id"] = None if track_id == NO_TRACK else track_id
+        return {"detections": entries}
 
     def exact_array(self) -> None:
         """Nothing beyond the record to store (see ``LabelMap.exact_array``)."""

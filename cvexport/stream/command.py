@@ -61,6 +61,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--stride", type=positive_int, default=1, help="process every N-th frame only (default 1)")
     p.add_argument("--no-video", dest="video", action="store_false",
                    help="write the JSONL and summary only, no annotated mp4 (saves the encoding time)")
+    p.add_argument("--track", action="store_true",
+                   help="detectors: give each box a track id across frames (ByteTrack; 'track_id' in the JSONL, "
+                        "'#ID' in the video, 'tracks' in summary.json)")
+    p.add_argument("--track-lost-seconds", type=_seconds(allow_zero=True), default=1.0,
+                   help="with --track: how long a track lives on unmatched (default 1.0)")
     p.add_argument("--on-source-error", choices=("fail", "skip"), default="fail",
                    help="with several sources, one that cannot be opened or is lost for good: fail (default) stops "
                         "with an error; skip warns and goes on with the others")
@@ -182,6 +187,13 @@ def execute(args, make_predictor: Callable | None = None) -> int:
     inputs = source_inputs(specs)
     check_outputs(out, output_names, inputs, force=args.force)
     bundle = load_bundle(args.bundle)
+    if args.track and bundle.task != "detection":
+        raise CvexportError(f"--track follows a detector's boxes; this bundle's task is {bundle.task}")
+    if args.track:
+        import importlib.util
+
+        if importlib.util.find_spec("trackers") is None:  # before any work, not a traceback from a thread
+            raise CvexportError("--track needs roboflow's trackers package: pip install 'cvexport[track]'")
 
     reconnect = None if args.reconnect_timeout == float("inf") else args.reconnect_timeout
     read_options = ReadOptions(fps=args.fps, loop=args.loop, open_timeout=args.timeout, read_timeout=args.timeout,
@@ -227,7 +239,8 @@ def execute(args, make_predictor: Callable | None = None) -> int:
             remove_outputs(check_outputs(out, output_names, inputs, force=args.force))
             options = PipelineOptions(realtime=args.realtime, frames=args.frames, duration=args.duration,
                                       stride=args.stride, video=args.video, preprocess=args.preprocess,
-                                      on_source_error=policy)
+                                      on_source_error=policy,
+                                      track_lost_seconds=args.track_lost_seconds if args.track else None)
             pipeline = Pipeline(predictor, sources, out, options, view.log)
             order = [position for position, _ in kept]
             return _run_pipeline(pipeline, view, args, predictor, out, write_text_atomic, order, skipped)
@@ -260,7 +273,8 @@ def _summary_head(args, predictor) -> dict:
         "precision": bundle.precision, "backend": args.backend,
         "backend_choice": getattr(args, "backend_choice", None), "threads": args.threads,
         "max_batch": bundle.max_batch, "preprocess": args.preprocess, "realtime": args.realtime,
-        "stride": args.stride, "cpu": describe_cpu(),
+        "stride": args.stride, "track": args.track,
+        "track_lost_seconds": args.track_lost_seconds if args.track else None, "cpu": describe_cpu(),
     }
 
 

@@ -19,9 +19,11 @@ Threads, per source unless said otherwise::
   batch, without waiting for more (waiting would add latency; on CPU a bigger batch buys
   little), runs the network once (``predictor.infer_batch``) and hands each frame its own outputs
   (``predictor.split``) on to its sink.
-* **sink** maps results back to the frame's pixels (``predictor.finish_one``), draws and encodes
-  the annotated frame, and writes the JSONL line last: a frame's end-to-end latency runs from
-  the moment it left the decoder to that line.
+* **sink** maps results back to the frame's pixels (``predictor.finish_one``), gives the boxes
+  their track ids with ``--track`` (the source's own :class:`cvexport.tracking.Tracker`, fed here
+  in frame order with the frame's pts, so frames dropped or skipped are gaps in time), draws
+  and encodes the annotated frame, and writes the JSONL line last: a frame's end-to-end latency
+  runs from the moment it left the decoder to that line.
 
 Every queue is bounded, so a slow stage pushes back up to the inbox, where a live source drops
 and a file waits. A stop (end of every source, ``--frames``, ``--duration``, a signal) closes
@@ -76,6 +78,7 @@ class PipelineOptions:
     video: bool = True  # write the annotated mp4
     preprocess: str = "exact"  # the preparer (cvexport.runtime.preparers): "exact" on the RGB frame, or "ffmpeg"
     on_source_error: str = "fail"  # a source lost mid-run: "fail" stops the run, "skip" goes on without it
+    track_lost_seconds: float | None = None  # --track: each source's Tracker keeps a lost track this long; None: off
 
 
 @dataclass
@@ -159,6 +162,7 @@ class StreamSource:
     prepare_s: float = 0.0  # running mean of this source's preprocessing time
     preparing_since: float = 0.0  # perf_counter when the frame being prepared was taken; 0: none
     threads: list = field(default_factory=list)
+    tracker: Any = None  # --track: this source's cvexport.tracking.Tracker, fed by its sink thread only
 
 
 class Pipeline:
@@ -410,6 +414,11 @@ class Pipeline:
             src.first_pts = raw.pts
         return raw.pts - src.first_pts
 
+    def _track_seconds(self, raw) -> float:
+        """The frame's time for its tracker: its pts where the source has them (a frame dropped
+        or skipped by --stride is then a gap the tracker sees), else when it was decoded."""
+        return raw.pts if raw.pts is not None else raw.decoded_at - self.started_at
+
     def _sink(self, src: StreamSource) -> None:
         task, stats, limit = self.predictor.task, src.stats, self.options.frames
         try:
@@ -429,6 +438,8 @@ class Pipeline:
                 raw = item.raw
                 start = time.perf_counter()
                 prediction = self.predictor.finish_one(outputs, item.prepared)
+                if src.tracker is not None:
+                    prediction = src.tracker.track(prediction, self._track_seconds(raw))
                 record = task.record(prediction)
                 post_done = time.perf_counter()
                 encode_s = None
@@ -476,6 +487,8 @@ class Pipeline:
         src.video.write(task.video_picture(rgb, prediction), seconds)
 
     def _close_outputs(self, src: StreamSource) -> None:
+        if src.tracker is not None:
+            src.tracker.close()  # the tracks still alive end with the source: their lengths count
         for writer in (src.video, src.jsonl):
             if writer is not None:
                 try:
@@ -492,6 +505,12 @@ class Pipeline:
             src.jsonl = JsonlWriter(self.out / f"{src.spec.name}.jsonl")
             if self.options.video:
                 src.video = VideoWriter(self.out / f"{src.spec.name}.mp4", src.reader.fps)
+        if self.options.track_lost_seconds is not None:
+            from cvexport.tracking import Tracker  # optional dependency, only with --track
+
+            for src in self.sources:
+                src.tracker = Tracker(lost_seconds=self.options.track_lost_seconds,
+                                      frame_rate=src.reader.fps or 30.0)
         self.process_cpu_start = time.process_time()
         self.inference_thread = threading.Thread(target=self._guard("inference", self._infer), name="stream-inference",
                                                  daemon=True)
@@ -591,6 +610,8 @@ class Pipeline:
             "fps_in": None if not span else round(s.decoded / span, 2),
             "fps_out": None if not span else round(s.processed / span, 2),
             "latency_ms": {stage: s.latency[stage].summary_ms() for stage in STAGES},
+            **({} if self.options.track_lost_seconds is None else
+               {"tracks": None if planned or src.tracker is None else src.tracker.stats()}),
         }
 
     def planned_entries(self) -> list[dict]:
