@@ -96,7 +96,7 @@ def drop_frames(sequence: list[SequenceFrame], fraction: float, seed: int = 0) -
     the full sequence's frames themselves: dropping changes what the tracker sees, nothing else."""
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"the fraction of frames to drop must be in [0, 1), not {fraction}")
-    drop_count = round(fraction * (len(sequence) - 1))
+    drop_count = min(round(fraction * len(sequence)), len(sequence) - 1)
     rng = np.random.default_rng([seed, len(sequence), 7919])  # its own stream: the detections stay as they were
     dropped = set(rng.choice(np.arange(1, len(sequence)), size=drop_count, replace=False).tolist())
     return [frame for frame in sequence if frame.index not in dropped]
