@@ -23,7 +23,9 @@ import numpy as np
 from cvexport.results import Detections
 from cvexport.tracking.sequences import SequenceFrame
 
-MATCH_IOU = 0.5  # CLEAR and Identity count a match from this IoU (the MOT benchmarks' threshold); HOTA averages 0.05-0.95
+# CLEAR and Identity count a match from this IoU (the MOT benchmarks' threshold); HOTA averages
+# over 0.05-0.95 itself.
+MATCH_IOU = 0.5
 
 
 def track_sequence(tracker: Any, frames: Sequence[SequenceFrame]) -> list[Detections]:

@@ -69,7 +69,8 @@ class _Path:
 
 def make_sequence(objects: int = 4, frames: int = 90, *, width: int = 1280, height: int = 720, seed: int = 0,
                   jitter_px: float = 3.0, score_noise: float = 0.08, miss_rate: float = 0.03,
-                  false_positives: float = 0.1, drop: float = 0.0) -> list[SequenceFrame]:
+                  false_positives: float = 0.1, drop: float = 0.0,
+                  size_range: tuple[float, float] = SIZE_RANGE) -> list[SequenceFrame]:
     """``frames`` frames at 30 fps of ``objects`` objects moving through a ``width`` x ``height`` frame.
 
     The first two objects always cross head-on in the middle of the frame halfway through, the
@@ -79,13 +80,16 @@ def make_sequence(objects: int = 4, frames: int = 90, *, width: int = 1280, heig
     coordinate moved by Gaussian ``jitter_px``; scores around 0.85 (lower when partly covered)
     plus Gaussian ``score_noise``; each object missed with ``miss_rate``; on average
     ``false_positives`` spurious boxes a frame, at scores 0.2-0.7. ``drop``: see ``drop_frames``.
+    ``size_range``: sqrt(w * h) of the objects as fractions of the long side (smaller ones for
+    crowds: a hundred objects of the default size would hide each other most of the time).
     """
     if objects < 1 or frames < 1:
         raise ValueError(f"a sequence needs objects and frames, not objects={objects}, frames={frames}")
     rng = np.random.default_rng([seed, objects, frames, width, height])
-    paths = _scripted_paths(rng, objects, frames, width, height)
-    paths += [_random_path(rng, frames, width, height) for _ in range(objects - len(paths))]
-    sequence = [_frame(rng, paths, index, width, height, jitter_px, score_noise, miss_rate, false_positives)
+    paths = _scripted_paths(rng, objects, frames, width, height, size_range)
+    paths += [_random_path(rng, frames, width, height, size_range) for _ in range(objects - len(paths))]
+    sequence = [_frame(rng, paths, index, width, height, jitter_px, score_noise, miss_rate, false_positives,
+                       size_range)
                 for index in range(frames)]
     return drop_frames(sequence, drop, seed) if drop else sequence
 
@@ -102,8 +106,8 @@ def drop_frames(sequence: list[SequenceFrame], fraction: float, seed: int = 0) -
     return [frame for frame in sequence if frame.index not in dropped]
 
 
-def _size(rng: np.random.Generator, long_side: int) -> tuple[float, float]:
-    side = rng.uniform(*SIZE_RANGE) * long_side
+def _size(rng: np.random.Generator, long_side: int, size_range: tuple[float, float]) -> tuple[float, float]:
+    side = rng.uniform(*size_range) * long_side
     aspect = rng.uniform(*ASPECT_RANGE)
     return float(side / np.sqrt(aspect)), float(side * np.sqrt(aspect))
 
@@ -112,13 +116,14 @@ def _speed(rng: np.random.Generator, width: int) -> float:
     return width / rng.uniform(*CROSSING_SECONDS)  # pixels per second
 
 
-def _scripted_paths(rng: np.random.Generator, objects: int, frames: int, width: int, height: int) -> list[_Path]:
+def _scripted_paths(rng: np.random.Generator, objects: int, frames: int, width: int, height: int,
+                    size_range: tuple[float, float]) -> list[_Path]:
     """The situations every sequence has (as many as ``objects`` allows): a head-on crossing with
     an occlusion, an object entering, an object leaving."""
     duration = frames / FPS
     long_side = max(width, height)
     paths = []
-    w, h = _size(rng, long_side)
+    w, h = _size(rng, long_side, size_range)
     # The slowest walker and a wide one in front coming towards it at half its speed: the one
     # behind is covered for about half a second (0.4-0.6 s at any size), long enough to need the
     # tracker's memory, short enough for ``lost_seconds`` of 1 s.
@@ -130,13 +135,13 @@ def _scripted_paths(rng: np.random.Generator, objects: int, frames: int, width: 
         start = centre + np.array([0.0, offset]) - velocity * middle  # both at the centre at ``middle``
         paths.append(_Path(start, velocity, np.zeros(2), wide * w, h, depth))
     if objects >= 3:  # enters from the left a third of the way in
-        w, h = _size(rng, long_side)
+        w, h = _size(rng, long_side, size_range)
         velocity = np.array([_speed(rng, width), rng.uniform(-0.05, 0.05) * height])
         t_enter = duration / 3
         start = np.array([-w / 2, rng.uniform(0.25, 0.75) * height]) - velocity * t_enter
         paths.append(_Path(start, velocity, np.zeros(2), w, h, float(rng.uniform(0, 2))))
     if objects >= 4:  # leaves on the right about two thirds of the way in
-        w, h = _size(rng, long_side)
+        w, h = _size(rng, long_side, size_range)
         velocity = np.array([_speed(rng, width), rng.uniform(-0.05, 0.05) * height])
         t_leave = 2 * duration / 3
         start = np.array([width + w / 2, rng.uniform(0.25, 0.75) * height]) - velocity * t_leave
@@ -144,11 +149,12 @@ def _scripted_paths(rng: np.random.Generator, objects: int, frames: int, width: 
     return paths[:objects]
 
 
-def _random_path(rng: np.random.Generator, frames: int, width: int, height: int) -> _Path:
+def _random_path(rng: np.random.Generator, frames: int, width: int, height: int,
+                 size_range: tuple[float, float]) -> _Path:
     """A path through a random point of the frame at a random time of the sequence, in a random
     direction, bending a little (constant acceleration): a Kalman filter's straight line is not
     exactly right."""
-    w, h = _size(rng, max(width, height))
+    w, h = _size(rng, max(width, height), size_range)
     angle = rng.uniform(0, 2 * np.pi)
     velocity = _speed(rng, width) * np.array([np.cos(angle), 0.5 * np.sin(angle)])  # mostly sideways, as on a street
     accel = rng.normal(0, 0.1, size=2) * np.linalg.norm(velocity)  # per second: a few degrees of turn a second
@@ -159,7 +165,8 @@ def _random_path(rng: np.random.Generator, frames: int, width: int, height: int)
 
 
 def _frame(rng: np.random.Generator, paths: list[_Path], index: int, width: int, height: int, jitter_px: float,
-           score_noise: float, miss_rate: float, false_positives: float) -> SequenceFrame:
+           score_noise: float, miss_rate: float, false_positives: float,
+           size_range: tuple[float, float]) -> SequenceFrame:
     t = index / FPS
     boxes = np.stack([p.box(t) for p in paths])
     clipped = _clip(boxes, width, height)
@@ -190,7 +197,7 @@ def _frame(rng: np.random.Generator, paths: list[_Path], index: int, width: int,
     spurious = rng.poisson(false_positives)
     if spurious:
         long_side = max(width, height)
-        sides = rng.uniform(*SIZE_RANGE, size=spurious) * long_side
+        sides = rng.uniform(*size_range, size=spurious) * long_side
         shape = sides[:, None] * np.array([0.6, 1.4])
         corners = rng.uniform(0, 1, size=(spurious, 2)) * np.clip([width, height] - shape, 1, None)
         fp_boxes = _clip(np.column_stack([corners, corners + shape]), width, height)
