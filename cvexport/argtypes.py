@@ -16,6 +16,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def pixels(text: str) -> float:
+    """A distance in pixels, 0 or more, or argparse's one-line usage error."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of pixels") from None
+    if not value >= 0 or value == float("inf"):  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number of pixels, 0 or more")
+    return value
+
+
 def frame_size(text: str) -> tuple[int, int]:
     """``WIDTHxHEIGHT`` (e.g. 1280x720) -> (width, height), or argparse's one-line usage error."""
     parts = text.lower().split("x")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from cvexport.argtypes import positive_int
+from cvexport.argtypes import pixels, positive_int
 from cvexport.errors import CvexportError, stderr_warning
 from cvexport.signals import SIGNAL_EXIT, install_stop_signals, restore_signals
 from cvexport.stream.outputs import SUMMARY, SUMMARY_FORMAT
@@ -66,6 +66,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "'#ID' in the video, 'tracks' in summary.json)")
     p.add_argument("--track-lost-seconds", type=_seconds(allow_zero=True), default=1.0,
                    help="with --track: how long a track lives on unmatched (default 1.0)")
+    p.add_argument("--line", action="append", default=[], metavar="X1,Y1,X2,Y2",
+                   help="count tracked boxes crossing this line, in / out per class (implies --track; repeat for "
+                        "more lines; pixels, or fractions of the frame when every number is at most 1; 'in' is the "
+                        "left-hand side walking from the first point to the second)")
+    p.add_argument("--zone", action="append", default=[], metavar="X1,Y1,X2,Y2,X3,Y3,...",
+                   help="count tracked boxes inside this polygon and entering it, per class (implies --track; "
+                        "repeat for more zones; pixels or fractions as --line)")
+    p.add_argument("--count-frames", type=positive_int, default=2,
+                   help="with --line / --zone: frames a box must be seen on the new side before it counts (default 2)")
+    p.add_argument("--count-margin", type=pixels, default=2.0, metavar="PIXELS",
+                   help="with --line / --zone: pixels either side of a line or edge where a box is on neither side, "
+                        "so a box jittering on it counts once (default 2)")
     p.add_argument("--on-source-error", choices=("fail", "skip"), default="fail",
                    help="with several sources, one that cannot be opened or is lost for good: fail (default) stops "
                         "with an error; skip warns and goes on with the others")
@@ -173,6 +185,7 @@ def execute(args, make_predictor: Callable | None = None) -> int:
         raise CvexportError(f"--out {out} is a file; pass a directory")
     if args.camera_size and not _is_size(args.camera_size):
         raise CvexportError(f"--camera-size {args.camera_size!r} is not WIDTHxHEIGHT, e.g. 1280x720")
+    counting = _counting_options(args)  # a mistyped shape is one line before any source is opened
     policy = args.on_source_error
     # (argument position, summary entry) of each source left out by --on-source-error skip.
     skipped: list[tuple[int, dict]] = []
@@ -186,6 +199,7 @@ def execute(args, make_predictor: Callable | None = None) -> int:
                                 for suffix in ((".jsonl", ".mp4") if args.video else (".jsonl",))]
     inputs = source_inputs(specs)
     check_outputs(out, output_names, inputs, force=args.force)
+    args.track = args.track or bool(counting)  # counting follows track ids
     bundle = load_bundle(args.bundle)
     if args.track and bundle.task != "detection":
         raise CvexportError(f"--track follows a detector's boxes; this bundle's task is {bundle.task}")
@@ -240,7 +254,8 @@ def execute(args, make_predictor: Callable | None = None) -> int:
             options = PipelineOptions(realtime=args.realtime, frames=args.frames, duration=args.duration,
                                       stride=args.stride, video=args.video, preprocess=args.preprocess,
                                       on_source_error=policy,
-                                      track_lost_seconds=args.track_lost_seconds if args.track else None)
+                                      track_lost_seconds=args.track_lost_seconds if args.track else None,
+                                      counting=counting)
             pipeline = Pipeline(predictor, sources, out, options, view.log)
             order = [position for position, _ in kept]
             return _run_pipeline(pipeline, view, args, predictor, out, write_text_atomic, order, skipped)
@@ -260,6 +275,16 @@ def _is_size(text: str) -> bool:
     return len(parts) == 2 and all(p.isdigit() and int(p) > 0 for p in parts)
 
 
+def _counting_options(args):
+    """--line / --zone parsed (one line naming the option for text that is not a shape)."""
+    from cvexport.counting import parse_line, parse_zone
+    from cvexport.stream.source_counts import CountingOptions
+
+    return CountingOptions(lines=tuple(parse_line(text) for text in args.line),
+                           zones=tuple(parse_zone(text) for text in args.zone),
+                           min_frames=args.count_frames, margin=args.count_margin)
+
+
 def _summary_head(args, predictor) -> dict:
     from cvexport.cpu import describe_cpu
 
@@ -274,7 +299,9 @@ def _summary_head(args, predictor) -> dict:
         "backend_choice": getattr(args, "backend_choice", None), "threads": args.threads,
         "max_batch": bundle.max_batch, "preprocess": args.preprocess, "realtime": args.realtime,
         "stride": args.stride, "track": args.track,
-        "track_lost_seconds": args.track_lost_seconds if args.track else None, "cpu": describe_cpu(),
+        "track_lost_seconds": args.track_lost_seconds if args.track else None,
+        "lines": list(args.line), "zones": list(args.zone),
+        "count_frames": args.count_frames, "count_margin": args.count_margin, "cpu": describe_cpu(),
     }
 
 

@@ -79,6 +79,7 @@ class PipelineOptions:
     preprocess: str = "exact"  # the preparer (cvexport.runtime.preparers): "exact" on the RGB frame, or "ffmpeg"
     on_source_error: str = "fail"  # a source lost mid-run: "fail" stops the run, "skip" goes on without it
     track_lost_seconds: float | None = None  # --track: each source's Tracker keeps a lost track this long; None: off
+    counting: Any = None  # --line / --zone: a cvexport.stream.source_counts.CountingOptions; None or empty: off
 
 
 @dataclass
@@ -163,6 +164,7 @@ class StreamSource:
     preparing_since: float = 0.0  # perf_counter when the frame being prepared was taken; 0: none
     threads: list = field(default_factory=list)
     tracker: Any = None  # --track: this source's cvexport.tracking.Tracker, fed by its sink thread only
+    counting: Any = None  # --line / --zone: this source's SourceCounts, fed by its sink thread only
 
 
 class Pipeline:
@@ -438,8 +440,12 @@ class Pipeline:
                 raw = item.raw
                 start = time.perf_counter()
                 prediction = self.predictor.finish_one(outputs, item.prepared)
+                events = []
                 if src.tracker is not None:
-                    prediction = src.tracker.track(prediction, self._track_seconds(raw))
+                    seconds = self._track_seconds(raw)
+                    prediction = src.tracker.track(prediction, seconds)
+                    if src.counting is not None:
+                        events = src.counting.update(prediction, raw.width, raw.height, seconds)
                 record = task.record(prediction)
                 post_done = time.perf_counter()
                 encode_s = None
@@ -464,6 +470,8 @@ class Pipeline:
                 line["latency_ms"] = {k: None if v is None else round(v * 1e3, 3) for k, v in latencies.items()}
                 line.update(record)
                 src.jsonl.write(line)
+                for event in events:  # after the frame they happened in, each a line of its own
+                    src.jsonl.write({"frame": raw.index, **event, "time": round(event["time"], 6)})
                 stats.add_frame(latencies, done)
                 if limit and stats.processed >= limit:
                     src.stop.set()  # a live source: its decoder ends, what is in flight is not written
@@ -477,14 +485,17 @@ class Pipeline:
         on its RGB pixels."""
         task, seconds = self.predictor.task, self._video_seconds(src, raw)
         frame = raw.video
-        if (frame is not None and frame.format.name == "yuv420p" and task.draws_on_yuv420()
+        if (frame is not None and frame.format.name == "yuv420p" and task.draws_on_yuv420() and src.counting is None
                 and src.video.takes_yuv420(frame.width, frame.height)):
             planes = frame.to_ndarray()
             task.video_picture_yuv420(planes, prediction)
             src.video.write_yuv420(planes, seconds)
             return
         rgb = rgb if rgb is not None else frame.to_ndarray(format="rgb24")
-        src.video.write(task.video_picture(rgb, prediction), seconds)
+        picture = task.video_picture(rgb, prediction)
+        if src.counting is not None:  # lines, zones and their counts over the boxes (drawn in RGB)
+            src.counting.draw(picture)
+        src.video.write(picture, seconds)
 
     def _close_outputs(self, src: StreamSource) -> None:
         if src.tracker is not None:
@@ -511,6 +522,10 @@ class Pipeline:
             for src in self.sources:
                 src.tracker = Tracker(lost_seconds=self.options.track_lost_seconds,
                                       frame_rate=src.reader.fps or 30.0)
+                if self.options.counting:
+                    from cvexport.stream.source_counts import SourceCounts
+
+                    src.counting = SourceCounts(self.options.counting)
         self.process_cpu_start = time.process_time()
         self.inference_thread = threading.Thread(target=self._guard("inference", self._infer), name="stream-inference",
                                                  daemon=True)
@@ -612,6 +627,8 @@ class Pipeline:
             "latency_ms": {stage: s.latency[stage].summary_ms() for stage in STAGES},
             **({} if self.options.track_lost_seconds is None else
                {"tracks": None if planned or src.tracker is None else src.tracker.stats()}),
+            **({} if not self.options.counting else
+               {"counts": None if planned or src.counting is None else src.counting.summary()}),
         }
 
     def planned_entries(self) -> list[dict]:
