@@ -52,7 +52,7 @@ WIDTH, HEIGHT, FPS = 1280, 720, 30
 
 
 def _stream(bundle: Path, sources: list[Path], out: Path, threads: int | None, video: bool, preprocess: str,
-            frames: int | None = None, backend: str = "ort") -> dict:
+            frames: int | None = None, backend: str = "ort", extra: list[str] = ()) -> dict:
     """One ``cvexport stream`` run in this process (``frames``: per source); its summary.json."""
     import argparse as ap
 
@@ -64,7 +64,8 @@ def _stream(bundle: Path, sources: list[Path], out: Path, threads: int | None, v
     # backend's (auto could pick another backend on another CPU).
     argv = ["stream", str(bundle), *map(str, sources), "--out", str(out), "--status", "none",
             "--preprocess", preprocess, "--backend", backend]
-    argv += ["--threads", str(threads)]
+    argv += ["--threads", str(threads)] if threads else []
+    argv += list(extra)
     if not video:
         argv.append("--no-video")
     if frames:
