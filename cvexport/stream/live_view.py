@@ -42,7 +42,7 @@ MAX_VIEW_FPS = 30.0  # pictures per second sent to a viewer when the source's ra
 VIEWER_TIMEOUT_S = 10.0  # a viewer that takes no data this long is dropped
 WAIT_S = 0.25  # viewer threads look at the stop flag this often while they wait for a picture
 BOUNDARY = "cvexportframe"
-_VIDEO_PATH = re.compile(r"^/video/(\d{1,6})\.mjpg$")
+_VIDEO_PATH = re.compile(r"^/video/(0|[1-9][0-9]{0,5})\.mjpg$")  # one spelling per source
 
 
 def parse_serve(text: str) -> tuple[str, int]:
