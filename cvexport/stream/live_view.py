@@ -262,15 +262,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             elif path == "/status.json":
                 self._send(200, "application/json", json.dumps(self.view.status()).encode("utf-8"))
             elif path == "/metrics":
-                from prometheus_client import CONTENT_TYPE_LATEST
-
-                self._send(200, CONTENT_TYPE_LATEST, self.view.metrics())
+                self._metrics()
             elif (match := _VIDEO_PATH.match(path)) and int(match.group(1)) < len(self.view.slots):
                 self._stream(self.view.slots[int(match.group(1))])
             else:
                 self._send(404, "text/plain; charset=utf-8", b"not found\n")
         except (ConnectionError, TimeoutError):
             self.close_connection = True  # the viewer left
+
+    def _metrics(self) -> None:
+        try:
+            from prometheus_client import CONTENT_TYPE_LATEST
+        except ImportError:  # an optional dependency: the rest of the live view works without it
+            self._send(503, "text/plain; charset=utf-8", b"/metrics needs prometheus_client: "
+                       b"pip install prometheus_client\n")
+            return
+        self._send(200, CONTENT_TYPE_LATEST, self.view.metrics())
 
     def _send(self, code: int, content_type: str, body: bytes) -> None:
         self.send_response(code)
