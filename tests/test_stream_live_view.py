@@ -12,6 +12,7 @@ import http.client
 import io
 import json
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -294,8 +295,6 @@ def test_browser_shows_moving_video_and_the_status_figures(served, tmp_path):
     before = served.status()[0]
     dom = chromium("--dump-dom").stdout.decode()
     after = served.status()[0]
-    import re
-
     cells = dict(re.findall(r'<td data-field="(\w+)"[^>]*>([^<]*)</td>', dom))
     assert re.search(r'<h2 data-field="name">clip</h2>', dom)
     assert cells["state"] == "running"

@@ -222,6 +222,7 @@ def execute(args, make_predictor: Callable | None = None) -> int:
             from cvexport.stream.live_view import LiveView
 
             live_view = LiveView.bind(*args.serve)  # a port in use: an error before any source opens
+
         def open_one(item):
             position, spec = item
             events = SourceEvents(log=view.log)
