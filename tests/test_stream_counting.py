@@ -124,3 +124,21 @@ def test_counting_needs_a_detector(build_bundle, tmp_path):
     bundle = build_bundle(model="classifier", precision="fp32")
     with pytest.raises(CvexportError, match="--track follows a detector's boxes"):
         stream(bundle.path, tmp_path / "clip.mp4", "--out", tmp_path / "o", "--line", LINE)
+
+
+def test_the_live_view_shows_the_running_counts():
+    """A source's SourceCounts is what the live view's status and /metrics read."""
+    from cvexport.counting import parse_line, parse_zone
+    from cvexport.stream.live_view import _numbers
+    from cvexport.stream.source_counts import CountingOptions, SourceCounts
+
+    counts = SourceCounts(CountingOptions(lines=(parse_line("0,0.5,1,0.5"),), zones=(parse_zone(ZONE),), margin=0))
+    names = ("ellipse", "rectangle")
+    for index, y in enumerate((150, 150, 100, 100, 100)):  # a box moving up across the middle
+        counts.update(Detections(xyxy=[[40, y - 20, 60, y]], scores=[0.9], class_ids=[1], class_names=names,
+                                 track_ids=[5]), WIDTH, HEIGHT, index / 30)
+    status = counts.status()
+    assert status == {"line 0": {"in": {"rectangle": 1}, "out": {}},
+                      "zone 0": {"inside": {"rectangle": 1}, "entered": {"rectangle": 1}}}
+    assert dict(_numbers(status)) == {"line 0.in.rectangle": 1.0, "zone 0.inside.rectangle": 1.0,
+                                      "zone 0.entered.rectangle": 1.0}

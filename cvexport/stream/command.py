@@ -104,6 +104,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="auto (default): a live table on a terminal, a line per source every --status-interval "
                         "seconds otherwise")
     p.add_argument("--status-interval", type=_seconds(), default=5.0, help="seconds between plain status lines")
+    from cvexport.stream.live_view import parse_serve
+
+    p.add_argument("--serve", type=parse_serve, metavar="[HOST:]PORT",
+                   help="serve a live view while it runs: a page with each source's annotated video and figures, "
+                        "/status.json, Prometheus /metrics, /video/N.mjpg (host 127.0.0.1 unless given; port 0: any)")
     p.set_defaults(func=run)
     return p
 
@@ -225,7 +230,13 @@ def execute(args, make_predictor: Callable | None = None) -> int:
     predictor = make_predictor(bundle, args.backend, args.threads)
     view = StatusView(args.status, interval=args.status_interval)
     opened: list = []
+    live_view = None
     try:
+        if getattr(args, "serve", None):
+            from cvexport.stream.live_view import LiveView
+
+            live_view = LiveView.bind(*args.serve)  # a port in use: an error before any source opens
+
         def open_one(item):
             position, spec = item
             events = SourceEvents(log=view.log)
@@ -257,6 +268,10 @@ def execute(args, make_predictor: Callable | None = None) -> int:
                                       track_lost_seconds=args.track_lost_seconds if args.track else None,
                                       counting=counting)
             pipeline = Pipeline(predictor, sources, out, options, view.log)
+            if live_view is not None:
+                live_view.start(sources)
+                pipeline.live_view = live_view
+                view.log(f"live view: {live_view.url}")
             order = [position for position, _ in kept]
             return _run_pipeline(pipeline, view, args, predictor, out, write_text_atomic, order, skipped)
         finally:
@@ -264,6 +279,8 @@ def execute(args, make_predictor: Callable | None = None) -> int:
                 if not src.threads:  # never started; a started decoder closes its own reader
                     src.reader.close()
     finally:
+        if live_view is not None:
+            live_view.close()  # the stream has ended: so has its live view
         view.close()
         close = getattr(predictor, "__exit__", None)
         if close is not None:

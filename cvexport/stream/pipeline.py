@@ -192,6 +192,7 @@ class Pipeline:
         self.inference_ends = 0.0  # when the running inference should end (perf_counter); 0: idle
         self.started_at = 0.0
         self.preparer = PREPARERS[options.preprocess]
+        self.live_view = None  # --serve: a cvexport.stream.live_view.LiveView, handed the annotated pictures
         self.max_batch = max(1, int(predictor.bundle.max_batch))
         for src in sources:
             newest_wins = src.live or options.realtime
@@ -449,9 +450,12 @@ class Pipeline:
                 record = task.record(prediction)
                 post_done = time.perf_counter()
                 encode_s = None
+                picture = None
                 if src.video is not None:
-                    self._write_video(src, raw, item.rgb, prediction)
+                    picture = self._write_video(src, raw, item.rgb, prediction)
                     encode_s = time.perf_counter() - post_done
+                if self.live_view is not None and self.live_view.watched(src):  # drawn for a viewer only
+                    self.live_view.offer(src, *(picture or self._draw(src, raw, item.rgb, prediction)))
                 done = time.perf_counter()
                 latencies = {
                     "decode": raw.decode_s,
@@ -479,23 +483,34 @@ class Pipeline:
         finally:
             self._close_outputs(src)
 
-    def _write_video(self, src: StreamSource, raw, rgb: np.ndarray | None, prediction) -> None:
+    def _write_video(self, src: StreamSource, raw, rgb: np.ndarray | None, prediction) -> tuple[Any, str]:
         """The frame's picture into the source's video: drawn on the decoded yuv420p frame
         itself where the task's annotator can (no RGB round trip; see cvexport.yuv420), else
-        on its RGB pixels."""
-        task, seconds = self.predictor.task, self._video_seconds(src, raw)
-        frame = raw.video
+        on its RGB pixels. Returns (picture, "yuv420p" or "rgb24") as :meth:`_draw` does."""
+        seconds = self._video_seconds(src, raw)
+        picture, fmt = self._draw(src, raw, rgb, prediction)
+        if fmt == "yuv420p":
+            src.video.write_yuv420(picture, seconds)
+        else:
+            src.video.write(picture, seconds)
+        return picture, fmt
+
+    def _draw(self, src: StreamSource, raw, rgb: np.ndarray | None, prediction) -> tuple[Any, str]:
+        """The frame's annotated picture: (yuv420p planes, "yuv420p") drawn on the decoded frame
+        where the annotator and the video (if any) take it, else (RGB picture, "rgb24"), with
+        the source's lines and zones drawn over it (in RGB)."""
+        task, frame = self.predictor.task, raw.video
         if (frame is not None and frame.format.name == "yuv420p" and task.draws_on_yuv420() and src.counting is None
-                and src.video.takes_yuv420(frame.width, frame.height)):
+                and (src.video.takes_yuv420(frame.width, frame.height) if src.video is not None
+                     else frame.width % 2 == 0 and frame.height % 2 == 0)):
             planes = frame.to_ndarray()
             task.video_picture_yuv420(planes, prediction)
-            src.video.write_yuv420(planes, seconds)
-            return
+            return planes, "yuv420p"
         rgb = rgb if rgb is not None else frame.to_ndarray(format="rgb24")
         picture = task.video_picture(rgb, prediction)
-        if src.counting is not None:  # lines, zones and their counts over the boxes (drawn in RGB)
+        if src.counting is not None:  # lines, zones and their counts over the boxes
             src.counting.draw(picture)
-        src.video.write(picture, seconds)
+        return picture, "rgb24"
 
     def _close_outputs(self, src: StreamSource) -> None:
         if src.tracker is not None:

@@ -65,6 +65,12 @@ class SourceCounts:
             "zones": [{"zone": c.index, "points": c.polygon.reshape(-1).tolist(), **c.totals()} for c in self.zones],
         }
 
+    def status(self) -> dict[str, dict[str, dict[str, int]]]:
+        """The running totals as the live view shows them (and /metrics flattens them):
+        {"line 0": {"in": {class: n}, "out": {...}}, "zone 0": {"inside": {...}, "entered": {...}}}."""
+        return {**{f"line {c.index}": c.totals() for c in self.lines},
+                **{f"zone {c.index}": {"inside": c.occupancy(), "entered": c.entries()} for c in self.zones}}
+
     def draw(self, picture) -> None:
         """Each line and zone, with its running counts, onto PIL image ``picture`` (in place)."""
         from PIL import ImageDraw

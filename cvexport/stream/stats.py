@@ -95,6 +95,10 @@ class SourceStats:
         """(frames decoded per second, frames processed per second) over about the last ``window`` s."""
         now = time.perf_counter() if now is None else now
         with self.lock:
+            if not self.rate_marks and self.first_decoded_at is not None:
+                # The first reading (e.g. a live view's first poll): the rates since the start,
+                # not over the few milliseconds until the next reading.
+                self.rate_marks.append((self.first_decoded_at, 0, 0))
             self.rate_marks.append((now, self.decoded, self.processed))
             while len(self.rate_marks) > 2 and now - self.rate_marks[1][0] >= window:
                 self.rate_marks.popleft()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Callable
 
 STATUS_MODES = ("auto", "live", "plain", "none")
 SHORT = {"decode": "dec", "queue": "queue", "preprocess": "pre", "inference": "infer", "postprocess": "post",
@@ -24,6 +25,40 @@ def _ms(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:.1f}" if value < 10 else f"{value:.0f}"
+
+
+def source_status(src, now: float | None = None) -> dict:
+    """One source's figures now (a StreamSource): what the terminal rows and the live view's
+    page, ``/status.json`` and ``/metrics`` show, so they never disagree.
+
+    Keys: name, state, fps_in, fps_out (over the last ~2 s), processed, dropped, corrupt,
+    reconnects, each stage of SHORT (its recent median in ms, None before any), e2e_p50_ms and
+    e2e_p95_ms (end to end over the whole run), and ``counts`` where the source has them."""
+    now = time.perf_counter() if now is None else now
+    fps_in, fps_out = src.stats.rates(now)
+    state = src.events.state if src.status == "running" else src.status
+    with src.stats.lock:  # the sink thread adds to the histogram meanwhile
+        e2e = src.stats.latency["end_to_end"].summary_ms()
+    row = {"name": src.spec.name, "state": state, "fps_in": fps_in, "fps_out": fps_out,
+           "processed": src.stats.processed, "dropped": src.stats.dropped,
+           "corrupt": src.events.corrupt, "reconnects": src.events.reconnects,
+           **{stage: src.stats.recent_ms(stage) for stage in SHORT},
+           "e2e_p50_ms": e2e["p50"], "e2e_p95_ms": e2e["p95"]}
+    counting = getattr(src, "counting", None)  # --line / --zone: its SourceCounts
+    if counting is not None:
+        row["counts"] = _snapshot(counting.status)
+    return row
+
+
+def _snapshot(make: Callable[[], dict]) -> dict:
+    """``make()``, a dict read from counters the sink thread adds to meanwhile (reading one while
+    it grows raises): tried again until it reads whole."""
+    for _ in range(10):
+        try:
+            return make()
+        except RuntimeError:  # "dictionary changed size during iteration": try again
+            continue
+    return {}
 
 
 class StatusView:
@@ -57,16 +92,8 @@ class StatusView:
             print(text, file=sys.stderr, flush=True)
 
     def _rows(self) -> list[dict]:
-        rows = []
         now = time.perf_counter()
-        for src in self.sources:
-            fps_in, fps_out = src.stats.rates(now)
-            state = src.events.state if src.status == "running" else src.status
-            rows.append({"name": src.spec.name, "state": state, "fps_in": fps_in, "fps_out": fps_out,
-                         "processed": src.stats.processed, "dropped": src.stats.dropped,
-                         "corrupt": src.events.corrupt, "reconnects": src.events.reconnects,
-                         **{stage: src.stats.recent_ms(stage) for stage in SHORT}})
-        return rows
+        return [source_status(src, now) for src in self.sources]
 
     def _table(self):
         """Two tables, counts then latencies, so that each fits an 80-column terminal."""
