@@ -347,7 +347,7 @@ main { display: flex; flex-wrap: wrap; gap: 1em; }
 .video { display: block; max-width: 640px; min-width: 320px; min-height: 180px; background: #000; }
 .figures { width: 100%; }
 .figures th { text-align: left; font-weight: normal; color: #aaa; padding-right: 1em; }
-.figures td { text-align: right; font-variant-numeric: tabular-nums; }
+.figures td { text-align: right; font-variant-numeric: tabular-nums; white-space: pre-line; }
 </style></head>
 <body><h1>cvexport stream</h1><main>
 {panels}
@@ -357,10 +357,20 @@ main { display: flex; flex-wrap: wrap; gap: 1em; }
 window.addEventListener("load", () => {
   for (const img of document.querySelectorAll("img.video")) img.src = img.dataset.src;
 });
+// Nested counts ({"line 0": {"in": {"car": 3}}}) as one "line 0 in car: 3" line per number.
+function lines(tree, prefix) {
+  let out = [];
+  for (const [key, value] of Object.entries(tree)) {
+    const name = prefix ? prefix + " " + key : key;
+    if (value !== null && typeof value === "object") out = out.concat(lines(value, name));
+    else out.push(name + ": " + value);
+  }
+  return out;
+}
 function show(cell, value) {
   const d = cell.dataset.decimals;
   if (value === null || value === undefined) cell.textContent = "-";
-  else if (typeof value === "object") cell.textContent = JSON.stringify(value);
+  else if (typeof value === "object") cell.textContent = lines(value, "").join("\\n") || "-";
   else if (d !== "" && typeof value === "number") cell.textContent = value.toFixed(Number(d));
   else cell.textContent = String(value);
 }
