@@ -21,9 +21,11 @@ Threads, per source unless said otherwise::
   (``predictor.split``) on to its sink.
 * **sink** maps results back to the frame's pixels (``predictor.finish_one``), gives the boxes
   their track ids with ``--track`` (the source's own :class:`cvexport.tracking.Tracker`, fed here
-  in frame order with the frame's pts, so frames dropped or skipped are gaps in time), draws
-  and encodes the annotated frame, and writes the JSONL line last: a frame's end-to-end latency
-  runs from the moment it left the decoder to that line.
+  in frame order with the frame's pts, so frames dropped or skipped are gaps in time) and
+  counts them against ``--line`` / ``--zone``, draws and encodes the annotated frame (with each
+  track's short trail, and the lines and zones), and writes the JSONL line last (then the
+  frame's counting events): a frame's end-to-end latency runs from the moment it left the
+  decoder to that line.
 
 Every queue is bounded, so a slow stage pushes back up to the inbox, where a live source drops
 and a file waits. A stop (end of every source, ``--frames``, ``--duration``, a signal) closes
@@ -165,6 +167,7 @@ class StreamSource:
     threads: list = field(default_factory=list)
     tracker: Any = None  # --track: this source's cvexport.tracking.Tracker, fed by its sink thread only
     counting: Any = None  # --line / --zone: this source's SourceCounts, fed by its sink thread only
+    trails: Any = None  # --track: this source's cvexport.stream.trails.Trails for its video, sink thread only
 
 
 class Pipeline:
@@ -445,6 +448,7 @@ class Pipeline:
                 if src.tracker is not None:
                     seconds = self._track_seconds(raw)
                     prediction = src.tracker.track(prediction, seconds)
+                    src.trails.update(prediction)
                     if src.counting is not None:
                         events = src.counting.update(prediction, raw.width, raw.height, seconds)
                 record = task.record(prediction)
@@ -505,9 +509,13 @@ class Pipeline:
                      else frame.width % 2 == 0 and frame.height % 2 == 0)):
             planes = frame.to_ndarray()
             task.video_picture_yuv420(planes, prediction)
+            if src.trails is not None:
+                src.trails.draw_yuv420(planes)
             return planes, "yuv420p"
         rgb = rgb if rgb is not None else frame.to_ndarray(format="rgb24")
         picture = task.video_picture(rgb, prediction)
+        if src.trails is not None:
+            src.trails.draw_rgb(picture)
         if src.counting is not None:  # lines, zones and their counts over the boxes
             src.counting.draw(picture)
         return picture, "rgb24"
@@ -532,11 +540,13 @@ class Pipeline:
             if self.options.video:
                 src.video = VideoWriter(self.out / f"{src.spec.name}.mp4", src.reader.fps)
         if self.options.track_lost_seconds is not None:
+            from cvexport.stream.trails import Trails
             from cvexport.tracking import Tracker  # optional dependency, only with --track
 
             for src in self.sources:
                 src.tracker = Tracker(lost_seconds=self.options.track_lost_seconds,
                                       frame_rate=src.reader.fps or 30.0)
+                src.trails = Trails()
                 if self.options.counting:
                     from cvexport.stream.source_counts import SourceCounts
 
