@@ -14,6 +14,9 @@ from stream_helpers import decode_video, read_jsonl, stream, stream_cli
 
 from cvexport.counting import LineCounter, ZoneCounter
 from cvexport.results import Detections
+from cvexport.stream.source_counts import CountingOptions
+
+DEFAULTS = CountingOptions()  # the stream's --count-frames and --count-margin
 
 pytest.importorskip("trackers")
 
@@ -42,7 +45,7 @@ def test_crossings_are_the_ones_the_shapes_make(counted):
     """The stream's line counts, from the detector's boxes and the tracker's ids, are exactly
     those of the video's ground truth (each shape's true box and identity) through the same rule."""
     out, bundle, truths = counted
-    truth = LineCounter((0, HEIGHT / 2), (WIDTH, HEIGHT / 2), min_frames=2, margin=2.0)
+    truth = LineCounter((0, HEIGHT / 2), (WIDTH, HEIGHT / 2), min_frames=DEFAULTS.min_frames, margin=DEFAULTS.margin)
     for index, shapes in enumerate(truths):
         truth.update(Detections(xyxy=np.array([shape["box"] for shape in shapes]), scores=np.ones(len(shapes)),
                                 class_ids=[shape["class_id"] for shape in shapes], class_names=bundle.class_names,
@@ -65,8 +68,9 @@ def test_events_follow_their_frame_and_are_what_the_counters_make_of_the_written
     assert len(frames) == FRAMES and events, "the shapes cross the middle of the frame: some events expected"
     order = [line["frame"] for line in lines]
     assert order == sorted(order)  # each event right after its frame's line
-    line_counter = LineCounter((0, HEIGHT / 2), (WIDTH, HEIGHT / 2), index=0, min_frames=2, margin=2.0)
-    zone_counter = ZoneCounter([(0, 0), (160, 0), (160, 240), (0, 240)], index=0, min_frames=2, margin=2.0)
+    hysteresis = {"min_frames": DEFAULTS.min_frames, "margin": DEFAULTS.margin}
+    line_counter = LineCounter((0, HEIGHT / 2), (WIDTH, HEIGHT / 2), index=0, **hysteresis)
+    zone_counter = ZoneCounter([(0, 0), (160, 0), (160, 240), (0, 240)], index=0, **hysteresis)
     replayed = []
     for frame in frames:
         boxes = frame["detections"]

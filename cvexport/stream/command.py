@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from cvexport.argtypes import pixels, positive_int
+from cvexport.stream.source_counts import CountingOptions
 from cvexport.errors import CvexportError, stderr_warning
 from cvexport.signals import SIGNAL_EXIT, install_stop_signals, restore_signals
 from cvexport.stream.outputs import SUMMARY, SUMMARY_FORMAT
@@ -73,11 +74,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--zone", action="append", default=[], metavar="X1,Y1,X2,Y2,X3,Y3,...",
                    help="count tracked boxes inside this polygon and entering it, per class (implies --track; "
                         "repeat for more zones; pixels or fractions as --line)")
-    p.add_argument("--count-frames", type=positive_int, default=2,
-                   help="with --line / --zone: frames a box must be seen on the new side before it counts (default 2)")
-    p.add_argument("--count-margin", type=pixels, default=2.0, metavar="PIXELS",
+    p.add_argument("--count-frames", type=positive_int, default=CountingOptions.min_frames,
+                   help="with --line / --zone: frames a box must be seen on the new side before it counts "
+                        f"(default {CountingOptions.min_frames})")
+    p.add_argument("--count-margin", type=pixels, default=CountingOptions.margin, metavar="PIXELS",
                    help="with --line / --zone: pixels either side of a line or edge where a box is on neither side, "
-                        "so a box jittering on it counts once (default 2)")
+                        f"so a box jittering on it counts once (default {CountingOptions.margin:g})")
     p.add_argument("--on-source-error", choices=("fail", "skip"), default="fail",
                    help="with several sources, one that cannot be opened or is lost for good: fail (default) stops "
                         "with an error; skip warns and goes on with the others")
