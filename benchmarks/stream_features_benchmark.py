@@ -35,7 +35,7 @@ FEATURES = {
     "plain": [],
     "track": ["--track"],
     "track + line + zone": ["--line", LINE, "--zone", ZONE],
-    "serve, 2 viewers": ["--serve"],  # and a free port
+    "serve + 2 viewers": ["--serve"],  # and a free port
 }
 
 

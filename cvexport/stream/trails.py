@@ -59,12 +59,26 @@ class Trails:
             draw.line(points, fill=color, width=width)
 
     def draw_yuv420(self, planes: np.ndarray) -> None:
-        """Each trail as 2x2 dots every two pixels along it onto yuv420p ``planes`` (in place)."""
-        from cvexport.yuv420 import fill_rect
+        """Each trail as 2x2 dots every two pixels along it onto yuv420p ``planes`` (in place).
+        The dots sit on whole chroma cells (even x and y), so each is one colour in all three
+        planes, written at once for a whole trail (a call per dot cost more than the tracking)."""
+        from cvexport.yuv420 import rgb_to_yuv, split_planes
 
+        y_plane, u_plane, v_plane = split_planes(planes)
+        height, width = y_plane.shape
         for points, color in self._polylines():
-            for (x1, y1), (x2, y2) in zip(points, points[1:]):
-                steps = max(1, int(np.hypot(x2 - x1, y2 - y1) // 2))
-                for t in np.linspace(0.0, 1.0, steps + 1):
-                    x, y = int(x1 + t * (x2 - x1)), int(y1 + t * (y2 - y1))
-                    fill_rect(planes, x - 1, y - 1, x, y, color)
+            ends = np.asarray(points, dtype=np.float64)
+            moves = ends[1:] - ends[:-1]
+            # Every segment sampled as often as the longest needs (a dot every 2 px; repeats are harmless).
+            steps = int(min(np.hypot(*moves.T).max() // 2, 4 * max(height, width))) + 1
+            fractions = np.linspace(0.0, 1.0, steps + 1)
+            along = (ends[:-1, None, :] + fractions[None, :, None] * moves[:, None, :]).reshape(-1, 2)
+            cells = np.floor(along).astype(int) // 2  # (x, y) of the 2x2 cells
+            cells = cells[(cells[:, 0] >= 0) & (cells[:, 1] >= 0)
+                          & (cells[:, 0] < width // 2) & (cells[:, 1] < height // 2)]
+            luma, u, v = np.clip(np.rint(rgb_to_yuv(color)), 0, 255).astype(np.uint8)
+            cx, cy = cells[:, 0], cells[:, 1]
+            for dy in (0, 1):
+                for dx in (0, 1):
+                    y_plane[2 * cy + dy, 2 * cx + dx] = luma
+            u_plane[cy, cx], v_plane[cy, cx] = u, v
