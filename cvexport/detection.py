@@ -466,6 +466,7 @@ class DetectionTask(Task):
 
     # A module's detections start from these NMS settings (the CLI's options override them).
     takes_modules = True
+    trackable = True
     module_defaults = {"score_threshold": 0.25, "iou_threshold": 0.45, "max_detections": 100}
 
     def check_module_outputs(self, model, outputs, shape, head, wrong, where) -> int:

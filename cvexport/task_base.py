@@ -95,6 +95,8 @@ class Task:
     # Whether the task's results survive an input showing only part of the picture (fit
     # resize_crop, cvexport.images.InputFit): one answer per picture, nothing mapped back onto it.
     accepts_cropped_input: ClassVar[bool] = False
+    # Its predictions are boxes a tracker can follow from frame to frame (stream --track, --line, --zone).
+    trackable: ClassVar[bool] = False
 
     def output_contract(self) -> tuple[ContractOutput, ...]:
         """The outputs a bundle of the task must give (required) or may add (optional), with

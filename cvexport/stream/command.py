@@ -180,6 +180,7 @@ def execute(args, make_predictor: Callable | None = None) -> int:
     predictor (tests pass one that wraps it, e.g. to make inference slower than the source)."""
     from cvexport.atomic import write_text_atomic
     from cvexport.bundle import load_bundle
+    from cvexport.tasks import get_task
     from cvexport.stream.outputs import check_outputs, remove_outputs, source_inputs
     from cvexport.stream.pipeline import Pipeline, PipelineOptions, StreamSource, skipped_entry
     from cvexport.stream.sources import (ReadOptions, SourceEvents, mask_credentials, open_reader, parse_source,
@@ -208,7 +209,7 @@ def execute(args, make_predictor: Callable | None = None) -> int:
     check_outputs(out, output_names, inputs, force=args.force)
     args.track = args.track or bool(counting)  # counting follows track ids
     bundle = load_bundle(args.bundle)
-    if args.track and bundle.task != "detection":
+    if args.track and not get_task(bundle.task).trackable:
         raise CvexportError(f"--track follows a detector's boxes; this bundle's task is {bundle.task}")
     if args.track:
         import importlib.util
