@@ -13,6 +13,7 @@ from collections import deque
 
 import numpy as np
 
+from cvexport.counting.geometry import bottom_centres
 from cvexport.palette import BOX_PALETTE
 from cvexport.results import NO_TRACK
 
@@ -34,11 +35,12 @@ class Trails:
         """Add this frame's tracked boxes (``detections.track_ids``; boxes without a track add nothing)."""
         self._frame += 1
         if detections.track_ids is not None:
-            for box, class_id, track_id in zip(detections.xyxy, detections.class_ids, detections.track_ids.tolist()):
+            points = bottom_centres(detections.xyxy).tolist()
+            for point, class_id, track_id in zip(points, detections.class_ids, detections.track_ids.tolist()):
                 if track_id == NO_TRACK:
                     continue
                 trail = self._trails.setdefault(track_id, deque(maxlen=self.points))
-                trail.append(((box[0] + box[2]) / 2.0, float(box[3])))
+                trail.append(tuple(point))
                 self._colors[track_id] = self.palette[int(class_id) % len(self.palette)]
                 self._last_seen[track_id] = self._frame
         for track_id in [t for t, seen in self._last_seen.items() if self._frame - seen > FORGET_AFTER]:
